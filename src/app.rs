@@ -1,0 +1,177 @@
+//! Putting the house together: storage and queue chosen by config, the pipeline,
+//! both protocols on one router, the verdict consumer, and shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Settings, StorageDriver};
+use crate::metrics::Metrics;
+use crate::pipeline::{links::Links, Pipeline};
+use crate::queue::{memory::MemoryQueue, Queue};
+use crate::storage::{local::LocalDisk, Storage};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Pipeline,
+    draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// True once shutdown has begun: readiness answers 503.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn draining_flag(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
+}
+
+/// A running gateway.
+pub struct App {
+    addr: SocketAddr,
+    pipeline: Pipeline,
+    queue: Arc<dyn Queue>,
+    storage: Arc<dyn Storage>,
+    shutdown: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl App {
+    /// Validates the config, binds the port, opens storage and queue, recovers what
+    /// a crash left, and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<App> {
+        let settings = config.settings().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        tokio::fs::create_dir_all(&settings.data_dir)
+            .await
+            .with_context(|| format!("cannot create the data folder {}", settings.data_dir.display()))?;
+
+        let storage = open_storage(&config, &settings).await?;
+        let queue = open_queue(&config, &settings).await?;
+        storage.recover().await.context("recovering storage")?;
+
+        let public = match &config.public_url {
+            Some(u) => u.clone(),
+            None if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
+        let key = signing_key(&config, &settings.data_dir).await?;
+        let links = Links::new(key, &public, settings.url_expiry);
+        let metrics = Arc::new(Metrics::default());
+        let pipeline = Pipeline::new(settings.clone(), storage.clone(), queue.clone(), links, metrics);
+        pipeline
+            .reannounce_quarantine()
+            .await
+            .context("announcing again what quarantine holds")?;
+
+        let shutdown = CancellationToken::new();
+        let state = AppState {
+            pipeline: pipeline.clone(),
+            draining: Arc::new(AtomicBool::new(false)),
+        };
+        tokio::spawn(pipeline.clone().run_verdict_consumer(shutdown.child_token()));
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            state,
+            settings.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(%addr, storage = ?config.storage_driver, kafka = config.kafka_brokers.is_some(), "upload-gateway listening");
+        Ok(App {
+            addr,
+            pipeline,
+            queue,
+            storage,
+            shutdown,
+            server,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The queue behind the pipeline (tests read what was published).
+    pub fn queue(&self) -> &Arc<dyn Queue> {
+        &self.queue
+    }
+
+    /// The storage behind the pipeline (tests look at what is kept).
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// A token that starts the graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped (after the shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let r = self.server.await.context("server task")?;
+        let drain = self.pipeline.settings().drain_timeout;
+        self.pipeline.flush(drain).await?;
+        r
+    }
+
+    /// Graceful shutdown, then wait.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+async fn open_storage(config: &Config, settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
+    match config.storage_driver {
+        StorageDriver::Localdisk => Ok(Arc::new(
+            LocalDisk::open(&settings.data_dir)
+                .await
+                .map_err(|e| anyhow::anyhow!("local storage in {}: {e}", settings.data_dir.display()))?,
+        )),
+        StorageDriver::S3 => anyhow::bail!("STORAGE_DRIVER=s3 is not available in this build yet"),
+    }
+}
+
+async fn open_queue(config: &Config, _settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+    match &config.kafka_brokers {
+        None => Ok(Arc::new(MemoryQueue::default())),
+        Some(_) => anyhow::bail!("KAFKAMQ is set, but this build has no Kafka queue yet"),
+    }
+}
+
+/// The URL signing key: from config, else made once and kept in the data folder so
+/// URLs survive a restart.
+async fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(k) = &config.url_signing_key {
+        anyhow::ensure!(k.len() >= 16, "URL_SIGNING_KEY: use at least 16 characters");
+        return Ok(k.as_bytes().to_vec());
+    }
+    let path = data_dir.join(".signing-key");
+    match tokio::fs::read(&path).await {
+        Ok(k) if k.len() >= 32 => Ok(k),
+        _ => {
+            let key: [u8; 32] = rand::random();
+            let hexed = hex::encode(key).into_bytes();
+            tokio::fs::write(&path, &hexed)
+                .await
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(hexed)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The one error type. Each variant knows its HTTP status, its gRPC code and its
+//! sentence; the protocol adapters only translate.
+
+use http::StatusCode;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The multipart form has neither a `file` nor an `upload` part.
+    #[error("Upload field not found")]
+    UploadFieldNotFound,
+    /// The content type matches no routing rule.
+    #[error("Unsupported Media Type")]
+    UnsupportedMediaType,
+    /// The content type names a service that is not in the valid list.
+    #[error("Unsupported MIME type")]
+    UnsupportedService { service: String },
+    /// The payload passed its service's size limit.
+    #[error("Payload too large: more than {limit} bytes for service {service}. Should not exceed {limit} bytes")]
+    TooLarge { service: String, limit: u64 },
+    /// The request itself is malformed; the text says how.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Identity is required by configuration and was not sent.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A signed URL whose signature is wrong or expired.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The client stopped sending the body for longer than the idle timeout.
+    #[error("{0}")]
+    Timeout(String),
+    /// The client went away before the payload was complete.
+    #[error("client disconnected: {0}")]
+    ClientGone(String),
+    /// Storage failed; nothing was kept. Retry later.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
+    /// The queue failed; nothing was kept. Retry later.
+    #[error("queue unavailable: {0}")]
+    QueueUnavailable(String),
+    /// The gateway is shutting down or over its concurrency limit.
+    #[error("{0}")]
+    Overloaded(String),
+    /// A bug: something that should not happen did.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Error::BadRequest(msg.into())
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Error::UploadFieldNotFound
+            | Error::UnsupportedMediaType
+            | Error::UnsupportedService { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BadRequest(_) | Error::ClientGone(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::StorageUnavailable(_) | Error::QueueUnavailable(_) | Error::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Error::UploadFieldNotFound
+            | Error::UnsupportedMediaType
+            | Error::UnsupportedService { .. }
+            | Error::BadRequest(_) => Code::InvalidArgument,
+            Error::TooLarge { .. } => Code::ResourceExhausted,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Forbidden(_) => Code::PermissionDenied,
+            Error::NotFound(_) => Code::NotFound,
+            Error::Timeout(_) => Code::DeadlineExceeded,
+            Error::ClientGone(_) => Code::Cancelled,
+            Error::StorageUnavailable(_) | Error::QueueUnavailable(_) | Error::Overloaded(_) => {
+                Code::Unavailable
+            }
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// Whether the client should simply try again later (the 503 family).
+    pub fn is_retryable(&self) -> bool {
+        self.http_status() == StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// A short stable name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::UploadFieldNotFound => "upload_field_not_found",
+            Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::UnsupportedService { .. } => "unsupported_service",
+            Error::TooLarge { .. } => "too_large",
+            Error::BadRequest(_) => "bad_request",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::Timeout(_) => "timeout",
+            Error::ClientGone(_) => "client_gone",
+            Error::StorageUnavailable(_) => "storage_unavailable",
+            Error::QueueUnavailable(_) => "queue_unavailable",
+            Error::Overloaded(_) => "overloaded",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+impl axum::response::IntoResponse for Error {
+    fn into_response(self) -> axum::response::Response {
+        let status = self.http_status();
+        let mut resp = (
+            status,
+            [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.to_string(),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,290 @@
+//! The gRPC adapter (contract §5): `upload.v1.UploadGateway`, translated into
+//! pipeline calls, plus reflection and health.
+
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Error;
+use crate::messages::{Validation, ValidationResult};
+use crate::pipeline::{Outcome, Pipeline, UploadHeader, TERMINAL};
+
+pub mod pb {
+    tonic::include_proto!("upload.v1");
+    /// The descriptor set that reflection serves.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("upload_descriptor");
+}
+
+use pb::upload_gateway_server::UploadGateway;
+use pb::{upload_request::Part, verdict_ack};
+
+pub struct GatewayService {
+    pipeline: Pipeline,
+}
+
+impl GatewayService {
+    pub fn new(pipeline: Pipeline) -> Self {
+        GatewayService { pipeline }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn metadata_str(req_meta: &tonic::metadata::MetadataMap, name: &str) -> Result<Option<String>, Status> {
+    req_meta
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| Status::invalid_argument(format!("{name} metadata is not visible ASCII")))
+        })
+        .transpose()
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[tonic::async_trait]
+impl UploadGateway for GatewayService {
+    async fn upload(
+        &self,
+        request: Request<Streaming<pb::UploadRequest>>,
+    ) -> Result<Response<pb::UploadReceipt>, Status> {
+        let identity = metadata_str(request.metadata(), "x-rh-identity")?;
+        let request_id = metadata_str(request.metadata(), "x-rh-insights-request-id")?;
+        let mut stream = request.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("the stream ended before its header"))??;
+        let Some(Part::Header(h)) = first.part else {
+            return Err(Status::invalid_argument("the first message must carry the header"));
+        };
+        let header = UploadHeader {
+            content_type: h.content_type,
+            file_name: non_empty(h.file_name),
+            identity: non_empty(h.identity).or(identity),
+            request_id: non_empty(h.request_id).or(request_id),
+            metadata: non_empty(h.metadata_json).map(String::into_bytes),
+            expected_size: (h.expected_size > 0).then_some(h.expected_size),
+            expected_sha256: non_empty(h.expected_sha256),
+        };
+        let chunks = stream.map(|m| match m {
+            Ok(pb::UploadRequest { part: Some(Part::Chunk(bytes)) }) => Ok(bytes),
+            Ok(_) => Err(Error::bad_request("after the header, every message must carry a chunk")),
+            Err(s) if s.code() == tonic::Code::Cancelled => Err(Error::ClientGone(s.message().to_string())),
+            Err(s) => Err(Error::bad_request(format!("upload stream failed: {}", s.message()))),
+        });
+        let staged = self.pipeline.store(header, Box::pin(chunks)).await?;
+        let r = staged.announce().await?;
+        let mut resp = Response::new(pb::UploadReceipt {
+            request_id: r.request_id.to_string(),
+            account_number: r.account_number.unwrap_or_default(),
+            org_id: r.org_id.unwrap_or_default(),
+            service: r.service,
+            category: r.category,
+            size: r.size,
+            sha256: r.sha256,
+        });
+        if let Ok(v) = r.request_id.as_str().parse() {
+            resp.metadata_mut().insert("x-rh-insights-request-id", v);
+        }
+        Ok(resp)
+    }
+
+    type SubscribeStream = BoxStream<pb::Announcement>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let work = self.pipeline.subscribe(&request.into_inner().service).await?;
+        let out = work.map(|w| {
+            let w = w?;
+            let a = w.announce;
+            Ok(pb::Announcement {
+                request_id: a.request_id,
+                service: a.service,
+                category: a.category,
+                url: a.url,
+                size: a.size,
+                sha256: a.sha256,
+                content_type: a.content_type,
+                account: a.account.unwrap_or_default(),
+                org_id: a.org_id.unwrap_or_default(),
+                b64_identity: a.b64_identity,
+                timestamp: a.timestamp,
+                json: w.json,
+            })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    type ValidationResultStream = BoxStream<pb::VerdictAck>;
+
+    async fn validation_result(
+        &self,
+        request: Request<Streaming<pb::Verdict>>,
+    ) -> Result<Response<Self::ValidationResultStream>, Status> {
+        let pipeline = self.pipeline.clone();
+        let acks = request.into_inner().then(move |v| {
+            let pipeline = pipeline.clone();
+            async move {
+                let v = v?;
+                Ok(ack(&pipeline, v).await)
+            }
+        });
+        Ok(Response::new(Box::pin(acks)))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusHistory>, Status> {
+        let id = request.into_inner().request_id;
+        let history = self
+            .pipeline
+            .status()
+            .history(&id)
+            .ok_or_else(|| Status::not_found(format!("no payload with request id {id} is known")))?;
+        Ok(Response::new(pb::StatusHistory {
+            request_id: id,
+            events: history.into_iter().map(event).collect(),
+        }))
+    }
+
+    type WatchStatusStream = BoxStream<pb::StatusEvent>;
+
+    async fn watch_status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let id = request.into_inner().request_id;
+        let (so_far, rx) = self
+            .pipeline
+            .status()
+            .watch(&id)
+            .ok_or_else(|| Status::not_found(format!("no payload with request id {id} is known")))?;
+        let future = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|r| async move { r.ok() });
+        let all = futures_util::stream::iter(so_far).chain(future);
+        // End the stream right after the first terminal event.
+        let mut done = false;
+        let out = all
+            .take_while(move |e| {
+                let go = !done;
+                done = done || TERMINAL.contains(&e.status.as_str());
+                async move { go }
+            })
+            .map(|e| Ok(event(e)));
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    type DownloadStream = BoxStream<pb::DownloadChunk>;
+
+    async fn download(
+        &self,
+        request: Request<pb::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let (bucket, meta, bytes) = self.pipeline.download(&request.into_inner().request_id).await?;
+        let mut first = Some((meta.size, bucket.as_str().to_string()));
+        let out = bytes.map(move |chunk| {
+            let data = chunk?;
+            let (size, bucket) = first.take().unwrap_or_default();
+            Ok(pb::DownloadChunk { data, size, bucket })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Applies one verdict from a gRPC validator and says what happened.
+async fn ack(pipeline: &Pipeline, v: pb::Verdict) -> pb::VerdictAck {
+    use verdict_ack::Outcome as O;
+    let invalid = |msg: String| pb::VerdictAck {
+        request_id: v.request_id.clone(),
+        outcome: O::Invalid as i32,
+        message: msg,
+    };
+    if v.request_id.is_empty() {
+        pipeline.metrics().verdict(Outcome::Invalid.as_str());
+        return invalid("the verdict names no request_id".into());
+    }
+    let Some(validation) = Validation::parse(&v.validation) else {
+        pipeline.metrics().verdict(Outcome::Invalid.as_str());
+        return invalid(format!(
+            "unknown validation {:?} (expected success, failure or handoff)",
+            v.validation
+        ));
+    };
+    let report = pipeline
+        .apply(ValidationResult {
+            request_id: v.request_id.clone(),
+            validation,
+            reason: non_empty(v.reason),
+            satellite_managed: None,
+        })
+        .await;
+    let outcome = match report.outcome {
+        Outcome::Promoted => O::Promoted,
+        Outcome::Rejected => O::Rejected,
+        Outcome::HandedOff => O::HandedOff,
+        Outcome::AlreadyDecided => O::AlreadyDecided,
+        Outcome::UnknownId => O::UnknownId,
+        Outcome::Invalid => O::Invalid,
+        Outcome::Retry => O::Retry,
+    };
+    pb::VerdictAck {
+        request_id: report.request_id,
+        outcome: outcome as i32,
+        message: report.message,
+    }
+}
+
+fn event(e: crate::messages::PayloadStatus) -> pb::StatusEvent {
+    pb::StatusEvent {
+        request_id: e.request_id,
+        status: e.status,
+        status_msg: e.status_msg,
+        date: e.date,
+        service: e.service,
+        account: e.account.unwrap_or_default(),
+        org_id: e.org_id.unwrap_or_default(),
+    }
+}
+
+/// The gRPC services as one axum router: the gateway (also as gRPC-Web), health and
+/// reflection v1 and v1alpha.
+pub fn routes(pipeline: Pipeline) -> (tonic_health::server::HealthReporter, axum::Router) {
+    use pb::upload_gateway_server::UploadGatewayServer;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let gateway = UploadGatewayServer::new(GatewayService::new(pipeline))
+        .max_decoding_message_size(4 << 20)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the descriptor sets are built by build.rs");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the descriptor sets are built by build.rs");
+    let reporter = health.clone();
+    tokio::spawn(async move {
+        reporter.set_serving::<UploadGatewayServer<GatewayService>>().await;
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    });
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(gateway)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let router = routes
+        .prepare()
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new());
+    (health, router)
+}

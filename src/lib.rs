@@ -1,0 +1,21 @@
+//! upload-gateway: takes payloads in over REST and gRPC on one port, keeps them safe,
+//! announces them to their validators, applies verdicts and advertises the result.
+//!
+//! Start reading at [`pipeline`]: the protocols ([`rest`], [`grpc`]) only translate
+//! into it, and it talks to [`storage`] and [`queue`] through traits.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod messages;
+pub mod metrics;
+pub mod pipeline;
+pub mod queue;
+pub mod rest;
+pub mod server;
+pub mod storage;
+
+pub use app::App;
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,284 @@
+//! Verdicts: success promotes to perm and advertises, failure moves to reject,
+//! handoff leaves the payload where it is. Idempotent, and applied from storage
+//! alone, so a restarted gateway applies a verdict as well as the one that announced.
+
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Pipeline;
+use crate::error::{Error, Result};
+use crate::messages::{now_rfc3339, Available, Validation, ValidationResult};
+use crate::queue::Message;
+use crate::storage::{Bucket, ByteStream, ObjectMeta};
+
+/// What applying one verdict did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Promoted,
+    Rejected,
+    HandedOff,
+    AlreadyDecided,
+    UnknownId,
+    Invalid,
+    /// Storage or queue failed; nothing was lost, apply the verdict again later.
+    Retry,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Promoted => "promoted",
+            Outcome::Rejected => "rejected",
+            Outcome::HandedOff => "handed_off",
+            Outcome::AlreadyDecided => "already_decided",
+            Outcome::UnknownId => "unknown_id",
+            Outcome::Invalid => "invalid",
+            Outcome::Retry => "retry",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictReport {
+    pub request_id: String,
+    pub outcome: Outcome,
+    pub message: String,
+}
+
+impl VerdictReport {
+    fn new(request_id: &str, outcome: Outcome, message: impl Into<String>) -> Self {
+        VerdictReport {
+            request_id: request_id.to_string(),
+            outcome,
+            message: message.into(),
+        }
+    }
+}
+
+/// The consumer group the gateway reads the validation topic in.
+pub const VERDICT_GROUP: &str = "upload-gateway";
+
+/// Decisions on one payload are serialized by striped locks (no duplicate promotion
+/// when the same verdict arrives by Kafka and gRPC at once).
+const STRIPES: usize = 64;
+
+pub(crate) struct DecisionLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl Default for DecisionLocks {
+    fn default() -> Self {
+        DecisionLocks((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+}
+
+impl DecisionLocks {
+    async fn lock(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        self.0[(h.finish() as usize) % STRIPES].lock().await
+    }
+}
+
+impl Pipeline {
+    /// Which bucket holds a payload, and its meta. Quarantine is looked at first.
+    pub(crate) async fn locate(&self, key: &str) -> Result<Option<(Bucket, ObjectMeta)>> {
+        for b in Bucket::ALL {
+            if let Some(meta) = self.inner.storage.head(b, key).await? {
+                return Ok(Some((b, meta)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads a payload back from whichever bucket holds it.
+    pub async fn download(&self, request_id: &str) -> Result<(Bucket, ObjectMeta, ByteStream)> {
+        let not_found = || Error::NotFound(format!("no stored payload has request id {request_id}"));
+        if !super::request_id::is_valid(request_id) {
+            return Err(not_found());
+        }
+        for b in Bucket::ALL {
+            if let Some((meta, bytes)) = self.inner.storage.get(b, request_id).await? {
+                return Ok((b, meta, bytes));
+            }
+        }
+        Err(not_found())
+    }
+
+    /// Serves a URL the gateway signed: checks the signature, then streams the bytes.
+    pub async fn open_signed(
+        &self,
+        bucket: &str,
+        key: &str,
+        expires: u64,
+        signature: &str,
+    ) -> Result<(ObjectMeta, ByteStream)> {
+        let bucket = Bucket::parse(bucket)
+            .ok_or_else(|| Error::NotFound(format!("no bucket named {bucket:?}")))?;
+        self.inner.links.verify(bucket, key, expires, signature)?;
+        self.inner
+            .storage
+            .get(bucket, key)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("{key} is no longer in {}", bucket.as_str())))
+    }
+
+    /// Parses and applies a validation message as read from the validation topic.
+    pub async fn apply_message(&self, bytes: &[u8]) -> VerdictReport {
+        match ValidationResult::parse(bytes) {
+            Ok(result) => self.apply(result).await,
+            Err(e) => {
+                self.metrics().verdict(Outcome::Invalid.as_str());
+                warn!(error = %e, "skipping a malformed validation message");
+                VerdictReport::new("", Outcome::Invalid, e.to_string())
+            }
+        }
+    }
+
+    /// Applies one verdict. Safe to repeat: a verdict on a decided payload changes nothing.
+    pub async fn apply(&self, result: ValidationResult) -> VerdictReport {
+        let id = result.request_id.clone();
+        let span = tracing::info_span!("verdict", request_id = %id, validation = result.validation.as_str());
+        let report = tracing::Instrument::instrument(self.apply_inner(result), span).await;
+        self.metrics().verdict(report.outcome.as_str());
+        if report.outcome != Outcome::Retry {
+            self.inner.leases.settle(&id);
+        }
+        report
+    }
+
+    async fn apply_inner(&self, result: ValidationResult) -> VerdictReport {
+        let id = result.request_id.as_str();
+        if !super::request_id::is_valid(id) {
+            return VerdictReport::new(id, Outcome::Invalid, "not a request id the gateway gives out");
+        }
+        let _guard = self.inner.decisions.lock(id).await;
+        let found = match self.locate(id).await {
+            Ok(f) => f,
+            Err(e) => return VerdictReport::new(id, Outcome::Retry, e.to_string()),
+        };
+        let meta = match found {
+            None => return VerdictReport::new(id, Outcome::UnknownId, "no stored payload has this request id"),
+            Some((Bucket::Quarantine, meta)) => meta,
+            Some((b, _)) => {
+                return VerdictReport::new(id, Outcome::AlreadyDecided, format!("already decided: the payload is in {}", b.as_str()))
+            }
+        };
+        let applied = match result.validation {
+            Validation::Success => self.promote(&meta, &result).await.map(|()| Outcome::Promoted),
+            Validation::Failure => self.reject(&meta, &result).await.map(|()| Outcome::Rejected),
+            Validation::Handoff => {
+                self.record(&meta, "handoff", result.reason.as_deref().unwrap_or("handed off by its validator"));
+                Ok(Outcome::HandedOff)
+            }
+        };
+        match applied {
+            Ok(outcome) => {
+                info!(outcome = outcome.as_str(), "verdict applied");
+                VerdictReport::new(id, outcome, format!("{}: done", outcome.as_str()))
+            }
+            Err(e) => {
+                warn!(error = %e, "verdict not applied; it will be retried");
+                VerdictReport::new(id, Outcome::Retry, e.to_string())
+            }
+        }
+    }
+
+    /// Copy to perm, advertise, then delete from quarantine: a crash anywhere leaves
+    /// the payload in quarantine, so the verdict is applied again, never lost.
+    async fn promote(&self, meta: &ObjectMeta, result: &ValidationResult) -> Result<()> {
+        let key = &meta.request_id;
+        self.inner.storage.copy(Bucket::Quarantine, Bucket::Perm, key).await?;
+        let url = self.url(Bucket::Perm, key).await?;
+        let available = Available {
+            id: key.clone(),
+            url,
+            service: meta.service.clone(),
+            category: meta.category.clone(),
+            request_id: key.clone(),
+            payload_id: key.clone(),
+            account: meta.account.clone(),
+            rh_account: meta.account.clone(),
+            org_id: meta.org_id.clone(),
+            principal: meta.org_id.clone(),
+            rh_principal: meta.org_id.clone(),
+            b64_identity: meta.b64_identity.clone(),
+            satellite_managed: result.satellite_managed,
+            size: meta.size,
+            sha256: meta.sha256.clone(),
+            timestamp: now_rfc3339(),
+        };
+        let msg = Message::json(&self.settings().topics.available, key, &available);
+        self.inner.queue.publish(msg).await?;
+        self.inner.storage.delete(Bucket::Quarantine, key).await?;
+        self.record(meta, "success", result.reason.as_deref().unwrap_or("validated"));
+        self.record(meta, "advertised", "published on the available topic");
+        Ok(())
+    }
+
+    async fn reject(&self, meta: &ObjectMeta, result: &ValidationResult) -> Result<()> {
+        let key = &meta.request_id;
+        self.inner.storage.copy(Bucket::Quarantine, Bucket::Reject, key).await?;
+        self.inner.storage.delete(Bucket::Quarantine, key).await?;
+        self.record(meta, "rejected", result.reason.as_deref().unwrap_or("refused by its validator"));
+        Ok(())
+    }
+
+    /// Reads the validation topic until shutdown, applying each verdict before its
+    /// offset is committed; malformed messages are counted and skipped, and the loop
+    /// survives queue outages.
+    pub async fn run_verdict_consumer(self, shutdown: CancellationToken) {
+        let topic = self.settings().topics.validation.clone();
+        'outer: while !shutdown.is_cancelled() {
+            let mut sub = match self.inner.queue.subscribe(&topic, VERDICT_GROUP).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot subscribe to the validation topic; retrying");
+                    if pause(&shutdown, Duration::from_secs(1)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let item = tokio::select! {
+                    _ = shutdown.cancelled() => break 'outer,
+                    item = sub.next() => item,
+                };
+                let delivery = match item {
+                    None => break,
+                    Some(Err(e)) => {
+                        warn!(error = %e, "validation topic unreadable; retrying");
+                        if pause(&shutdown, Duration::from_secs(1)).await {
+                            break 'outer;
+                        }
+                        continue;
+                    }
+                    Some(Ok(d)) => d,
+                };
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    let report = self.apply_message(&delivery.message.payload).await;
+                    if report.outcome != Outcome::Retry {
+                        break;
+                    }
+                    if pause(&shutdown, backoff).await {
+                        break 'outer; // not acked: read again after the restart
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                delivery.ack();
+            }
+        }
+    }
+}
+
+/// Sleeps; true when shutdown came first.
+async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}

@@ -1,0 +1,177 @@
+//! Work for validators that subscribe over gRPC: each announcement of a service goes
+//! to one subscriber, which holds it (a lease) until its verdict arrives. A lease
+//! whose subscriber leaves, or that outlives the visibility timeout, is given back to
+//! the queue and so to another subscriber.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::Pipeline;
+use crate::error::{Error, Result};
+use crate::messages::Announce;
+use crate::queue::{Delivery, Subscription};
+use crate::storage::Bucket;
+
+/// Announcements one subscriber may hold without verdicts before it gets more.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// One payload for a subscriber: the announce message, with a fresh URL.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub announce: Announce,
+    /// The announce message as JSON, as it stands on the service topic.
+    pub json: String,
+}
+
+#[derive(Default)]
+pub(crate) struct Leases {
+    held: Mutex<HashMap<String, Lease>>,
+    next_subscriber: AtomicU64,
+}
+
+struct Lease {
+    subscriber: u64,
+    generation: u64,
+    delivery: Delivery,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Leases {
+    /// The verdict arrived: the delivery is done.
+    pub fn settle(&self, request_id: &str) {
+        let lease = self.held.lock().unwrap().remove(request_id);
+        if let Some(l) = lease {
+            l.delivery.ack();
+        }
+    }
+
+    /// Gives back (unacked) what a subscriber held.
+    fn release_subscriber(&self, subscriber: u64) {
+        let released: Vec<Lease> = {
+            let mut held = self.held.lock().unwrap();
+            let ids: Vec<String> = held
+                .iter()
+                .filter(|(_, l)| l.subscriber == subscriber)
+                .map(|(k, _)| k.clone())
+                .collect();
+            ids.iter().filter_map(|k| held.remove(k)).collect()
+        };
+        drop(released); // dropping an unacked delivery gives it back to the queue
+    }
+
+    fn expire(&self, request_id: &str, generation: u64) {
+        let mut held = self.held.lock().unwrap();
+        if held.get(request_id).is_some_and(|l| l.generation == generation) {
+            let lease = held.remove(request_id);
+            drop(held);
+            tracing::info!(request_id, "visibility timeout: giving the payload to another subscriber");
+            drop(lease);
+        }
+    }
+}
+
+/// Gives back a subscriber's leases when its stream is dropped (it disconnected).
+struct Subscriber {
+    id: u64,
+    pipeline: Pipeline,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.pipeline.inner.leases.release_subscriber(self.id);
+    }
+}
+
+struct State {
+    sub: Subscription,
+    me: Subscriber,
+    service: String,
+    permits: Arc<Semaphore>,
+}
+
+impl Pipeline {
+    /// A validator's share of one service's announcements.
+    pub async fn subscribe(&self, service: &str) -> Result<impl Stream<Item = Result<Work>> + Send + 'static> {
+        if !self.settings().valid_services.iter().any(|s| s == service) {
+            return Err(Error::bad_request(format!(
+                "{service:?} is not a valid service ({})",
+                self.settings().valid_services.join(", ")
+            )));
+        }
+        let topic = self.settings().topics.announce(service);
+        let group = format!("upload-gateway.subscribe.{service}");
+        let sub = self.inner.queue.subscribe(&topic, &group).await?;
+        let id = self.inner.leases.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let state = State {
+            sub,
+            me: Subscriber { id, pipeline: self.clone() },
+            service: service.to_string(),
+            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        };
+        Ok(futures_util::stream::unfold(state, |mut st| async move {
+            loop {
+                let permit = st.permits.clone().acquire_owned().await.ok()?;
+                let delivery = match st.sub.next().await? {
+                    Ok(d) => d,
+                    Err(e) => return Some((Err(e), st)),
+                };
+                match st.me.pipeline.lease(&st.service, st.me.id, delivery, permit).await {
+                    Ok(Some(work)) => return Some((Ok(work), st)),
+                    Ok(None) => continue,
+                    Err(e) => return Some((Err(e), st)),
+                }
+            }
+        }))
+    }
+
+    /// Turns a delivery into work for a subscriber, or skips it (acked) when it is
+    /// for another service, unreadable, or already decided.
+    async fn lease(
+        &self,
+        service: &str,
+        subscriber: u64,
+        delivery: Delivery,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Option<Work>> {
+        let msg = &delivery.message;
+        if msg.header("service").is_some_and(|s| s != service) {
+            delivery.ack();
+            return Ok(None);
+        }
+        let mut announce: Announce = match serde_json::from_slice(&msg.payload) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an unreadable announcement");
+                delivery.ack();
+                return Ok(None);
+            }
+        };
+        if self.inner.storage.head(Bucket::Quarantine, &announce.request_id).await?.is_none() {
+            delivery.ack(); // decided meanwhile
+            return Ok(None);
+        }
+        announce.url = self.url(Bucket::Quarantine, &announce.request_id).await?;
+        let json = serde_json::to_string(&announce).map_err(|e| Error::Internal(e.to_string()))?;
+        let leases = &self.inner.leases;
+        let generation = leases.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let id = announce.request_id.clone();
+        let old = leases.held.lock().unwrap().insert(
+            id.clone(),
+            Lease { subscriber, generation, delivery, _permit: permit },
+        );
+        if let Some(old) = old {
+            old.delivery.ack(); // the same payload delivered twice: one lease is enough
+        }
+        let pipeline = self.clone();
+        let timeout = self.settings().visibility_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            pipeline.inner.leases.expire(&id, generation);
+        });
+        Ok(Some(Work { announce, json }))
+    }
+}

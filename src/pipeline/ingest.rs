@@ -1,0 +1,308 @@
+//! Taking an upload in: check the header, stream the bytes into quarantine, announce.
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::payload::{BodyStream, Checks, Payload};
+use super::{content_type, identity, Identity, Pipeline, RequestId};
+use crate::error::{Error, Result};
+use crate::messages::{now_rfc3339, Announce};
+use crate::queue::Message;
+use crate::storage::{Bucket, ObjectMeta};
+
+/// What a protocol knows about an upload before its bytes arrive.
+#[derive(Debug, Clone, Default)]
+pub struct UploadHeader {
+    /// The payload's content type; picks service and category.
+    pub content_type: String,
+    pub file_name: Option<String>,
+    /// The raw `x-rh-identity` value, if sent.
+    pub identity: Option<String>,
+    /// The request id, if the client supplied one.
+    pub request_id: Option<String>,
+    /// The `metadata` JSON, if it came before the bytes (gRPC); REST may add it later.
+    pub metadata: Option<Vec<u8>>,
+    pub expected_size: Option<u64>,
+    pub expected_sha256: Option<String>,
+}
+
+/// What the client gets once the payload is stored and announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub request_id: RequestId,
+    pub account_number: Option<String>,
+    pub org_id: Option<String>,
+    pub service: String,
+    pub category: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A payload stored in quarantine but not yet announced. Announce it with
+/// [`Staged::announce`]; dropped otherwise, it is removed from quarantine.
+pub struct Staged {
+    pipeline: Pipeline,
+    request_id: RequestId,
+    identity: Identity,
+    meta: ObjectMeta,
+    metadata: Option<Value>,
+    done: bool,
+}
+
+/// Checks a request's identity and id before any byte is read; shared by the
+/// protocols so they refuse bad requests the same way.
+pub(crate) struct Checked {
+    pub request_id: RequestId,
+    pub identity: Identity,
+    /// Whether the client chose the id (and so may have used it before).
+    pub supplied: bool,
+}
+
+impl Pipeline {
+    /// The header checks that need no bytes: request id, identity.
+    pub(crate) fn check_caller(&self, header: &UploadHeader) -> Result<Checked> {
+        let request_id = RequestId::supplied_or_new(header.request_id.as_deref())?;
+        let identity = match header.identity.as_deref() {
+            Some(raw) if !raw.is_empty() => identity::decode(raw)?,
+            _ if self.settings().require_identity => {
+                return Err(Error::Unauthenticated(
+                    "x-rh-identity is required: send the identity header".into(),
+                ))
+            }
+            _ => Identity::default(),
+        };
+        Ok(Checked {
+            supplied: header.request_id.as_deref().is_some_and(|s| !s.is_empty()),
+            request_id,
+            identity,
+        })
+    }
+
+    /// Parses the `metadata` JSON: an object, within the configured size.
+    pub fn parse_metadata(&self, raw: &[u8]) -> Result<Value> {
+        let limit = self.settings().metadata_limit;
+        if raw.len() > limit {
+            return Err(Error::bad_request(format!(
+                "metadata is larger than {limit} bytes"
+            )));
+        }
+        let v: Value = serde_json::from_slice(raw)
+            .map_err(|e| Error::bad_request(format!("metadata is not valid JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(Error::bad_request("metadata must be a JSON object"));
+        }
+        Ok(v)
+    }
+
+    /// Streams a payload into quarantine. Everything that can be refused without the
+    /// bytes is refused first; the size limit is enforced while they arrive. On
+    /// error nothing is kept.
+    pub async fn store(&self, header: UploadHeader, body: BodyStream) -> Result<Staged> {
+        let started = std::time::Instant::now();
+        let result = self.store_inner(header, body).await;
+        if let Err(e) = &result {
+            self.metrics().upload_refused(e.kind());
+            info!(error = %e, "upload refused");
+        }
+        self.metrics().observe_store(started.elapsed());
+        result
+    }
+
+    async fn store_inner(&self, header: UploadHeader, body: BodyStream) -> Result<Staged> {
+        let caller = self.check_caller(&header)?;
+        tracing::Span::current().record("request_id", caller.request_id.as_str());
+        let route = content_type::route(&header.content_type)?;
+        let settings = self.settings();
+        if !settings.valid_services.contains(&route.service) {
+            return Err(Error::UnsupportedService {
+                service: route.service,
+            });
+        }
+        let limit = settings.limit_for(&route.service);
+        if header.expected_size.is_some_and(|s| s > limit) {
+            return Err(Error::TooLarge {
+                service: route.service,
+                limit,
+            });
+        }
+        if let Some(sha) = &header.expected_sha256 {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::bad_request("expected sha256 must be 64 hex characters"));
+            }
+        }
+        let metadata = header
+            .metadata
+            .as_deref()
+            .map(|m| self.parse_metadata(m))
+            .transpose()?;
+        let key = caller.request_id.as_str().to_string();
+        if caller.supplied && self.locate(&key).await?.is_some() {
+            return Err(Error::bad_request(format!(
+                "request id {key} was already used for another payload"
+            )));
+        }
+        let payload = Payload::new(
+            body,
+            Checks {
+                service: route.service.clone(),
+                limit,
+                expected_size: header.expected_size,
+                expected_sha256: header.expected_sha256.clone(),
+                idle: settings.body_idle_timeout,
+            },
+            self.metrics().clone(),
+        );
+        let meta = ObjectMeta {
+            request_id: key.clone(),
+            service: route.service,
+            category: route.category,
+            content_type: header.content_type,
+            account: caller.identity.account_number.clone(),
+            org_id: caller.identity.org_id.clone(),
+            b64_identity: caller.identity.raw.clone(),
+            size: 0,
+            sha256: String::new(),
+            received_at: now_rfc3339(),
+        };
+        // The storage consumes the payload; the payload's own failure (too large,
+        // stalled, short) is what the client hears about, not the storage's echo.
+        let failure = PayloadFailure::default();
+        let watched = failure.watch(payload);
+        let meta = match self.inner.storage.put(Bucket::Quarantine, &key, meta, watched).await {
+            Ok(meta) => meta,
+            Err(e) => return Err(failure.take().unwrap_or(e)),
+        };
+        Ok(Staged {
+            pipeline: self.clone(),
+            request_id: caller.request_id,
+            identity: caller.identity,
+            meta,
+            metadata,
+            done: false,
+        })
+    }
+
+    /// The announce message of a stored payload, with a fresh URL.
+    pub(crate) async fn announcement(&self, meta: &ObjectMeta, metadata: Option<Value>) -> Result<Message> {
+        let url = self.url(Bucket::Quarantine, &meta.request_id).await?;
+        let announce = Announce {
+            account: meta.account.clone(),
+            rh_account: meta.account.clone(),
+            org_id: meta.org_id.clone(),
+            principal: meta.org_id.clone(),
+            request_id: meta.request_id.clone(),
+            payload_id: meta.request_id.clone(),
+            size: meta.size,
+            service: meta.service.clone(),
+            category: meta.category.clone(),
+            content_type: meta.content_type.clone(),
+            b64_identity: meta.b64_identity.clone(),
+            metadata,
+            url,
+            timestamp: now_rfc3339(),
+            sha256: meta.sha256.clone(),
+        };
+        let topics = &self.settings().topics;
+        let mut msg = Message::json(&topics.announce(&meta.service), &meta.request_id, &announce);
+        msg.headers.push(("service".into(), meta.service.clone()));
+        Ok(msg)
+    }
+
+    /// At start-up, when the queue keeps nothing across restarts: announce again what
+    /// quarantine holds, so no stored payload waits forever. Consumers de-duplicate
+    /// by request id.
+    pub async fn reannounce_quarantine(&self) -> Result<usize> {
+        if self.inner.queue.durable() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for key in self.inner.storage.list(Bucket::Quarantine).await? {
+            let Some(meta) = self.inner.storage.head(Bucket::Quarantine, &key).await? else {
+                continue;
+            };
+            let msg = self.announcement(&meta, None).await?;
+            self.inner.queue.publish(msg).await?;
+            n += 1;
+        }
+        if n > 0 {
+            info!(count = n, "announced again what quarantine held at start-up");
+        }
+        Ok(n)
+    }
+}
+
+impl Staged {
+    pub fn request_id(&self) -> &RequestId {
+        &self.request_id
+    }
+
+    /// Metadata that arrived after the bytes (REST sends it in a later part).
+    pub fn set_metadata(&mut self, metadata: Value) {
+        self.metadata = Some(metadata);
+    }
+
+    /// Removes the stored payload now, unannounced (a later form part replaced it).
+    pub async fn discard(mut self) {
+        self.done = true;
+        let key = &self.meta.request_id;
+        if let Err(e) = self.pipeline.inner.storage.delete(Bucket::Quarantine, key).await {
+            warn!(request_id = %key, error = %e, "could not remove a replaced payload");
+        }
+    }
+
+    /// Publishes the announcement and records the status. Returns the receipt, which
+    /// the client gets as its 2xx. On error the payload is removed from quarantine.
+    pub async fn announce(mut self) -> Result<Receipt> {
+        let p = self.pipeline.clone();
+        let msg = p.announcement(&self.meta, self.metadata.take()).await?;
+        if let Err(e) = p.inner.queue.publish(msg).await {
+            warn!(error = %e, "announce failed; removing the stored payload");
+            p.metrics().upload_refused(e.kind());
+            return Err(e); // Drop removes the object.
+        }
+        self.done = true;
+        let m = &self.meta;
+        p.record(m, "received", &format!("{} bytes stored in quarantine", m.size));
+        p.record(m, "announced", "announced to the service's validator");
+        p.metrics().upload_accepted(&m.service, m.size);
+        Ok(Receipt {
+            request_id: self.request_id.clone(),
+            account_number: self.identity.account_number.clone(),
+            org_id: self.identity.org_id.clone(),
+            service: m.service.clone(),
+            category: m.category.clone(),
+            size: m.size,
+            sha256: m.sha256.clone(),
+        })
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let storage = self.pipeline.inner.storage.clone();
+        let key = self.meta.request_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = storage.delete(Bucket::Quarantine, &key).await {
+                warn!(request_id = %key, error = %e, "could not remove an unannounced payload");
+            }
+        });
+    }
+}
+
+/// Remembers why a payload failed, after storage has consumed (and dropped) it.
+#[derive(Default, Clone)]
+struct PayloadFailure(std::sync::Arc<std::sync::Mutex<Option<Error>>>);
+
+impl PayloadFailure {
+    fn watch(&self, payload: Payload) -> Payload {
+        let cell = self.clone();
+        payload.on_failure(move |e| *cell.0.lock().unwrap() = Some(e))
+    }
+
+    fn take(&self) -> Option<Error> {
+        self.0.lock().unwrap().take()
+    }
+}

@@ -1,0 +1,219 @@
+//! The embedded queue: topics in process, bounded, with Kafka's consumer-group
+//! semantics (each group reads the whole topic; a message goes to one member of a
+//! group; an unacked delivery is given out again).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{Delivery, Message, Queue, Subscription};
+use crate::error::Result;
+
+/// Messages kept per topic; past it the oldest are dropped (and counted).
+pub const DEFAULT_RETENTION: usize = 100_000;
+
+#[derive(Clone)]
+pub struct MemoryQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    retention: usize,
+    topics: Mutex<HashMap<String, Topic>>,
+    /// Woken whenever a topic gets a message or a delivery comes back.
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Topic {
+    log: VecDeque<Message>,
+    /// Offset of `log[0]`.
+    base: u64,
+    dropped: u64,
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Default)]
+struct Group {
+    next: u64,
+    redeliver: BTreeSet<u64>,
+}
+
+impl Default for MemoryQueue {
+    fn default() -> Self {
+        Self::new(DEFAULT_RETENTION)
+    }
+}
+
+impl MemoryQueue {
+    pub fn new(retention: usize) -> Self {
+        MemoryQueue {
+            inner: Arc::new(Inner {
+                retention: retention.max(1),
+                topics: Mutex::new(HashMap::new()),
+                notify: Notify::new(),
+            }),
+        }
+    }
+
+    /// Messages dropped from a topic because it was full.
+    pub fn dropped(&self, topic: &str) -> u64 {
+        self.inner
+            .topics
+            .lock()
+            .unwrap()
+            .get(topic)
+            .map_or(0, |t| t.dropped)
+    }
+}
+
+impl Inner {
+    /// The next message for a group, if any: first what came back, then what is new.
+    fn take(self: &Arc<Self>, topic: &str, group: &str) -> Option<Delivery> {
+        let mut topics = self.topics.lock().unwrap();
+        let t = topics.get_mut(topic)?;
+        let base = t.base;
+        let end = base + t.log.len() as u64;
+        let g = t.groups.get_mut(group)?;
+        let offset = loop {
+            match g.redeliver.pop_first() {
+                Some(o) if o < base => continue,
+                Some(o) => break o,
+                None if g.next < base => g.next = base,
+                None if g.next < end => {
+                    g.next += 1;
+                    break g.next - 1;
+                }
+                None => return None,
+            }
+        };
+        let message = t.log[(offset - base) as usize].clone();
+        let inner = Arc::clone(self);
+        let (topic, group) = (topic.to_string(), group.to_string());
+        Some(Delivery::new(message, move |acked| {
+            if !acked {
+                inner.give_back(&topic, &group, offset)
+            }
+        }))
+    }
+
+    fn give_back(&self, topic: &str, group: &str, offset: u64) {
+        if let Some(g) = self
+            .topics
+            .lock()
+            .unwrap()
+            .get_mut(topic)
+            .and_then(|t| t.groups.get_mut(group))
+        {
+            g.redeliver.insert(offset);
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for MemoryQueue {
+    async fn publish(&self, message: Message) -> Result<()> {
+        {
+            let mut topics = self.inner.topics.lock().unwrap();
+            let t = topics.entry(message.topic.clone()).or_default();
+            t.log.push_back(message);
+            while t.log.len() > self.inner.retention {
+                t.log.pop_front();
+                t.base += 1;
+                t.dropped += 1;
+            }
+        }
+        self.inner.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription> {
+        {
+            let mut topics = self.inner.topics.lock().unwrap();
+            let t = topics.entry(topic.to_string()).or_default();
+            let base = t.base;
+            t.groups.entry(group.to_string()).or_insert_with(|| Group {
+                next: base,
+                redeliver: BTreeSet::new(),
+            });
+        }
+        let inner = Arc::clone(&self.inner);
+        let (topic, group) = (topic.to_string(), group.to_string());
+        Ok(Box::pin(futures_util::stream::unfold(
+            (inner, topic, group),
+            |(inner, topic, group)| async move {
+                loop {
+                    let waker = Arc::clone(&inner);
+                    let notified = waker.notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if let Some(d) = inner.take(&topic, &group) {
+                        return Some((Ok(d), (inner, topic, group)));
+                    }
+                    notified.await;
+                }
+            },
+        )))
+    }
+
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn durable(&self) -> bool {
+        false
+    }
+
+    async fn flush(&self, _: Duration) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn msg(key: &str) -> Message {
+        Message {
+            topic: "t".into(),
+            key: key.into(),
+            headers: vec![],
+            payload: bytes::Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_message_goes_to_one_member_and_unacked_ones_come_back() {
+        let q = MemoryQueue::default();
+        let mut a = q.subscribe("t", "g").await.unwrap();
+        let mut b = q.subscribe("t", "g").await.unwrap();
+        q.publish(msg("1")).await.unwrap();
+        q.publish(msg("2")).await.unwrap();
+        let d1 = a.next().await.unwrap().unwrap();
+        let d2 = b.next().await.unwrap().unwrap();
+        assert_eq!((d1.message.key.as_str(), d2.message.key.as_str()), ("1", "2"));
+        d2.ack();
+        drop(d1); // not acked: goes out again
+        let again = b.next().await.unwrap().unwrap();
+        assert_eq!(again.message.key, "1");
+    }
+
+    #[tokio::test]
+    async fn groups_each_read_everything_and_retention_is_bounded() {
+        let q = MemoryQueue::new(2);
+        for k in ["1", "2", "3"] {
+            q.publish(msg(k)).await.unwrap();
+        }
+        assert_eq!(q.dropped("t"), 1);
+        for g in ["x", "y"] {
+            let mut s = q.subscribe("t", g).await.unwrap();
+            let first = s.next().await.unwrap().unwrap();
+            assert_eq!(first.message.key, "2");
+            first.ack();
+        }
+    }
+}

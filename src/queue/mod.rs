@@ -1,0 +1,103 @@
+//! Where messages go: topics and consumer groups behind one trait, in process (the
+//! embedded default) or on Kafka.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::error::Result;
+
+pub mod memory;
+
+/// One message: a JSON value keyed by request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    /// The request id.
+    pub key: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+impl Message {
+    pub fn json<T: serde::Serialize>(topic: &str, key: &str, value: &T) -> Self {
+        Message {
+            topic: topic.to_string(),
+            key: key.to_string(),
+            headers: Vec::new(),
+            payload: serde_json::to_vec(value)
+                .expect("contract messages always serialize")
+                .into(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A message handed to one member of a consumer group. Call [`Delivery::ack`] once it
+/// is handled; a delivery dropped without an ack is given out again.
+pub struct Delivery {
+    pub message: Message,
+    settle: Option<Box<dyn FnOnce(bool) + Send>>,
+}
+
+impl Delivery {
+    /// `settle(true)` is called on ack, `settle(false)` when dropped unacked.
+    pub fn new(message: Message, settle: impl FnOnce(bool) + Send + 'static) -> Self {
+        Delivery {
+            message,
+            settle: Some(Box::new(settle)),
+        }
+    }
+
+    pub fn ack(mut self) {
+        if let Some(f) = self.settle.take() {
+            f(true)
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(f) = self.settle.take() {
+            f(false)
+        }
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery").field("message", &self.message).finish()
+    }
+}
+
+/// A member's share of a topic: deliveries, or errors while the queue is unreachable.
+pub type Subscription = Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>;
+
+#[async_trait::async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Publishes a message and returns once it is durable (on Kafka: the delivery
+    /// report of an idempotent, acks=all producer). Errors are `QueueUnavailable`.
+    async fn publish(&self, message: Message) -> Result<()>;
+
+    /// Joins consumer group `group` on `topic`: each message goes to one member of the
+    /// group. A new group starts at the oldest message still kept.
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription>;
+
+    /// Ok when the queue answers (readiness).
+    async fn check(&self) -> Result<()>;
+
+    /// Whether a published message survives a restart of the gateway. When not (the
+    /// in-process queue), the gateway announces again at start-up what quarantine holds.
+    fn durable(&self) -> bool;
+
+    /// Waits (at most `timeout`) until everything published has been delivered.
+    async fn flush(&self, timeout: Duration) -> Result<()>;
+}

@@ -1,0 +1,87 @@
+//! The REST routes other than the upload: liveness, readiness, metrics, version,
+//! what is accepted, the OpenAPI document, status tracking.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::Error;
+use crate::pipeline::RequestId;
+
+pub async fn root() -> &'static str {
+    "lubdub"
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    if app.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down").into_response();
+    }
+    match app.pipeline.check().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => Error::Overloaded(format!("not ready: {e}")).into_response(),
+    }
+}
+
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        app.pipeline.metrics().render(),
+    )
+        .into_response()
+}
+
+pub async fn version() -> Json<serde_json::Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": env!("UPLOAD_GATEWAY_COMMIT"),
+        "date": env!("UPLOAD_GATEWAY_DATE"),
+    }))
+}
+
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+/// `GET {p}/v1/upload`: what the gateway accepts.
+pub async fn accepted(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let s = app.pipeline.settings();
+    let services: serde_json::Map<String, serde_json::Value> = s
+        .valid_services
+        .iter()
+        .map(|svc| (svc.clone(), json!({ "max_size": s.limit_for(svc) })))
+        .collect();
+    Json(json!({
+        "content_type_pattern": r"^application/vnd\.redhat\.([a-z0-9-]+)\.([a-z0-9-]+).*",
+        "legacy_content_types": {
+            "types": ["application/x-gzip; charset=binary", "application/gzip", "application/gzip; charset=binary"],
+            "service": "advisor",
+            "category": "upload"
+        },
+        "file_fields": ["file", "upload"],
+        "services": services,
+        "default_max_size": s.default_limit,
+        "identity_required": s.require_identity,
+    }))
+}
+
+pub async fn track(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+    RequestId::parse(&id)?;
+    let history = app
+        .pipeline
+        .status()
+        .history(&id)
+        .ok_or_else(|| Error::NotFound(format!("no payload with request id {id} is known")))?;
+    let last = history.last().map(|e| e.status.clone());
+    Ok(Json(json!({ "request_id": id, "status": last, "history": history })).into_response())
+}

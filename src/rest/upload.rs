@@ -1,0 +1,142 @@
+//! `POST {p}/v1/upload`: the multipart form, parsed as a stream. The file part flows
+//! straight into the pipeline; it is never collected in memory.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::pipeline::{Staged, UploadHeader};
+
+/// Parts in one form, beyond which the request is refused.
+const MAX_PARTS: usize = 64;
+
+pub async fn upload(State(app): State<AppState>, req: Request) -> Response {
+    match take_upload(&app, req).await {
+        Ok(receipt) => {
+            let id = receipt.request_id.to_string();
+            let body = json!({
+                "request_id": id,
+                "upload": {
+                    "account_number": receipt.account_number.unwrap_or_default(),
+                    "org_id": receipt.org_id.unwrap_or_default(),
+                }
+            });
+            (
+                StatusCode::ACCEPTED,
+                [("x-rh-insights-request-id", id)],
+                Json(body),
+            )
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| Error::bad_request(format!("the {name} header is not visible ASCII")))
+        })
+        .transpose()
+}
+
+async fn take_upload(app: &AppState, req: Request) -> Result<crate::pipeline::Receipt> {
+    let headers = req.headers();
+    let base = UploadHeader {
+        identity: header(headers, "x-rh-identity")?,
+        request_id: header(headers, "x-rh-insights-request-id")?,
+        ..Default::default()
+    };
+    // Refuse a bad id or identity before reading any of the body.
+    app.pipeline.check_caller(&base)?;
+    let content_type = header(headers, "content-type")?.unwrap_or_default();
+    let boundary = match multer::parse_boundary(&content_type) {
+        Ok(b) => b,
+        Err(_) if !content_type.starts_with("multipart/") => return Err(Error::UploadFieldNotFound),
+        Err(e) => return Err(Error::bad_request(format!("malformed multipart content type: {e}"))),
+    };
+    let body = req.into_body().into_data_stream();
+    let mut form = multer::Multipart::new(body, boundary);
+
+    let mut staged: Option<(Staged, bool)> = None; // (payload, came from the legacy `upload` part)
+    let mut metadata = None;
+    let mut parts = 0;
+    while let Some(mut field) = form.next_field().await.map_err(malformed)? {
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(Error::bad_request(format!("the form has more than {MAX_PARTS} parts")));
+        }
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "file" | "upload" => {
+                let legacy = name == "upload";
+                if matches!(staged, Some((_, true))) {
+                    drain(&mut field).await?; // `upload` wins over a later `file`
+                    continue;
+                }
+                if let Some((earlier, _)) = staged.take() {
+                    earlier.discard().await;
+                }
+                let header = UploadHeader {
+                    content_type: field
+                        .headers()
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                    file_name: field.file_name().map(str::to_string),
+                    ..base.clone()
+                };
+                let bytes = field.map_err(malformed);
+                staged = Some((app.pipeline.store(header, Box::pin(bytes)).await?, legacy));
+            }
+            "metadata" => {
+                let raw = read_small(&mut field, app.pipeline.settings().metadata_limit).await?;
+                metadata = Some(app.pipeline.parse_metadata(&raw)?);
+            }
+            _ => drain(&mut field).await?,
+        }
+    }
+    let (mut staged, _) = staged.ok_or(Error::UploadFieldNotFound)?;
+    if let Some(m) = metadata {
+        staged.set_metadata(m);
+    }
+    staged.announce().await
+}
+
+fn malformed(e: multer::Error) -> Error {
+    match e {
+        multer::Error::StreamReadFailed(e) => Error::ClientGone(e.to_string()),
+        e => Error::bad_request(format!("malformed multipart body: {e}")),
+    }
+}
+
+/// Reads a small part whole, refusing it past `limit` bytes.
+async fn read_small(field: &mut multer::Field<'static>, limit: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(malformed)?;
+        if buf.len() + chunk.len() > limit {
+            return Err(Error::bad_request(format!(
+                "the {} part is larger than {limit} bytes",
+                field.name().unwrap_or("unnamed")
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// Skips a part the gateway does not use, within the same small limit.
+async fn drain(field: &mut multer::Field<'static>) -> Result<()> {
+    read_small(field, 1 << 20).await.map(drop)
+}
+

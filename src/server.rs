@@ -1,0 +1,108 @@
+//! The listener: one port, HTTP/1.1 and h2c (gRPC, gRPC-Web and REST) routed by path,
+//! with the request-id span, a concurrency limit and graceful shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::config::Settings;
+use crate::error::Error;
+
+/// Builds the one router: REST routes and the gRPC services side by side.
+pub fn router(state: AppState, settings: &Settings) -> (axum::Router, tonic_health::server::HealthReporter) {
+    let (health, grpc) = crate::grpc::routes(state.pipeline.clone());
+    let limit = Arc::new(Semaphore::new(settings.concurrency_limit));
+    let metrics = state.pipeline.metrics().clone();
+    let router = crate::rest::router(state)
+        .merge(grpc)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let limit = limit.clone();
+            let metrics = metrics.clone();
+            async move {
+                let Ok(_permit) = limit.try_acquire() else {
+                    metrics.http_response(503);
+                    return Error::Overloaded("over the concurrency limit; retry shortly".into())
+                        .into_response();
+                };
+                let resp = next.run(req).await;
+                metrics.http_response(resp.status().as_u16());
+                resp
+            }
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(),
+                request_id = tracing::field::Empty);
+            if let Some(id) = req.headers().get("x-rh-insights-request-id").and_then(|v| v.to_str().ok()) {
+                span.record("request_id", id);
+            }
+            span
+        }));
+    (router, health)
+}
+
+/// Serves until `shutdown` is cancelled, then drains: stops accepting, lets requests
+/// in flight finish (up to the drain timeout), and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let draining = state.draining_flag();
+    let (router, health) = router(state, &settings);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024)
+        .max_concurrent_streams(1024);
+    let graceful = GracefulShutdown::new();
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    draining.store(true, Ordering::Release);
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    drop(listener);
+    tracing::info!("draining connections");
+    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain timeout passed with requests still in flight");
+    }
+    Ok(())
+}

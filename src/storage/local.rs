@@ -1,0 +1,265 @@
+//! The embedded storage: each bucket a folder under the data folder.
+//!
+//! ```text
+//! <data>/<bucket>/<key>              the payload, visible only once whole
+//! <data>/<bucket>/.meta/<key>.json   its ObjectMeta
+//! <data>/.tmp/                       files being written (cleared at start-up)
+//! ```
+//! A payload is written to `.tmp`, fsynced, then renamed into place after its meta, so
+//! no reader ever sees half a payload; keys never start with '.', so they cannot clash
+//! with the folders.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::{Bucket, ByteStream, ObjectMeta, Storage};
+use crate::error::{Error, Result};
+use crate::pipeline::Payload;
+
+/// Buffer between the socket's small chunks and the disk.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Chunk size when reading a payload back.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub struct LocalDisk {
+    root: PathBuf,
+}
+
+impl LocalDisk {
+    /// Opens (and creates) the folders under `root`.
+    pub async fn open(root: &Path) -> Result<Self> {
+        for b in Bucket::ALL {
+            create_dir(&root.join(b.as_str()).join(".meta")).await?;
+        }
+        create_dir(&root.join(".tmp")).await?;
+        Ok(LocalDisk {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn object(&self, bucket: Bucket, key: &str) -> PathBuf {
+        self.root.join(bucket.as_str()).join(key)
+    }
+
+    fn meta(&self, bucket: Bucket, key: &str) -> PathBuf {
+        self.root
+            .join(bucket.as_str())
+            .join(".meta")
+            .join(format!("{key}.json"))
+    }
+
+    fn temp(&self) -> TempFile {
+        TempFile(
+            self.root
+                .join(".tmp")
+                .join(uuid::Uuid::new_v4().simple().to_string()),
+            false,
+        )
+    }
+
+    /// Writes a small file whole: temp, fsync, rename.
+    async fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = self.temp();
+        let mut f = tokio::fs::File::create(&tmp.0).await.map_err(io)?;
+        f.write_all(bytes).await.map_err(io)?;
+        f.sync_all().await.map_err(io)?;
+        tokio::fs::rename(&tmp.0, dest).await.map_err(io)?;
+        tmp.keep();
+        Ok(())
+    }
+
+    async fn read_meta(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
+        match tokio::fs::read(self.meta(bucket, key)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("meta of {key} in {}: {e}", bucket.as_str()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for LocalDisk {
+    async fn put(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        mut meta: ObjectMeta,
+        mut payload: Payload,
+    ) -> Result<ObjectMeta> {
+        let tmp = self.temp();
+        let file = tokio::fs::File::create(&tmp.0).await.map_err(io)?;
+        let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        while let Some(chunk) = payload.next().await {
+            out.write_all(&chunk?).await.map_err(io)?;
+        }
+        out.flush().await.map_err(io)?;
+        out.get_mut().sync_all().await.map_err(io)?;
+        drop(out);
+        let (size, sha256) = payload.finish()?;
+        meta.size = size;
+        meta.sha256 = sha256;
+        let meta_json = serde_json::to_vec(&meta).map_err(|e| Error::Internal(e.to_string()))?;
+        self.write_atomic(&self.meta(bucket, key), &meta_json).await?;
+        tokio::fs::rename(&tmp.0, self.object(bucket, key))
+            .await
+            .map_err(io)?;
+        tmp.keep();
+        sync_dir(&self.root.join(bucket.as_str())).await?;
+        Ok(meta)
+    }
+
+    async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
+        match tokio::fs::metadata(self.object(bucket, key)).await {
+            Ok(_) => self.read_meta(bucket, key).await,
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()> {
+        let meta = tokio::fs::read(self.meta(from, key)).await.map_err(io)?;
+        self.write_atomic(&self.meta(to, key), &meta).await?;
+        // A hard link shares the bytes: the copy costs nothing and is whole at once.
+        let tmp = self.temp();
+        if let Err(e) = tokio::fs::hard_link(self.object(from, key), &tmp.0).await {
+            if e.kind() == ErrorKind::NotFound {
+                return Err(io(e));
+            }
+            tokio::fs::copy(self.object(from, key), &tmp.0)
+                .await
+                .map_err(io)?;
+        }
+        tokio::fs::rename(&tmp.0, self.object(to, key))
+            .await
+            .map_err(io)?;
+        tmp.keep();
+        sync_dir(&self.root.join(to.as_str())).await
+    }
+
+    async fn delete(&self, bucket: Bucket, key: &str) -> Result<()> {
+        // The object first: an object is never visible without its meta.
+        for path in [self.object(bucket, key), self.meta(bucket, key)] {
+            match tokio::fs::remove_file(path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        sync_dir(&self.root.join(bucket.as_str())).await
+    }
+
+    async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
+        let file = match tokio::fs::File::open(self.object(bucket, key)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let Some(meta) = self.read_meta(bucket, key).await? else {
+            return Ok(None);
+        };
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
+            .map(|r| r.map_err(io));
+        Ok(Some((meta, Box::pin(stream))))
+    }
+
+    async fn presign(&self, _: Bucket, _: &str, _: Duration) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    async fn list(&self, bucket: Bucket) -> Result<Vec<String>> {
+        let mut dir = tokio::fs::read_dir(self.root.join(bucket.as_str()))
+            .await
+            .map_err(io)?;
+        let mut keys = Vec::new();
+        while let Some(entry) = dir.next_entry().await.map_err(io)? {
+            let name = entry.file_name();
+            if let Some(name) = name.to_str() {
+                if !name.starts_with('.') {
+                    keys.push(name.to_string());
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn check(&self) -> Result<()> {
+        for b in Bucket::ALL {
+            tokio::fs::metadata(self.root.join(b.as_str()))
+                .await
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    async fn recover(&self) -> Result<()> {
+        let tmp = self.root.join(".tmp");
+        let mut dir = tokio::fs::read_dir(&tmp).await.map_err(io)?;
+        let mut removed = 0;
+        while let Some(entry) = dir.next_entry().await.map_err(io)? {
+            tokio::fs::remove_file(entry.path()).await.map_err(io)?;
+            removed += 1;
+        }
+        // A meta without its object is what a crash between the two renames leaves.
+        for b in Bucket::ALL {
+            let mut dir = tokio::fs::read_dir(self.root.join(b.as_str()).join(".meta"))
+                .await
+                .map_err(io)?;
+            while let Some(entry) = dir.next_entry().await.map_err(io)? {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if let Some(key) = name.strip_suffix(".json") {
+                    if tokio::fs::metadata(self.object(b, key)).await.is_err() {
+                        tokio::fs::remove_file(entry.path()).await.map_err(io)?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed files a crash left half-written");
+        }
+        Ok(())
+    }
+}
+
+/// A file in `.tmp` that is removed when dropped, unless kept (renamed into place).
+/// This is what cleans up when an upload fails or its future is dropped part-way.
+struct TempFile(PathBuf, bool);
+
+impl TempFile {
+    fn keep(mut self) {
+        self.1 = true;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.1 {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+async fn create_dir(path: &Path) -> Result<()> {
+    tokio::fs::create_dir_all(path)
+        .await
+        .map_err(|e| Error::StorageUnavailable(format!("cannot create {}: {e}", path.display())))
+}
+
+async fn sync_dir(path: &Path) -> Result<()> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&path).and_then(|d| d.sync_all()))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(io)
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::StorageUnavailable(e.to_string())
+}

@@ -1,0 +1,101 @@
+//! Where payloads are kept: three buckets (quarantine, perm, reject) behind one trait,
+//! on local disk (the embedded default) or S3.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::pipeline::Payload;
+
+pub mod local;
+
+/// The three buckets of the original service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    /// Uploaded, waiting for a verdict.
+    Quarantine,
+    /// Validated: what the platform may use.
+    Perm,
+    /// Refused by its validator.
+    Reject,
+}
+
+impl Bucket {
+    pub const ALL: [Bucket; 3] = [Bucket::Quarantine, Bucket::Perm, Bucket::Reject];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Quarantine => "quarantine",
+            Bucket::Perm => "perm",
+            Bucket::Reject => "reject",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Bucket::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+}
+
+/// What is kept with every stored payload, so that a verdict can be applied (and the
+/// `available` message written) from storage alone, also after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub request_id: String,
+    pub service: String,
+    pub category: String,
+    pub content_type: String,
+    pub account: Option<String>,
+    pub org_id: Option<String>,
+    pub b64_identity: String,
+    /// Filled in by the storage from the payload once its stream has ended.
+    pub size: u64,
+    /// Filled in by the storage from the payload once its stream has ended.
+    pub sha256: String,
+    /// RFC 3339 UTC.
+    pub received_at: String,
+}
+
+/// Bytes read back from storage.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Streams `payload` into `bucket/key`. Once the stream has ended, `payload.finish()`
+    /// gives the size and sha256 to record in `meta`; the stored meta is returned.
+    ///
+    /// The object becomes visible only whole. When this returns an error, or the
+    /// future is dropped part-way, nothing is left behind: no partial object, no
+    /// temporary file, no unfinished multipart upload. When the payload stream yields
+    /// an error, return it (the pipeline reports the payload's own error anyway).
+    async fn put(&self, bucket: Bucket, key: &str, meta: ObjectMeta, payload: Payload)
+        -> Result<ObjectMeta>;
+
+    /// The meta of a stored object; `None` when the bucket does not hold it.
+    async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>>;
+
+    /// Copies an object (and its meta) to another bucket; overwrites what is there.
+    async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()>;
+
+    /// Deletes an object; deleting what is not there is fine.
+    async fn delete(&self, bucket: Bucket, key: &str) -> Result<()>;
+
+    /// Reads an object back as a stream of bounded chunks.
+    async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>>;
+
+    /// A presigned GET URL valid for `ttl`, or `None` when this storage has none (the
+    /// gateway then hands out URLs it signs and serves itself).
+    async fn presign(&self, bucket: Bucket, key: &str, ttl: Duration) -> Result<Option<String>>;
+
+    /// The keys in a bucket (used at start-up to recover what an outage left).
+    async fn list(&self, bucket: Bucket) -> Result<Vec<String>>;
+
+    /// Ok when the storage answers (readiness).
+    async fn check(&self) -> Result<()>;
+
+    /// Called once at start-up: removes what a crash left half-written.
+    async fn recover(&self) -> Result<()>;
+}
