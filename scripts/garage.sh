@@ -75,14 +75,23 @@ cmd_install() {
 	if garage_installed; then
 		return 0
 	fi
+	mkdir -p "$INSTALL_ROOT"
+	if command -v flock >/dev/null 2>&1; then
+		exec 8>"$CACHE/.garage-$GARAGE_VERSION.lock"
+		flock 8
+		if garage_installed; then # built by a concurrent invocation
+			exec 8>&-
+			return 0
+		fi
+	fi
 	command -v cargo >/dev/null 2>&1 || die "cargo not found"
 	ensure_build_deps
-	mkdir -p "$INSTALL_ROOT"
 	log "building garage $GARAGE_VERSION into $INSTALL_ROOT (takes ~10+ minutes)..."
 	local jobs=()
 	[[ -n ${GARAGE_BUILD_JOBS:-} ]] && jobs=(-j "$GARAGE_BUILD_JOBS")
 	cargo install "${jobs[@]}" --locked --root "$INSTALL_ROOT" "garage@$GARAGE_VERSION"
 	garage_installed || die "garage binary at $GARAGE_BIN does not run"
+	exec 8>&-
 }
 
 # ---------------------------------------------------------------- helpers
@@ -218,10 +227,10 @@ launch() {
 	GARAGE_DEFAULT_ACCESS_KEY="$ACCESS_KEY" \
 		GARAGE_DEFAULT_SECRET_KEY="$SECRET_KEY" \
 		GARAGE_DEFAULT_BUCKET="$BUCKET" \
-		RUST_LOG="${GARAGE_RUST_LOG:-garage=info}" \
+		RUST_LOG="${GARAGE_RUST_LOG:-garage=info}" NO_COLOR=1 \
 		setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDFILE" \
 		"$GARAGE_BIN" -c "$CONFIG" server --single-node --default-bucket \
-		</dev/null >>"$LOGFILE" 2>&1 &
+		</dev/null >>"$LOGFILE" 2>&1 8>&- 9>&- &
 
 	local deadline=$((SECONDS + START_TIMEOUT))
 	while :; do
@@ -316,12 +325,21 @@ cmd_env() {
 	cat "$ENVFILE"
 }
 
+# Serialize concurrent invocations (e.g. parallel test processes). fd 9 is closed
+# for the server process so it does not hold the lock.
+lock() {
+	command -v flock >/dev/null 2>&1 || return 0
+	mkdir -p "$STATE_ROOT"
+	exec 9>"$STATE_ROOT/.garage.lock"
+	flock 9
+}
+
 case "${1:-}" in
 install) cmd_install ;;
-start) cmd_start ;;
-up) cmd_up ;;
-down) cmd_down ;;
-stop) cmd_stop ;;
+start) lock && cmd_start ;;
+up) lock && cmd_up ;;
+down) lock && cmd_down ;;
+stop) lock && cmd_stop ;;
 status) cmd_status ;;
 env) cmd_env ;;
 *)
