@@ -228,7 +228,7 @@ launch() {
 		GARAGE_DEFAULT_SECRET_KEY="$SECRET_KEY" \
 		GARAGE_DEFAULT_BUCKET="$BUCKET" \
 		RUST_LOG="${GARAGE_RUST_LOG:-garage=info}" NO_COLOR=1 \
-		setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDFILE" \
+		setsid bash -c 'echo $$ >"$1.tmp" && mv -f "$1.tmp" "$1"; shift; exec "$@"' _ "$PIDFILE" \
 		"$GARAGE_BIN" -c "$CONFIG" server --single-node --default-bucket \
 		</dev/null >>"$LOGFILE" 2>&1 8>&- 9>&- &
 
