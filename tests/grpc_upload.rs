@@ -1,0 +1,133 @@
+//! The gRPC `Upload` as internal services use it: a header message, then chunks.
+
+mod common;
+
+use common::pb::{upload_request::Part, UploadHeader, UploadRequest};
+use common::*;
+use tonic::Code;
+
+const ADVISOR: &str = "application/vnd.redhat.advisor.collection+tgz";
+
+fn header(h: UploadHeader) -> UploadRequest {
+    UploadRequest { part: Some(Part::Header(h)) }
+}
+
+fn chunk(bytes: &[u8]) -> UploadRequest {
+    UploadRequest { part: Some(Part::Chunk(bytes.to_vec().into())) }
+}
+
+fn advisor() -> UploadHeader {
+    UploadHeader { content_type: ADVISOR.into(), ..Default::default() }
+}
+
+async fn send(t: &TestApp, msgs: Vec<UploadRequest>) -> Result<common::pb::UploadReceipt, tonic::Status> {
+    let mut client = t.grpc().await;
+    client.upload(futures_util::stream::iter(msgs)).await.map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_streamed_upload_is_stored_and_announced() {
+    let t = spawn_app(&[]).await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut msgs = vec![header(UploadHeader {
+        metadata_json: r#"{"source":"grpc-test"}"#.into(),
+        identity: identity("acct", "org1"),
+        request_id: "grpc-upload-1".into(),
+        expected_size: data.len() as u64,
+        expected_sha256: sha256_hex(&data),
+        ..advisor()
+    })];
+    msgs.extend(data.chunks(64 * 1024).map(chunk));
+    let r = send(&t, msgs).await.unwrap();
+    assert_eq!(r.request_id, "grpc-upload-1");
+    assert_eq!((r.account_number.as_str(), r.org_id.as_str()), ("acct", "org1"));
+    assert_eq!((r.service.as_str(), r.category.as_str()), ("advisor", "collection"));
+    assert_eq!(r.size, data.len() as u64);
+    assert_eq!(r.sha256, sha256_hex(&data));
+    assert_eq!(std::fs::read(t.data.path().join("quarantine/grpc-upload-1")).unwrap(), data);
+    let a: serde_json::Value =
+        serde_json::from_slice(&t.next_message("platform.upload.advisor", "t").await.payload).unwrap();
+    assert_eq!(a["request_id"], "grpc-upload-1");
+    assert_eq!(a["metadata"]["source"], "grpc-test");
+    assert_eq!(a["sha256"], sha256_hex(&data));
+}
+
+#[tokio::test]
+async fn identity_and_request_id_may_come_as_request_metadata() {
+    let t = spawn_app(&[]).await;
+    let mut req = tonic::Request::new(futures_util::stream::iter(vec![header(advisor()), chunk(b"abc")]));
+    req.metadata_mut().insert("x-rh-identity", identity("a9", "o9").parse().unwrap());
+    req.metadata_mut().insert("x-rh-insights-request-id", "from-metadata".parse().unwrap());
+    let r = t.grpc().await.upload(req).await.unwrap();
+    assert_eq!(r.metadata().get("x-rh-insights-request-id").unwrap(), "from-metadata");
+    let r = r.into_inner();
+    assert_eq!((r.request_id.as_str(), r.org_id.as_str()), ("from-metadata", "o9"));
+}
+
+/// The contract's refusals, as gRPC codes; none leaves anything behind.
+#[tokio::test]
+async fn every_refusal_has_its_code_and_leaves_nothing() {
+    let t = spawn_app(&["--service-limits", "qpc=10"]).await;
+    let qpc = || UploadHeader { content_type: "application/vnd.redhat.qpc.thing+tgz".into(), ..Default::default() };
+    let cases: Vec<(&str, Vec<UploadRequest>, Code, &str)> = vec![
+        ("no message at all", vec![], Code::InvalidArgument, "header"),
+        ("a chunk before the header", vec![chunk(b"x"), header(advisor())], Code::InvalidArgument, "header"),
+        ("a second header", vec![header(advisor()), chunk(b"x"), header(advisor())], Code::InvalidArgument, "chunk"),
+        (
+            "content type matches no rule",
+            vec![header(UploadHeader { content_type: "text/plain".into(), ..Default::default() })],
+            Code::InvalidArgument,
+            "Unsupported Media Type",
+        ),
+        (
+            "service not valid",
+            vec![header(UploadHeader { content_type: "application/vnd.redhat.nosuch.x".into(), ..Default::default() })],
+            Code::InvalidArgument,
+            "Unsupported MIME type",
+        ),
+        ("too large while streaming", vec![header(qpc()), chunk(b"123456"), chunk(b"789012")], Code::ResourceExhausted, "Should not exceed 10 bytes"),
+        ("too large by declaration", vec![header(UploadHeader { expected_size: 11, ..qpc() })], Code::ResourceExhausted, "Should not exceed 10 bytes"),
+        ("bad identity", vec![header(UploadHeader { identity: "%%".into(), ..advisor() })], Code::InvalidArgument, "x-rh-identity"),
+        ("bad request id", vec![header(UploadHeader { request_id: "../x".into(), ..advisor() })], Code::InvalidArgument, "request id"),
+        (
+            "shorter than declared",
+            vec![header(UploadHeader { expected_size: 10, ..advisor() }), chunk(b"12345")],
+            Code::InvalidArgument,
+            "declared 10",
+        ),
+        (
+            "sha256 differs from the declared one",
+            vec![header(UploadHeader { expected_sha256: "0".repeat(64), ..advisor() }), chunk(b"12345")],
+            Code::InvalidArgument,
+            "sha256",
+        ),
+        (
+            "declared sha256 is not hex",
+            vec![header(UploadHeader { expected_sha256: "xyz".into(), ..advisor() }), chunk(b"1")],
+            Code::InvalidArgument,
+            "sha256",
+        ),
+        (
+            "metadata not a JSON object",
+            vec![header(UploadHeader { metadata_json: "[1]".into(), ..advisor() }), chunk(b"1")],
+            Code::InvalidArgument,
+            "metadata",
+        ),
+    ];
+    for (what, msgs, code, text) in cases {
+        let e = send(&t, msgs).await.expect_err(what);
+        assert_eq!(e.code(), code, "{what}: {e:?}");
+        assert!(e.message().contains(text), "{what}: {:?} should contain {text:?}", e.message());
+    }
+    // Give the background removal of a dropped stage a moment, then look.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(t.bucket_files("quarantine").is_empty(), "left behind: {:?}", t.bucket_files("quarantine"));
+    assert!(std::fs::read_dir(t.data.path().join(".tmp")).unwrap().next().is_none(), "temp files left");
+}
+
+#[tokio::test]
+async fn identity_can_be_required_over_grpc_too() {
+    let t = spawn_app(&["--require-identity"]).await;
+    let e = send(&t, vec![header(advisor()), chunk(b"x")]).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+}
