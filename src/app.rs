@@ -58,6 +58,10 @@ impl App {
             .await
             .with_context(|| format!("cannot create the data folder {}", settings.data_dir.display()))?;
 
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+            None => None,
+        };
         let storage = open_storage(&config, &settings).await?;
         let queue = open_queue(&config, &settings).await?;
         storage.recover().await.context("recovering storage")?;
@@ -87,6 +91,7 @@ impl App {
             state,
             settings.clone(),
             shutdown.clone(),
+            tls,
         ));
         tracing::info!(%addr, storage = ?config.storage_driver, kafka = config.kafka_brokers.is_some(), "upload-gateway listening");
         Ok(App {

@@ -96,6 +96,12 @@ pub struct Config {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// PEM certificate chain: serve TLS (ALPN h2 and http/1.1) on the port. Needs --tls-key.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -124,6 +130,8 @@ pub struct Settings {
     pub body_idle_timeout: Duration,
     pub concurrency_limit: usize,
     pub drain_timeout: Duration,
+    /// Certificate chain and key files, when the port serves TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -240,7 +248,13 @@ impl Config {
                 return Err(format!("PUBLIC_URL: {url:?} should start with http:// or https://"));
             }
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => return Err("TLS_CERT_FILE and TLS_KEY_FILE: set both, or neither".into()),
+        };
         Ok(Settings {
+            tls,
             listen,
             data_dir,
             valid_services,
