@@ -131,3 +131,31 @@ async fn identity_can_be_required_over_grpc_too() {
     let e = send(&t, vec![header(advisor()), chunk(b"x")]).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
 }
+
+/// gRPC-Web (browsers, tonic-web) reaches the same services on the same port.
+#[tokio::test]
+async fn grpc_web_is_served_on_the_same_port() {
+    let t = spawn_app(&[]).await;
+    let msg = prost::Message::encode_to_vec(&common::pb::StatusRequest { request_id: "nosuchid".into() });
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    let resp = t
+        .http
+        .post(t.url("/upload.v1.UploadGateway/GetStatus"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(framed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/grpc-web"));
+    let in_headers = resp.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string());
+    let body = resp.bytes().await.unwrap();
+    let status = in_headers.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(&body).to_string();
+        text.split("grpc-status:").nth(1).unwrap_or("").trim().chars().take_while(|c| c.is_ascii_digit()).collect()
+    });
+    assert_eq!(status, "5", "NotFound expected");
+}
