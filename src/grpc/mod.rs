@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::messages::{Validation, ValidationResult};
-use crate::pipeline::{Outcome, Pipeline, UploadHeader, TERMINAL};
+use crate::pipeline::{Outcome, Pipeline, UploadHeader};
 
 pub mod pb {
     tonic::include_proto!("upload.v1");
@@ -162,24 +162,12 @@ impl UploadGateway for GatewayService {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
         let id = request.into_inner().request_id;
-        let (so_far, rx) = self
+        let events = self
             .pipeline
             .status()
-            .watch(&id)
+            .follow(&id)
             .ok_or_else(|| Status::not_found(format!("no payload with request id {id} is known")))?;
-        let future = tokio_stream::wrappers::BroadcastStream::new(rx)
-            .filter_map(|r| async move { r.ok() });
-        let all = futures_util::stream::iter(so_far).chain(future);
-        // End the stream right after the first terminal event.
-        let mut done = false;
-        let out = all
-            .take_while(move |e| {
-                let go = !done;
-                done = done || TERMINAL.contains(&e.status.as_str());
-                async move { go }
-            })
-            .map(|e| Ok(event(e)));
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(Box::pin(events.map(|e| Ok(event(e))))))
     }
 
     type DownloadStream = BoxStream<pb::DownloadChunk>;
