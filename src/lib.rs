@@ -15,6 +15,7 @@ pub mod queue;
 pub mod rest;
 pub mod server;
 pub mod storage;
+pub mod validator;
 
 pub use app::App;
 pub use config::Config;
