@@ -202,7 +202,8 @@ async fn check_passes_a_real_tar_gz_and_fails_what_is_not_one() {
     truncated.truncate(truncated.len() / 2);
     let truncated_id = upload(&t, truncated).await;
 
-    let lines = validate(&t.base, &["--verdict", "check", "--count", "3"]).await;
+    // The bytes come over gRPC Download here (the other tests use the URLs).
+    let lines = validate(&t.base, &["--verdict", "check", "--count", "3", "--download", "grpc"]).await;
     assert!(line_for(&lines, &good_id).contains("verdict=success outcome=promoted"));
     assert!(line_for(&lines, &garbage_id).contains("verdict=failure outcome=rejected"));
     assert!(line_for(&lines, &truncated_id).contains("verdict=failure outcome=rejected"));
@@ -373,6 +374,37 @@ async fn signed_urls_serve_the_bytes_and_refuse_tampering() {
     let other = upload(&t, b"other".to_vec()).await;
     let resp = reqwest::get(url.replace(&id, &other)).await.unwrap();
     assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test]
+async fn grpc_download_streams_the_same_bytes() {
+    let t = spawn_app(&[]).await;
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let id = upload(&t, body.clone()).await;
+    let empty = upload(&t, Vec::new()).await;
+    let mut client = t.grpc().await;
+    let download = |id: String| {
+        let mut client = client.clone();
+        async move {
+            let stream = client.download(pb::DownloadRequest { request_id: id }).await?.into_inner();
+            stream.collect::<Vec<_>>().await.into_iter().collect::<Result<Vec<_>, _>>()
+        }
+    };
+
+    let chunks = download(id.clone()).await.unwrap();
+    assert_eq!((chunks[0].size, chunks[0].bucket.as_str()), (body.len() as u64, "quarantine"));
+    assert!(chunks.len() > 2, "streamed in chunks");
+    assert_eq!(chunks.iter().flat_map(|c| c.data.to_vec()).collect::<Vec<u8>>(), body);
+
+    let chunks = download(empty).await.unwrap();
+    assert_eq!(chunks.len(), 1);
+    assert_eq!((chunks[0].size, chunks[0].bucket.as_str(), chunks[0].data.len()), (0, "quarantine", 0));
+
+    let mut v = Verdicts::open(&t).await;
+    assert_eq!(outcome(&v.verdict(&id, "failure").await), Outcome::Rejected);
+    assert_eq!(download(id).await.unwrap()[0].bucket, "reject");
+    let missing = client.download(pb::DownloadRequest { request_id: "nobody".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
 }
 
 #[tokio::test]

@@ -177,13 +177,11 @@ impl UploadGateway for GatewayService {
         request: Request<pb::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let (bucket, meta, bytes) = self.pipeline.download(&request.into_inner().request_id).await?;
-        let mut first = Some((meta.size, bucket.as_str().to_string()));
-        let out = bytes.map(move |chunk| {
-            let data = chunk?;
-            let (size, bucket) = first.take().unwrap_or_default();
-            Ok(pb::DownloadChunk { data, size, bucket })
-        });
-        Ok(Response::new(Box::pin(out)))
+        // The first message says what follows (also for an empty payload); the rest
+        // carry the bytes.
+        let first = pb::DownloadChunk { data: Default::default(), size: meta.size, bucket: bucket.as_str().into() };
+        let chunks = bytes.map(|chunk| Ok(pb::DownloadChunk { data: chunk?, size: 0, bucket: String::new() }));
+        Ok(Response::new(Box::pin(futures_util::stream::once(async { Ok(first) }).chain(chunks))))
     }
 }
 
