@@ -45,21 +45,33 @@ impl Decision {
 /// (no verdict should be sent: the gateway gives the payload out again).
 pub async fn decide(mode: Mode, mut bytes: Chunks, size: u64, sha256: &str) -> anyhow::Result<Decision> {
     let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let archive = (mode == Mode::Check).then(|| tokio::task::spawn_blocking(move || check_tar_gz(ChannelReader::new(rx))));
+    let mut archive = (mode == Mode::Check).then(|| tokio::task::spawn_blocking(move || check_tar_gz(ChannelReader::new(rx))));
     let mut tx = archive.as_ref().map(|_| tx);
+    let mut checked = None;
     let (mut hasher, mut got) = (Sha256::new(), 0u64);
     while let Some(chunk) = bytes.next().await {
         let chunk = chunk?;
         got += chunk.len() as u64;
         hasher.update(&chunk);
-        // The archive check stops reading at its first error; the rest still counts.
         if let Some(t) = &tx {
             if t.send(chunk).await.is_err() {
+                // The archive check is over before the bytes are: when it failed,
+                // that is the verdict and the rest need not be fetched; when it
+                // passed, the rest is still hashed against the announcement.
                 tx = None;
+                match archive.take().expect("a check is running").await? {
+                    Err(why) => return Ok(Decision::failure(why)),
+                    Ok(files) => checked = Some(files),
+                }
             }
         }
     }
     drop(tx);
+    let checked = match (checked, archive) {
+        (Some(files), _) => Some(Ok(files)),
+        (None, Some(running)) => Some(running.await?),
+        (None, None) => None,
+    };
     let digest = hex::encode(hasher.finalize());
     let mismatch = if got != size {
         Some(format!("{got} bytes arrived, the announcement says {size}"))
@@ -72,7 +84,7 @@ pub async fn decide(mode: Mode, mut bytes: Chunks, size: u64, sha256: &str) -> a
         (Mode::Failure, m) => Decision::failure(with(m, "refused by the built-in validator (--verdict failure)")),
         (Mode::Success, m) => Decision::success(with(m, "accepted by the built-in validator (--verdict success)")),
         (Mode::Check, Some(m)) => Decision::failure(m),
-        (Mode::Check, None) => match archive.expect("check mode reads the archive").await? {
+        (Mode::Check, None) => match checked.expect("check mode reads the archive") {
             Ok(files) => Decision::success(format!("a valid tar.gz with {files} files")),
             Err(why) => Decision::failure(why),
         },
@@ -165,6 +177,30 @@ mod tests {
             b.append_data(&mut h, name, *data).unwrap();
         }
         b.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn chunks(parts: Vec<Vec<u8>>) -> Chunks {
+        Box::pin(futures_util::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from(p)))))
+    }
+
+    #[tokio::test]
+    async fn check_reads_while_downloading_and_stops_at_the_first_bad_byte() {
+        let good = tar_gz(&[("a", &[1u8; 300_000])]);
+        let sha = hex::encode(Sha256::digest(&good));
+        let parts: Vec<Vec<u8>> = good.chunks(1000).map(<[u8]>::to_vec).collect();
+        let d = decide(Mode::Check, chunks(parts.clone()), good.len() as u64, &sha).await.unwrap();
+        assert_eq!(d, Decision::success("a valid tar.gz with 1 files"));
+        // Whole but not what was announced.
+        let d = decide(Mode::Check, chunks(parts), good.len() as u64, &"0".repeat(64)).await.unwrap();
+        assert!(d.validation == "failure" && d.reason.contains("sha256"), "{d:?}");
+        // Garbage, then bytes without end: the verdict comes without reading them all.
+        let endless = futures_util::stream::iter([Ok(Bytes::from_static(b"garbage"))])
+            .chain(futures_util::stream::repeat_with(|| Ok(Bytes::from_static(&[0u8; 1024]))));
+        let d = tokio::time::timeout(std::time::Duration::from_secs(10), decide(Mode::Check, Box::pin(endless), u64::MAX, ""))
+            .await
+            .expect("a verdict before the end of an endless payload")
+            .unwrap();
+        assert!(d.reason.starts_with("not gzip"), "{d:?}");
     }
 
     #[test]
