@@ -545,3 +545,22 @@ async fn handoff_leaves_the_payload_and_a_failed_move_is_recorded_as_error() {
     assert_eq!(statuses(&track(&t, &broken).await), ["received", "announced", "error", "success", "advertised"]);
     assert_eq!(t.bucket_files("perm"), [broken]);
 }
+
+#[tokio::test]
+async fn the_built_in_validator_says_what_it_cannot_do() {
+    let t = spawn_app(&[]).await;
+    let run = |args: &'static [&'static str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
+            .args(["validate", "--gateway", &t.base, "--verdict", "success"])
+            .args(args)
+            .kill_on_drop(true)
+            .output()
+    };
+    let out = tokio::time::timeout(SECS, run(&["--service", "nosuch"])).await.unwrap().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("InvalidArgument") && err.contains("nosuch"), "{err}");
+    let out = tokio::time::timeout(SECS, run(&["--service", "testareno", "--via", "kafka"])).await.unwrap().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+}

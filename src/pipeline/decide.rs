@@ -148,7 +148,12 @@ impl Pipeline {
         match applied {
             Ok(outcome) => {
                 info!(outcome = outcome.as_str(), "verdict applied");
-                VerdictReport::new(id, outcome, format!("{}: done", outcome.as_str()))
+                let done = match outcome {
+                    Outcome::Promoted => "moved to perm and published on the available topic",
+                    Outcome::Rejected => "moved to reject",
+                    _ => "left in quarantine: handed off",
+                };
+                VerdictReport::new(id, outcome, done)
             }
             Err(e) => {
                 warn!(error = %e, "verdict not applied; it will be retried");
