@@ -564,3 +564,92 @@ async fn the_built_in_validator_says_what_it_cannot_do() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
 }
+
+#[tokio::test]
+async fn shutdown_ends_the_validators_streams_instead_of_waiting_for_them() {
+    let t = spawn_app(&[]).await;
+    let mut work = subscribe(&t).await;
+    let id = upload(&t, b"held at shutdown".to_vec()).await;
+    assert_eq!(next_announcement(&mut work).await.request_id, id);
+    let mut watch = t.grpc().await.watch_status(pb::StatusRequest { request_id: id.clone() }).await.unwrap().into_inner();
+    let mut v = Verdicts::open(&t).await;
+
+    let TestApp { app, data, .. } = t;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), app.stop())
+        .await
+        .expect("shutdown does not wait out the 30 s drain for open streams")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let work_end = tokio::time::timeout(SECS, work.message()).await.unwrap();
+    assert!(!matches!(work_end, Ok(Some(_))), "the Subscribe stream ended");
+    while let Some(e) = tokio::time::timeout(SECS, watch.message()).await.unwrap().ok().flatten() {
+        assert_ne!(e.status, "advertised");
+    }
+    let acks_end = tokio::time::timeout(SECS, v.acks.message()).await.unwrap();
+    assert!(!matches!(acks_end, Ok(Some(_))), "the ValidationResult stream ended");
+
+    // Nothing was decided, so the restarted gateway offers the payload again.
+    let t = spawn_app_in(data, &[]).await;
+    let mut work = subscribe(&t).await;
+    assert_eq!(next_announcement(&mut work).await.request_id, id);
+}
+
+#[tokio::test]
+async fn the_built_in_validator_carries_on_across_a_gateway_restart() {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    let start = |data: &std::path::Path| {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = GatewayProcess { child, base: format!("http://127.0.0.1:{port}"), data: data.to_path_buf() };
+        p.wait_ready(Duration::from_secs(30));
+        p
+    };
+    let post = |base: String| async move {
+        let part = reqwest::multipart::Part::bytes(b"abc".to_vec()).file_name("a").mime_str(TESTARENO).unwrap();
+        let resp = reqwest::Client::new()
+            .post(format!("{base}/api/ingress/v1/upload"))
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        resp.json::<Value>().await.unwrap()["request_id"].as_str().unwrap().to_string()
+    };
+    let mut first = start(data.path());
+    let mut validator = tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
+        .args(["validate", "--gateway", &first.base, "--service", "testareno", "--verdict", "success", "--count", "2"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(validator.stdout.take().unwrap()).lines();
+    let mut next_line = async || tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+
+    let one = post(first.base.clone()).await;
+    assert!(next_line().await.starts_with(&format!("request_id={one} ")));
+    first.signal("TERM");
+    let stopped = Instant::now();
+    while first.child.try_wait().unwrap().is_none() {
+        assert!(stopped.elapsed() < Duration::from_secs(10), "the gateway drains within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let second = start(data.path());
+    let two = post(second.base.clone()).await;
+    let line = next_line().await;
+    assert!(line.starts_with(&format!("request_id={two} ")) && line.contains("outcome=promoted"), "{line}");
+    let status = tokio::time::timeout(Duration::from_secs(10), validator.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    let mut perm = vec![one, two];
+    perm.sort();
+    assert_eq!(list_bucket(data.path(), "perm"), perm);
+}

@@ -129,7 +129,9 @@ impl UploadGateway for GatewayService {
         request: Request<Streaming<pb::Verdict>>,
     ) -> Result<Response<Self::ValidationResultStream>, Status> {
         let pipeline = self.pipeline.clone();
-        let acks = request.into_inner().then(move |v| {
+        // At shutdown no new verdict is taken; the one being applied is finished.
+        let verdicts = request.into_inner().take_until(self.pipeline.closing());
+        let acks = verdicts.then(move |v| {
             let pipeline = pipeline.clone();
             async move {
                 let v = v?;
@@ -167,6 +169,7 @@ impl UploadGateway for GatewayService {
             .status()
             .follow(&id)
             .ok_or_else(|| Status::not_found(format!("no payload with request id {id} is known")))?;
+        let events = events.take_until(self.pipeline.closing());
         Ok(Response::new(Box::pin(events.map(|e| Ok(event(e))))))
     }
 

@@ -168,7 +168,8 @@ impl Pipeline {
             service: service.to_string(),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         };
-        Ok(futures_util::stream::unfold(state, |mut st| async move {
+        let closing = self.closing();
+        let work = futures_util::stream::unfold(state, |mut st| async move {
             loop {
                 let permit = st.permits.clone().acquire_owned().await.ok()?;
                 let delivery = tokio::select! {
@@ -185,7 +186,9 @@ impl Pipeline {
                     Err(e) => return Some((Err(e), st)),
                 }
             }
-        }))
+        });
+        // At shutdown the stream ends and what this subscriber held goes back.
+        Ok(work.take_until(closing))
     }
 
     /// Turns a delivery into work for a subscriber, or skips it (acked) when it is
