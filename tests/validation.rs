@@ -51,7 +51,11 @@ async fn validate(base: &str, args: &[&str]) -> Vec<String> {
         .expect("the validator finishes within 60 s")
         .unwrap();
     assert!(out.status.success(), "validate exited with {}", out.status);
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn line_for<'a>(lines: &'a [String], id: &str) -> &'a str {
@@ -64,7 +68,12 @@ fn line_for<'a>(lines: &'a [String], id: &str) -> &'a str {
 
 /// `GET {p}/v1/track/{id}` as JSON.
 async fn track(t: &TestApp, id: &str) -> Value {
-    let resp = t.http.get(t.url(&format!("/api/ingress/v1/track/{id}"))).send().await.unwrap();
+    let resp = t
+        .http
+        .get(t.url(&format!("/api/ingress/v1/track/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
 }
@@ -87,17 +96,31 @@ struct Verdicts {
 impl Verdicts {
     async fn open(t: &TestApp) -> Verdicts {
         let (tx, rx) = mpsc::channel(16);
-        let acks = t.grpc().await.validation_result(ReceiverStream::new(rx)).await.unwrap().into_inner();
+        let acks = t
+            .grpc()
+            .await
+            .validation_result(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
         Verdicts { tx, acks }
     }
 
     async fn send(&self, id: &str, validation: &str) {
-        let v = pb::Verdict { request_id: id.into(), validation: validation.into(), reason: String::new() };
+        let v = pb::Verdict {
+            request_id: id.into(),
+            validation: validation.into(),
+            reason: String::new(),
+        };
         self.tx.send(v).await.unwrap();
     }
 
     async fn ack(&mut self) -> pb::VerdictAck {
-        tokio::time::timeout(SECS, self.acks.message()).await.expect("an ack within 10 s").unwrap().unwrap()
+        tokio::time::timeout(SECS, self.acks.message())
+            .await
+            .expect("an ack within 10 s")
+            .unwrap()
+            .unwrap()
     }
 
     async fn verdict(&mut self, id: &str, validation: &str) -> pb::VerdictAck {
@@ -111,19 +134,28 @@ fn outcome(ack: &pb::VerdictAck) -> Outcome {
 }
 
 async fn subscribe(t: &TestApp) -> tonic::Streaming<pb::Announcement> {
-    let req = pb::SubscribeRequest { service: "testareno".into() };
+    let req = pb::SubscribeRequest {
+        service: "testareno".into(),
+    };
     t.grpc().await.subscribe(req).await.unwrap().into_inner()
 }
 
 async fn next_announcement(s: &mut tonic::Streaming<pb::Announcement>) -> pb::Announcement {
-    tokio::time::timeout(SECS, s.message()).await.expect("an announcement within 10 s").unwrap().unwrap()
+    tokio::time::timeout(SECS, s.message())
+        .await
+        .expect("an announcement within 10 s")
+        .unwrap()
+        .unwrap()
 }
 
 /// Asserts that a consumer group gets nothing more on a topic for a while.
 async fn no_message(t: &TestApp, topic: &str, group: &str, within: Duration) {
     let mut sub = t.app.queue().subscribe(topic, group).await.unwrap();
     if let Ok(Some(Ok(d))) = tokio::time::timeout(within, sub.next()).await {
-        panic!("unexpected message on {topic}: {}", String::from_utf8_lossy(&d.message.payload));
+        panic!(
+            "unexpected message on {topic}: {}",
+            String::from_utf8_lossy(&d.message.payload)
+        );
     }
 }
 
@@ -153,7 +185,10 @@ async fn the_built_in_validator_with_failure_moves_the_payload_to_reject() {
     assert_eq!(t.bucket_files("reject"), [id.clone()]);
     assert!(t.bucket_files("quarantine").is_empty());
     assert!(t.bucket_files("perm").is_empty());
-    assert_eq!(std::fs::read(t.data.path().join("reject").join(&id)).unwrap(), body);
+    assert_eq!(
+        std::fs::read(t.data.path().join("reject").join(&id)).unwrap(),
+        body
+    );
     let history = track(&t, &id).await;
     assert_eq!(statuses(&history), ["received", "announced", "rejected"]);
     assert_eq!(history["status"], "rejected");
@@ -178,8 +213,14 @@ async fn the_built_in_validator_with_success_promotes_and_the_available_url_down
     }
     assert_eq!(a["service"], "testareno");
     assert_eq!(a["category"], "something");
-    assert_eq!((a["account"].clone(), a["rh_account"].clone()), ("acct-1".into(), "acct-1".into()));
-    assert_eq!((a["org_id"].clone(), a["principal"].clone()), ("org-1".into(), "org-1".into()));
+    assert_eq!(
+        (a["account"].clone(), a["rh_account"].clone()),
+        ("acct-1".into(), "acct-1".into())
+    );
+    assert_eq!(
+        (a["org_id"].clone(), a["principal"].clone()),
+        ("org-1".into(), "org-1".into())
+    );
     assert_eq!(a["b64_identity"], identity("acct-1", "org-1"));
     assert_eq!(a["size"], body.len() as u64);
     assert_eq!(a["sha256"], sha256_hex(&body));
@@ -189,13 +230,19 @@ async fn the_built_in_validator_with_success_promotes_and_the_available_url_down
     let got = reqwest::get(url).await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(sha256_hex(&got.bytes().await.unwrap()), sha256_hex(&body));
-    assert_eq!(statuses(&track(&t, &id).await), ["received", "announced", "success", "advertised"]);
+    assert_eq!(
+        statuses(&track(&t, &id).await),
+        ["received", "announced", "success", "advertised"]
+    );
 }
 
 #[tokio::test]
 async fn check_passes_a_real_tar_gz_and_fails_what_is_not_one() {
     let t = spawn_app(&[]).await;
-    let good = tar_gz(&[("insights/data.json", br#"{"a":1}"#), ("insights/big", &[9u8; 200_000])]);
+    let good = tar_gz(&[
+        ("insights/data.json", br#"{"a":1}"#),
+        ("insights/big", &[9u8; 200_000]),
+    ]);
     let good_id = upload(&t, good).await;
     let garbage_id = upload(&t, b"definitely not gzip".to_vec()).await;
     let mut truncated = tar_gz(&[("x", &[1u8; 100_000])]);
@@ -203,7 +250,11 @@ async fn check_passes_a_real_tar_gz_and_fails_what_is_not_one() {
     let truncated_id = upload(&t, truncated).await;
 
     // The bytes come over gRPC Download here (the other tests use the URLs).
-    let lines = validate(&t.base, &["--verdict", "check", "--count", "3", "--download", "grpc"]).await;
+    let lines = validate(
+        &t.base,
+        &["--verdict", "check", "--count", "3", "--download", "grpc"],
+    )
+    .await;
     assert!(line_for(&lines, &good_id).contains("verdict=success outcome=promoted"));
     assert!(line_for(&lines, &garbage_id).contains("verdict=failure outcome=rejected"));
     assert!(line_for(&lines, &truncated_id).contains("verdict=failure outcome=rejected"));
@@ -213,7 +264,12 @@ async fn check_passes_a_real_tar_gz_and_fails_what_is_not_one() {
     rejected.sort();
     assert_eq!(t.bucket_files("reject"), rejected);
     // The reason reaches the payload's history.
-    let why = |h: Value| h["history"].as_array().unwrap().last().unwrap()["status_msg"].as_str().unwrap().to_string();
+    let why = |h: Value| {
+        h["history"].as_array().unwrap().last().unwrap()["status_msg"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert!(why(track(&t, &garbage_id).await).contains("not gzip"));
     assert!(why(track(&t, &truncated_id).await).contains("not a valid tar.gz"));
 }
@@ -231,7 +287,11 @@ async fn a_payload_left_by_a_disconnected_subscriber_goes_to_another() {
 
     // While the first one holds it, a second subscriber does not get it too.
     let mut second = subscribe(&t).await;
-    assert!(tokio::time::timeout(Duration::from_millis(500), second.message()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), second.message())
+            .await
+            .is_err()
+    );
 
     drop(first); // disconnects without a verdict
     let again = next_announcement(&mut second).await;
@@ -252,14 +312,25 @@ async fn a_silent_subscriber_loses_the_payload_to_another_after_the_visibility_t
     let again = next_announcement(&mut other).await;
     assert_eq!(again.request_id, id);
     // Not at once: only once the 1 s timeout has run (it started a little before `taken`).
-    assert!(taken.elapsed() >= Duration::from_millis(500), "redelivered after {:?}", taken.elapsed());
+    assert!(
+        taken.elapsed() >= Duration::from_millis(500),
+        "redelivered after {:?}",
+        taken.elapsed()
+    );
     // It went to the other subscriber, not back to the silent one.
-    assert!(tokio::time::timeout(Duration::from_millis(300), silent.message()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), silent.message())
+            .await
+            .is_err()
+    );
 
     let mut v = Verdicts::open(&t).await;
     assert_eq!(outcome(&v.verdict(&id, "success").await), Outcome::Promoted);
     // The silent one's late verdict changes nothing.
-    assert_eq!(outcome(&v.verdict(&id, "failure").await), Outcome::AlreadyDecided);
+    assert_eq!(
+        outcome(&v.verdict(&id, "failure").await),
+        Outcome::AlreadyDecided
+    );
     assert_eq!(t.bucket_files("perm"), [id]);
     assert!(t.bucket_files("reject").is_empty());
 }
@@ -276,20 +347,44 @@ async fn one_validation_stream_acks_each_result_and_goes_on() {
     v.send(&id, "FAILURE").await;
 
     let unknown = v.ack().await;
-    assert_eq!((outcome(&unknown), unknown.request_id.as_str()), (Outcome::UnknownId, "no-such-payload"));
+    assert_eq!(
+        (outcome(&unknown), unknown.request_id.as_str()),
+        (Outcome::UnknownId, "no-such-payload")
+    );
     let invalid = v.ack().await;
-    assert_eq!((outcome(&invalid), invalid.request_id.as_str()), (Outcome::Invalid, id.as_str()));
+    assert_eq!(
+        (outcome(&invalid), invalid.request_id.as_str()),
+        (Outcome::Invalid, id.as_str())
+    );
     assert!(invalid.message.contains("maybe"), "{}", invalid.message);
     let missing = v.ack().await;
     assert_eq!(outcome(&missing), Outcome::Invalid);
-    assert!(missing.message.contains("request_id"), "{}", missing.message);
+    assert!(
+        missing.message.contains("request_id"),
+        "{}",
+        missing.message
+    );
     let good = v.ack().await;
-    assert_eq!((outcome(&good), good.request_id.as_str()), (Outcome::Rejected, id.as_str()));
+    assert_eq!(
+        (outcome(&good), good.request_id.as_str()),
+        (Outcome::Rejected, id.as_str())
+    );
 
     assert_eq!(t.bucket_files("reject"), [id.clone()]);
-    assert_eq!(statuses(&track(&t, &id).await), ["received", "announced", "rejected"]);
-    assert_eq!(t.metric("upload_gateway_verdicts_total{outcome=\"invalid\"}").await, 2.0);
-    assert_eq!(t.metric("upload_gateway_verdicts_total{outcome=\"unknown_id\"}").await, 1.0);
+    assert_eq!(
+        statuses(&track(&t, &id).await),
+        ["received", "announced", "rejected"]
+    );
+    assert_eq!(
+        t.metric("upload_gateway_verdicts_total{outcome=\"invalid\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        t.metric("upload_gateway_verdicts_total{outcome=\"unknown_id\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -333,7 +428,10 @@ async fn a_killed_gateway_restarted_on_its_data_gives_the_payload_to_the_built_i
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.unwrap()["request_id"].as_str().unwrap().to_string();
+    let id = resp.json::<Value>().await.unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     drop(first); // SIGKILL: no verdict was given
 
     let second = GatewayProcess::start(data.path(), &[]);
@@ -348,9 +446,17 @@ async fn signed_urls_serve_the_bytes_and_refuse_tampering() {
     let t = spawn_app(&[]).await;
     let body = b"signed bytes".to_vec();
     let id = upload(&t, body.clone()).await;
-    let a: Value = serde_json::from_slice(&t.next_message("platform.upload.testareno", "test").await.payload).unwrap();
+    let a: Value = serde_json::from_slice(
+        &t.next_message("platform.upload.testareno", "test")
+            .await
+            .payload,
+    )
+    .unwrap();
     let url = a["url"].as_str().unwrap().to_string();
-    assert!(url.starts_with(&format!("{}/download/quarantine/{id}?expires=", t.base)), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/download/quarantine/{id}?expires=", t.base)),
+        "{url}"
+    );
 
     let good = reqwest::get(&url).await.unwrap();
     assert_eq!(good.status(), 200);
@@ -359,10 +465,15 @@ async fn signed_urls_serve_the_bytes_and_refuse_tampering() {
     let (path, query) = url.split_once('?').unwrap();
     let sig = query.split("signature=").nth(1).unwrap();
     let flipped: String = sig.chars().rev().collect();
-    let expires: u64 = query.split('&').next().unwrap()["expires=".len()..].parse().unwrap();
+    let expires: u64 = query.split('&').next().unwrap()["expires=".len()..]
+        .parse()
+        .unwrap();
     let tampered = [
         url.replace(sig, &flipped),
-        url.replace(&format!("expires={expires}"), &format!("expires={}", expires + 3600)),
+        url.replace(
+            &format!("expires={expires}"),
+            &format!("expires={}", expires + 3600),
+        ),
         url.replace("/download/quarantine/", "/download/perm/"),
         format!("{path}?expires={expires}"),
         path.to_string(),
@@ -387,24 +498,52 @@ async fn grpc_download_streams_the_same_bytes() {
     let download = |id: String| {
         let mut client = client.clone();
         async move {
-            let stream = client.download(pb::DownloadRequest { request_id: id }).await?.into_inner();
-            stream.collect::<Vec<_>>().await.into_iter().collect::<Result<Vec<_>, _>>()
+            let stream = client
+                .download(pb::DownloadRequest { request_id: id })
+                .await?
+                .into_inner();
+            stream
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
         }
     };
 
     let chunks = download(id.clone()).await.unwrap();
-    assert_eq!((chunks[0].size, chunks[0].bucket.as_str()), (body.len() as u64, "quarantine"));
+    assert_eq!(
+        (chunks[0].size, chunks[0].bucket.as_str()),
+        (body.len() as u64, "quarantine")
+    );
     assert!(chunks.len() > 2, "streamed in chunks");
-    assert_eq!(chunks.iter().flat_map(|c| c.data.to_vec()).collect::<Vec<u8>>(), body);
+    assert_eq!(
+        chunks
+            .iter()
+            .flat_map(|c| c.data.to_vec())
+            .collect::<Vec<u8>>(),
+        body
+    );
 
     let chunks = download(empty).await.unwrap();
     assert_eq!(chunks.len(), 1);
-    assert_eq!((chunks[0].size, chunks[0].bucket.as_str(), chunks[0].data.len()), (0, "quarantine", 0));
+    assert_eq!(
+        (
+            chunks[0].size,
+            chunks[0].bucket.as_str(),
+            chunks[0].data.len()
+        ),
+        (0, "quarantine", 0)
+    );
 
     let mut v = Verdicts::open(&t).await;
     assert_eq!(outcome(&v.verdict(&id, "failure").await), Outcome::Rejected);
     assert_eq!(download(id).await.unwrap()[0].bucket, "reject");
-    let missing = client.download(pb::DownloadRequest { request_id: "nobody".into() }).await.unwrap_err();
+    let missing = client
+        .download(pb::DownloadRequest {
+            request_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
 }
 
@@ -412,10 +551,28 @@ async fn grpc_download_streams_the_same_bytes() {
 async fn an_expired_signed_url_is_refused() {
     let t = spawn_app(&["--url-expiry-secs", "1"]).await;
     upload(&t, b"short-lived".to_vec()).await;
-    let a: Value = serde_json::from_slice(&t.next_message("platform.upload.testareno", "test").await.payload).unwrap();
+    let a: Value = serde_json::from_slice(
+        &t.next_message("platform.upload.testareno", "test")
+            .await
+            .payload,
+    )
+    .unwrap();
     let url = a["url"].as_str().unwrap();
-    let expires: u64 = url.split("expires=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap();
-    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expires: u64 = url
+        .split("expires=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
     while now() <= expires {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -430,13 +587,19 @@ async fn watch_status_follows_a_payload_from_received_to_advertised() {
     let id = upload(&t, b"watch me".to_vec()).await;
     let mut client = t.grpc().await;
     let mut events = client
-        .watch_status(pb::StatusRequest { request_id: id.clone() })
+        .watch_status(pb::StatusRequest {
+            request_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let e = tokio::time::timeout(SECS, events.message()).await.unwrap().unwrap().unwrap();
+        let e = tokio::time::timeout(SECS, events.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push(e.status);
     }
     assert_eq!(seen, ["received", "announced"]);
@@ -457,12 +620,28 @@ async fn watch_status_follows_a_payload_from_received_to_advertised() {
     .expect("WatchStatus ends after advertised");
     assert_eq!(rest, ["success", "advertised"]);
 
-    let history = client.get_status(pb::StatusRequest { request_id: id.clone() }).await.unwrap().into_inner();
+    let history = client
+        .get_status(pb::StatusRequest {
+            request_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let all: Vec<_> = history.events.iter().map(|e| e.status.as_str()).collect();
     assert_eq!(all, ["received", "announced", "success", "advertised"]);
-    let unknown = client.watch_status(pb::StatusRequest { request_id: "nobody".into() }).await.unwrap_err();
+    let unknown = client
+        .watch_status(pb::StatusRequest {
+            request_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
-    let resp = t.http.get(t.url("/api/ingress/v1/track/nobody")).send().await.unwrap();
+    let resp = t
+        .http
+        .get(t.url("/api/ingress/v1/track/nobody"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
 }
 
@@ -475,13 +654,30 @@ async fn the_same_verdict_twice_changes_nothing_the_second_time() {
     let again = v.verdict(&id, "success").await;
     assert_eq!(outcome(&again), Outcome::AlreadyDecided);
     assert!(again.message.contains("perm"), "{}", again.message);
-    assert_eq!(outcome(&v.verdict(&id, "failure").await), Outcome::AlreadyDecided);
+    assert_eq!(
+        outcome(&v.verdict(&id, "failure").await),
+        Outcome::AlreadyDecided
+    );
 
     assert_eq!(t.bucket_files("perm"), [id.clone()]);
     assert!(t.bucket_files("reject").is_empty());
-    assert_eq!(t.next_message("platform.upload.available", "test").await.key, id);
-    no_message(&t, "platform.upload.available", "test", Duration::from_secs(1)).await;
-    assert_eq!(statuses(&track(&t, &id).await), ["received", "announced", "success", "advertised"]);
+    assert_eq!(
+        t.next_message("platform.upload.available", "test")
+            .await
+            .key,
+        id
+    );
+    no_message(
+        &t,
+        "platform.upload.available",
+        "test",
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        statuses(&track(&t, &id).await),
+        ["received", "announced", "success", "advertised"]
+    );
 }
 
 #[tokio::test]
@@ -496,10 +692,21 @@ async fn status_messages_carry_the_contract_fields_in_order() {
         let msg = t.next_message("platform.payload-status", "test").await;
         assert_eq!(msg.key, id);
         let s: Value = serde_json::from_slice(&msg.payload).unwrap();
-        let keys: std::collections::BTreeSet<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: std::collections::BTreeSet<&str> =
+            s.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["account", "date", "org_id", "payload_id", "request_id", "service", "status", "status_msg"].into()
+            [
+                "account",
+                "date",
+                "org_id",
+                "payload_id",
+                "request_id",
+                "service",
+                "status",
+                "status_msg"
+            ]
+            .into()
         );
         assert_eq!(s["service"], "ingress");
         assert_eq!(s["request_id"], id);
@@ -508,7 +715,10 @@ async fn status_messages_carry_the_contract_fields_in_order() {
         assert_eq!(s["org_id"], "org-1");
         assert!(!s["status_msg"].as_str().unwrap().is_empty());
         let date = s["date"].as_str().unwrap();
-        assert!(chrono::DateTime::parse_from_rfc3339(date).is_ok() && date.ends_with('Z'), "{date}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(date).is_ok() && date.ends_with('Z'),
+            "{date}"
+        );
         seen.push(s["status"].as_str().unwrap().to_string());
     }
     assert_eq!(seen, ["received", "announced", "success", "advertised"]);
@@ -521,29 +731,50 @@ async fn handoff_leaves_the_payload_and_a_failed_move_is_recorded_as_error() {
     let broken = upload(&t, b"cannot move yet".to_vec()).await;
     let mut v = Verdicts::open(&t).await;
 
-    assert_eq!(outcome(&v.verdict(&handed, "handoff").await), Outcome::HandedOff);
-    assert_eq!(outcome(&v.verdict(&handed, "handoff").await), Outcome::AlreadyDecided);
+    assert_eq!(
+        outcome(&v.verdict(&handed, "handoff").await),
+        Outcome::HandedOff
+    );
+    assert_eq!(
+        outcome(&v.verdict(&handed, "handoff").await),
+        Outcome::AlreadyDecided
+    );
     let mut waiting = vec![handed.clone(), broken.clone()];
     waiting.sort();
     assert_eq!(t.bucket_files("quarantine"), waiting);
-    assert_eq!(statuses(&track(&t, &handed).await), ["received", "announced", "handoff"]);
+    assert_eq!(
+        statuses(&track(&t, &handed).await),
+        ["received", "announced", "handoff"]
+    );
 
     // The perm folder is gone: the success verdict cannot be applied.
     let perm = t.data.path().join("perm");
     std::fs::rename(&perm, t.data.path().join("perm-away")).unwrap();
     let retry = v.verdict(&broken, "success").await;
     assert_eq!(outcome(&retry), Outcome::Retry);
-    assert_eq!(outcome(&v.verdict(&broken, "success").await), Outcome::Retry);
+    assert_eq!(
+        outcome(&v.verdict(&broken, "success").await),
+        Outcome::Retry
+    );
     let history = track(&t, &broken).await;
     assert_eq!(statuses(&history), ["received", "announced", "error"]);
     let msg = history["history"][2]["status_msg"].as_str().unwrap();
     assert!(msg.contains("could not be applied"), "{msg}");
-    assert!(t.bucket_files("quarantine").contains(&broken), "nothing is lost");
+    assert!(
+        t.bucket_files("quarantine").contains(&broken),
+        "nothing is lost"
+    );
 
     // Once storage is back, the same verdict applies.
     std::fs::rename(t.data.path().join("perm-away"), &perm).unwrap();
-    assert_eq!(outcome(&v.verdict(&broken, "success").await), Outcome::Promoted);
-    assert_eq!(statuses(&track(&t, &broken).await), ["received", "announced", "error", "success", "advertised"]);
+    assert_eq!(
+        outcome(&v.verdict(&broken, "success").await),
+        Outcome::Promoted
+    );
+    assert_eq!(
+        statuses(&track(&t, &broken).await),
+        ["received", "announced", "error", "success", "advertised"]
+    );
     assert_eq!(t.bucket_files("perm"), [broken]);
 }
 
@@ -557,11 +788,20 @@ async fn the_built_in_validator_says_what_it_cannot_do() {
             .kill_on_drop(true)
             .output()
     };
-    let out = tokio::time::timeout(SECS, run(&["--service", "nosuch"])).await.unwrap().unwrap();
+    let out = tokio::time::timeout(SECS, run(&["--service", "nosuch"]))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("InvalidArgument") && err.contains("nosuch"), "{err}");
-    let out = tokio::time::timeout(SECS, run(&["--service", "testareno", "--via", "kafka"])).await.unwrap().unwrap();
+    assert!(
+        err.contains("InvalidArgument") && err.contains("nosuch"),
+        "{err}"
+    );
+    let out = tokio::time::timeout(SECS, run(&["--service", "testareno", "--via", "kafka"]))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
 }
@@ -572,7 +812,15 @@ async fn shutdown_ends_the_validators_streams_instead_of_waiting_for_them() {
     let mut work = subscribe(&t).await;
     let id = upload(&t, b"held at shutdown".to_vec()).await;
     assert_eq!(next_announcement(&mut work).await.request_id, id);
-    let mut watch = t.grpc().await.watch_status(pb::StatusRequest { request_id: id.clone() }).await.unwrap().into_inner();
+    let mut watch = t
+        .grpc()
+        .await
+        .watch_status(pb::StatusRequest {
+            request_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut v = Verdicts::open(&t).await;
 
     let TestApp { app, data, .. } = t;
@@ -583,12 +831,23 @@ async fn shutdown_ends_the_validators_streams_instead_of_waiting_for_them() {
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     let work_end = tokio::time::timeout(SECS, work.message()).await.unwrap();
-    assert!(!matches!(work_end, Ok(Some(_))), "the Subscribe stream ended");
-    while let Some(e) = tokio::time::timeout(SECS, watch.message()).await.unwrap().ok().flatten() {
+    assert!(
+        !matches!(work_end, Ok(Some(_))),
+        "the Subscribe stream ended"
+    );
+    while let Some(e) = tokio::time::timeout(SECS, watch.message())
+        .await
+        .unwrap()
+        .ok()
+        .flatten()
+    {
         assert_ne!(e.status, "advertised");
     }
     let acks_end = tokio::time::timeout(SECS, v.acks.message()).await.unwrap();
-    assert!(!matches!(acks_end, Ok(Some(_))), "the ValidationResult stream ended");
+    assert!(
+        !matches!(acks_end, Ok(Some(_))),
+        "the ValidationResult stream ended"
+    );
 
     // Nothing was decided, so the restarted gateway offers the payload again.
     let t = spawn_app_in(data, &[]).await;
@@ -609,12 +868,19 @@ async fn the_built_in_validator_carries_on_across_a_gateway_restart() {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let p = GatewayProcess { child, base: format!("http://127.0.0.1:{port}"), data: data.to_path_buf() };
+        let p = GatewayProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            data: data.to_path_buf(),
+        };
         p.wait_ready(Duration::from_secs(30));
         p
     };
     let post = |base: String| async move {
-        let part = reqwest::multipart::Part::bytes(b"abc".to_vec()).file_name("a").mime_str(TESTARENO).unwrap();
+        let part = reqwest::multipart::Part::bytes(b"abc".to_vec())
+            .file_name("a")
+            .mime_str(TESTARENO)
+            .unwrap();
         let resp = reqwest::Client::new()
             .post(format!("{base}/api/ingress/v1/upload"))
             .multipart(reqwest::multipart::Form::new().part("file", part))
@@ -622,33 +888,61 @@ async fn the_built_in_validator_carries_on_across_a_gateway_restart() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);
-        resp.json::<Value>().await.unwrap()["request_id"].as_str().unwrap().to_string()
+        resp.json::<Value>().await.unwrap()["request_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let mut first = start(data.path());
     let mut validator = tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
-        .args(["validate", "--gateway", &first.base, "--service", "testareno", "--verdict", "success", "--count", "2"])
+        .args([
+            "validate",
+            "--gateway",
+            &first.base,
+            "--service",
+            "testareno",
+            "--verdict",
+            "success",
+            "--count",
+            "2",
+        ])
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(validator.stdout.take().unwrap()).lines();
-    let mut next_line = async || tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    };
 
     let one = post(first.base.clone()).await;
     assert!(next_line().await.starts_with(&format!("request_id={one} ")));
     first.signal("TERM");
     let stopped = Instant::now();
     while first.child.try_wait().unwrap().is_none() {
-        assert!(stopped.elapsed() < Duration::from_secs(10), "the gateway drains within 10 s");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "the gateway drains within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let second = start(data.path());
     let two = post(second.base.clone()).await;
     let line = next_line().await;
-    assert!(line.starts_with(&format!("request_id={two} ")) && line.contains("outcome=promoted"), "{line}");
-    let status = tokio::time::timeout(Duration::from_secs(10), validator.wait()).await.unwrap().unwrap();
+    assert!(
+        line.starts_with(&format!("request_id={two} ")) && line.contains("outcome=promoted"),
+        "{line}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), validator.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success());
     let mut perm = vec![one, two];
     perm.sort();

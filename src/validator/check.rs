@@ -33,19 +33,31 @@ pub struct Decision {
 
 impl Decision {
     fn success(reason: impl Into<String>) -> Self {
-        Decision { validation: "success", reason: reason.into() }
+        Decision {
+            validation: "success",
+            reason: reason.into(),
+        }
     }
 
     fn failure(reason: impl Into<String>) -> Self {
-        Decision { validation: "failure", reason: reason.into() }
+        Decision {
+            validation: "failure",
+            reason: reason.into(),
+        }
     }
 }
 
 /// Reads a payload and decides. An error means the bytes could not be read at all
 /// (no verdict should be sent: the gateway gives the payload out again).
-pub async fn decide(mode: Mode, mut bytes: Chunks, size: u64, sha256: &str) -> anyhow::Result<Decision> {
+pub async fn decide(
+    mode: Mode,
+    mut bytes: Chunks,
+    size: u64,
+    sha256: &str,
+) -> anyhow::Result<Decision> {
     let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let mut archive = (mode == Mode::Check).then(|| tokio::task::spawn_blocking(move || check_tar_gz(ChannelReader::new(rx))));
+    let mut archive = (mode == Mode::Check)
+        .then(|| tokio::task::spawn_blocking(move || check_tar_gz(ChannelReader::new(rx))));
     let mut tx = archive.as_ref().map(|_| tx);
     let mut checked = None;
     let (mut hasher, mut got) = (Sha256::new(), 0u64);
@@ -76,13 +88,21 @@ pub async fn decide(mode: Mode, mut bytes: Chunks, size: u64, sha256: &str) -> a
     let mismatch = if got != size {
         Some(format!("{got} bytes arrived, the announcement says {size}"))
     } else if !sha256.is_empty() && !digest.eq_ignore_ascii_case(sha256) {
-        Some(format!("the bytes hash to sha256 {digest}, the announcement says {sha256}"))
+        Some(format!(
+            "the bytes hash to sha256 {digest}, the announcement says {sha256}"
+        ))
     } else {
         None
     };
     Ok(match (mode, mismatch) {
-        (Mode::Failure, m) => Decision::failure(with(m, "refused by the built-in validator (--verdict failure)")),
-        (Mode::Success, m) => Decision::success(with(m, "accepted by the built-in validator (--verdict success)")),
+        (Mode::Failure, m) => Decision::failure(with(
+            m,
+            "refused by the built-in validator (--verdict failure)",
+        )),
+        (Mode::Success, m) => Decision::success(with(
+            m,
+            "accepted by the built-in validator (--verdict success)",
+        )),
         (Mode::Check, Some(m)) => Decision::failure(m),
         (Mode::Check, None) => match checked.expect("check mode reads the archive") {
             Ok(files) => Decision::success(format!("a valid tar.gz with {files} files")),
@@ -143,7 +163,10 @@ struct ChannelReader {
 
 impl ChannelReader {
     fn new(rx: mpsc::Receiver<Bytes>) -> Self {
-        ChannelReader { rx, current: Bytes::new() }
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
     }
 }
 
@@ -180,7 +203,9 @@ mod tests {
     }
 
     fn chunks(parts: Vec<Vec<u8>>) -> Chunks {
-        Box::pin(futures_util::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from(p)))))
+        Box::pin(futures_util::stream::iter(
+            parts.into_iter().map(|p| Ok(Bytes::from(p))),
+        ))
     }
 
     #[tokio::test]
@@ -188,25 +213,46 @@ mod tests {
         let good = tar_gz(&[("a", &[1u8; 300_000])]);
         let sha = hex::encode(Sha256::digest(&good));
         let parts: Vec<Vec<u8>> = good.chunks(1000).map(<[u8]>::to_vec).collect();
-        let d = decide(Mode::Check, chunks(parts.clone()), good.len() as u64, &sha).await.unwrap();
+        let d = decide(Mode::Check, chunks(parts.clone()), good.len() as u64, &sha)
+            .await
+            .unwrap();
         assert_eq!(d, Decision::success("a valid tar.gz with 1 files"));
         // Whole but not what was announced.
-        let d = decide(Mode::Check, chunks(parts), good.len() as u64, &"0".repeat(64)).await.unwrap();
-        assert!(d.validation == "failure" && d.reason.contains("sha256"), "{d:?}");
+        let d = decide(
+            Mode::Check,
+            chunks(parts),
+            good.len() as u64,
+            &"0".repeat(64),
+        )
+        .await
+        .unwrap();
+        assert!(
+            d.validation == "failure" && d.reason.contains("sha256"),
+            "{d:?}"
+        );
         // Garbage, then bytes without end: the verdict comes without reading them all.
-        let endless = futures_util::stream::iter([Ok(Bytes::from_static(b"garbage"))])
-            .chain(futures_util::stream::repeat_with(|| Ok(Bytes::from_static(&[0u8; 1024]))));
-        let d = tokio::time::timeout(std::time::Duration::from_secs(10), decide(Mode::Check, Box::pin(endless), u64::MAX, ""))
-            .await
-            .expect("a verdict before the end of an endless payload")
-            .unwrap();
+        let endless = futures_util::stream::iter([Ok(Bytes::from_static(b"garbage"))]).chain(
+            futures_util::stream::repeat_with(|| Ok(Bytes::from_static(&[0u8; 1024]))),
+        );
+        let d = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            decide(Mode::Check, Box::pin(endless), u64::MAX, ""),
+        )
+        .await
+        .expect("a verdict before the end of an endless payload")
+        .unwrap();
         assert!(d.reason.starts_with("not gzip"), "{d:?}");
     }
 
     #[test]
     fn a_tar_gz_passes_and_other_things_say_why_not() {
-        assert_eq!(check_tar_gz(&tar_gz(&[("a", b"x"), ("b/c", b"yz")])[..]), Ok(2));
-        assert!(check_tar_gz(&b"garbage"[..]).unwrap_err().starts_with("not gzip"));
+        assert_eq!(
+            check_tar_gz(&tar_gz(&[("a", b"x"), ("b/c", b"yz")])[..]),
+            Ok(2)
+        );
+        assert!(check_tar_gz(&b"garbage"[..])
+            .unwrap_err()
+            .starts_with("not gzip"));
         let mut gz_not_tar = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         io::Write::write_all(&mut gz_not_tar, &[b'x'; 2000]).unwrap();
         let e = check_tar_gz(&gz_not_tar.finish().unwrap()[..]).unwrap_err();
@@ -214,6 +260,8 @@ mod tests {
         let whole = tar_gz(&[("a", &[7u8; 100_000])]);
         let e = check_tar_gz(&whole[..whole.len() / 2]).unwrap_err();
         assert!(e.starts_with("not a valid tar.gz"), "{e}");
-        assert!(check_tar_gz(&tar_gz(&[])[..]).unwrap_err().contains("no files"));
+        assert!(check_tar_gz(&tar_gz(&[])[..])
+            .unwrap_err()
+            .contains("no files"));
     }
 }

@@ -58,22 +58,34 @@ impl Fetcher {
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            anyhow::bail!("GET {} answered {status}: {}", redact(url), body.chars().take(200).collect::<String>());
+            anyhow::bail!(
+                "GET {} answered {status}: {}",
+                redact(url),
+                body.chars().take(200).collect::<String>()
+            );
         }
-        Ok(Box::pin(resp.bytes_stream().map_err(|e| anyhow::Error::new(e).context("reading the payload"))))
+        Ok(Box::pin(resp.bytes_stream().map_err(|e| {
+            anyhow::Error::new(e).context("reading the payload")
+        })))
     }
 
     async fn download(&self, request_id: &str) -> anyhow::Result<Chunks> {
         let stream = self
             .grpc
             .clone()
-            .download(pb::DownloadRequest { request_id: request_id.to_string() })
+            .download(pb::DownloadRequest {
+                request_id: request_id.to_string(),
+            })
             .await
             .map_err(|s| anyhow::anyhow!("gRPC Download: {}: {}", s.code(), s.message()))?
             .into_inner();
         Ok(Box::pin(stream.map(|c| match c {
             Ok(c) => Ok(c.data),
-            Err(s) => Err(anyhow::anyhow!("gRPC Download: {}: {}", s.code(), s.message())),
+            Err(s) => Err(anyhow::anyhow!(
+                "gRPC Download: {}: {}",
+                s.code(),
+                s.message()
+            )),
         })))
     }
 }

@@ -60,9 +60,8 @@ fn grpc_error(what: &str, s: tonic::Status) -> Stop {
     use tonic::Code::*;
     let e = anyhow::anyhow!("{what}: {:?}: {}", s.code(), s.message());
     match s.code() {
-        InvalidArgument | NotFound | PermissionDenied | Unauthenticated | Unimplemented | FailedPrecondition => {
-            Stop::Fatal(e)
-        }
+        InvalidArgument | NotFound | PermissionDenied | Unauthenticated | Unimplemented
+        | FailedPrecondition => Stop::Fatal(e),
         _ => Stop::Again(e),
     }
 }
@@ -84,7 +83,9 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
     let mut done = 0u64;
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -108,13 +109,22 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<()> {
 }
 
 /// One connection: subscribe, and answer each announcement in turn.
-async fn session(args: &ValidateArgs, endpoint: &Endpoint, http: &reqwest::Client, done: &mut u64) -> Result<(), Stop> {
+async fn session(
+    args: &ValidateArgs,
+    endpoint: &Endpoint,
+    http: &reqwest::Client,
+    done: &mut u64,
+) -> Result<(), Stop> {
     let channel = endpoint
         .connect()
         .await
         .map_err(|e| Stop::Again(anyhow::anyhow!("cannot connect to {}: {e}", args.gateway)))?;
     let mut client = UploadGatewayClient::new(channel).max_decoding_message_size(16 << 20);
-    let fetcher = fetch::Fetcher { source: args.download, http: http.clone(), grpc: client.clone() };
+    let fetcher = fetch::Fetcher {
+        source: args.download,
+        http: http.clone(),
+        grpc: client.clone(),
+    };
     let (verdicts, rx) = mpsc::channel(16);
     let mut acks = client
         .validation_result(ReceiverStream::new(rx))
@@ -122,12 +132,18 @@ async fn session(args: &ValidateArgs, endpoint: &Endpoint, http: &reqwest::Clien
         .map_err(|s| grpc_error("ValidationResult", s))?
         .into_inner();
     let mut work = client
-        .subscribe(pb::SubscribeRequest { service: args.service.clone() })
+        .subscribe(pb::SubscribeRequest {
+            service: args.service.clone(),
+        })
         .await
         .map_err(|s| grpc_error("Subscribe", s))?
         .into_inner();
     tracing::info!(gateway = %args.gateway, service = %args.service, verdict = ?args.verdict, "validating");
-    while let Some(a) = work.message().await.map_err(|s| grpc_error("Subscribe", s))? {
+    while let Some(a) = work
+        .message()
+        .await
+        .map_err(|s| grpc_error("Subscribe", s))?
+    {
         let decision = match fetcher.open(&a).await {
             Ok((bytes, _from)) => check::decide(args.verdict, bytes, a.size, &a.sha256).await,
             Err(e) => Err(e),
@@ -157,7 +173,9 @@ async fn session(args: &ValidateArgs, endpoint: &Endpoint, http: &reqwest::Clien
             return Ok(());
         }
     }
-    Err(Stop::Again(anyhow::anyhow!("the gateway ended the subscription")))
+    Err(Stop::Again(anyhow::anyhow!(
+        "the gateway ended the subscription"
+    )))
 }
 
 /// Sends one verdict and waits for its ack; sends it again (a few times, backing
@@ -193,4 +211,3 @@ async fn report(
         attempt += 1;
     }
 }
-
