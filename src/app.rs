@@ -86,6 +86,8 @@ impl App {
             draining: Arc::new(AtomicBool::new(false)),
         };
         tokio::spawn(pipeline.clone().run_verdict_consumer(shutdown.child_token()));
+        let (closing, ending) = (shutdown.clone(), pipeline.clone());
+        tokio::spawn(async move { closing.cancelled().await; ending.end_streams() });
         let server = tokio::spawn(crate::server::serve(
             listener,
             state,

@@ -16,6 +16,7 @@ pub mod rest;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod validator;
 
 pub use app::App;
 pub use config::Config;

@@ -16,6 +16,9 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default).
     Serve,
+    /// Run the built-in validator against a gateway: subscribe to a service's
+    /// payloads, decide, report the verdicts.
+    Validate(upload_gateway::validator::ValidateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -25,6 +28,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.config).await,
+            Command::Validate(args) => upload_gateway::validator::run(args).await,
         }
     });
     match result {

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::messages::{Validation, ValidationResult};
-use crate::pipeline::{Outcome, Pipeline, UploadHeader, TERMINAL};
+use crate::pipeline::{Outcome, Pipeline, UploadHeader};
 
 pub mod pb {
     tonic::include_proto!("upload.v1");
@@ -129,7 +129,9 @@ impl UploadGateway for GatewayService {
         request: Request<Streaming<pb::Verdict>>,
     ) -> Result<Response<Self::ValidationResultStream>, Status> {
         let pipeline = self.pipeline.clone();
-        let acks = request.into_inner().then(move |v| {
+        // At shutdown no new verdict is taken; the one being applied is finished.
+        let verdicts = request.into_inner().take_until(self.pipeline.closing());
+        let acks = verdicts.then(move |v| {
             let pipeline = pipeline.clone();
             async move {
                 let v = v?;
@@ -162,24 +164,13 @@ impl UploadGateway for GatewayService {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
         let id = request.into_inner().request_id;
-        let (so_far, rx) = self
+        let events = self
             .pipeline
             .status()
-            .watch(&id)
+            .follow(&id)
             .ok_or_else(|| Status::not_found(format!("no payload with request id {id} is known")))?;
-        let future = tokio_stream::wrappers::BroadcastStream::new(rx)
-            .filter_map(|r| async move { r.ok() });
-        let all = futures_util::stream::iter(so_far).chain(future);
-        // End the stream right after the first terminal event.
-        let mut done = false;
-        let out = all
-            .take_while(move |e| {
-                let go = !done;
-                done = done || TERMINAL.contains(&e.status.as_str());
-                async move { go }
-            })
-            .map(|e| Ok(event(e)));
-        Ok(Response::new(Box::pin(out)))
+        let events = events.take_until(self.pipeline.closing());
+        Ok(Response::new(Box::pin(events.map(|e| Ok(event(e))))))
     }
 
     type DownloadStream = BoxStream<pb::DownloadChunk>;
@@ -189,13 +180,11 @@ impl UploadGateway for GatewayService {
         request: Request<pb::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let (bucket, meta, bytes) = self.pipeline.download(&request.into_inner().request_id).await?;
-        let mut first = Some((meta.size, bucket.as_str().to_string()));
-        let out = bytes.map(move |chunk| {
-            let data = chunk?;
-            let (size, bucket) = first.take().unwrap_or_default();
-            Ok(pb::DownloadChunk { data, size, bucket })
-        });
-        Ok(Response::new(Box::pin(out)))
+        // The first message says what follows (also for an empty payload); the rest
+        // carry the bytes.
+        let first = pb::DownloadChunk { data: Default::default(), size: meta.size, bucket: bucket.as_str().into() };
+        let chunks = bytes.map(|chunk| Ok(pb::DownloadChunk { data: chunk?, size: 0, bucket: String::new() }));
+        Ok(Response::new(Box::pin(futures_util::stream::once(async { Ok(first) }).chain(chunks))))
     }
 }
 

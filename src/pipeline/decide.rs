@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::messages::{now_rfc3339, Available, Validation, ValidationResult};
 use crate::queue::Message;
-use crate::storage::{Bucket, ByteStream, ObjectMeta};
+use crate::storage::{Bucket, ObjectMeta};
 
 /// What applying one verdict did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,38 +93,6 @@ impl Pipeline {
         Ok(None)
     }
 
-    /// Reads a payload back from whichever bucket holds it.
-    pub async fn download(&self, request_id: &str) -> Result<(Bucket, ObjectMeta, ByteStream)> {
-        let not_found = || Error::NotFound(format!("no stored payload has request id {request_id}"));
-        if !super::request_id::is_valid(request_id) {
-            return Err(not_found());
-        }
-        for b in Bucket::ALL {
-            if let Some((meta, bytes)) = self.inner.storage.get(b, request_id).await? {
-                return Ok((b, meta, bytes));
-            }
-        }
-        Err(not_found())
-    }
-
-    /// Serves a URL the gateway signed: checks the signature, then streams the bytes.
-    pub async fn open_signed(
-        &self,
-        bucket: &str,
-        key: &str,
-        expires: u64,
-        signature: &str,
-    ) -> Result<(ObjectMeta, ByteStream)> {
-        let bucket = Bucket::parse(bucket)
-            .ok_or_else(|| Error::NotFound(format!("no bucket named {bucket:?}")))?;
-        self.inner.links.verify(bucket, key, expires, signature)?;
-        self.inner
-            .storage
-            .get(bucket, key)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("{key} is no longer in {}", bucket.as_str())))
-    }
-
     /// Parses and applies a validation message as read from the validation topic.
     pub async fn apply_message(&self, bytes: &[u8]) -> VerdictReport {
         match ValidationResult::parse(bytes) {
@@ -169,6 +137,9 @@ impl Pipeline {
         let applied = match result.validation {
             Validation::Success => self.promote(&meta, &result).await.map(|()| Outcome::Promoted),
             Validation::Failure => self.reject(&meta, &result).await.map(|()| Outcome::Rejected),
+            Validation::Handoff if self.status().last_is(id, "handoff") => {
+                return VerdictReport::new(id, Outcome::AlreadyDecided, "already decided: the payload was handed off")
+            }
             Validation::Handoff => {
                 self.record(&meta, "handoff", result.reason.as_deref().unwrap_or("handed off by its validator"));
                 Ok(Outcome::HandedOff)
@@ -177,10 +148,20 @@ impl Pipeline {
         match applied {
             Ok(outcome) => {
                 info!(outcome = outcome.as_str(), "verdict applied");
-                VerdictReport::new(id, outcome, format!("{}: done", outcome.as_str()))
+                let done = match outcome {
+                    Outcome::Promoted => "moved to perm and published on the available topic",
+                    Outcome::Rejected => "moved to reject",
+                    _ => "left in quarantine: handed off",
+                };
+                VerdictReport::new(id, outcome, done)
             }
             Err(e) => {
                 warn!(error = %e, "verdict not applied; it will be retried");
+                // Recorded once per failure streak, not on every retry.
+                if !self.status().last_is(id, "error") {
+                    let msg = format!("the {} verdict could not be applied yet: {e}", result.validation.as_str());
+                    self.record(&meta, "error", &msg);
+                }
                 VerdictReport::new(id, Outcome::Retry, e.to_string())
             }
         }

@@ -1,14 +1,15 @@
 //! Work for validators that subscribe over gRPC: each announcement of a service goes
 //! to one subscriber, which holds it (a lease) until its verdict arrives. A lease
-//! whose subscriber leaves, or that outlives the visibility timeout, is given back to
-//! the queue and so to another subscriber.
+//! whose subscriber leaves is given back to the queue, and so to another subscriber;
+//! one that outlives the visibility timeout is handed straight to another subscriber
+//! of the same service (back to the queue when there is none).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::Pipeline;
 use crate::error::{Error, Result};
@@ -30,7 +31,9 @@ pub struct Work {
 #[derive(Default)]
 pub(crate) struct Leases {
     held: Mutex<HashMap<String, Lease>>,
-    next_subscriber: AtomicU64,
+    /// The live subscribers, and where to hand them a lease another one let expire.
+    members: Mutex<HashMap<u64, Member>>,
+    next_id: AtomicU64,
 }
 
 struct Lease {
@@ -40,7 +43,16 @@ struct Lease {
     _permit: OwnedSemaphorePermit,
 }
 
+struct Member {
+    service: String,
+    inbox: mpsc::UnboundedSender<Delivery>,
+}
+
 impl Leases {
+    fn next(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// The verdict arrived: the delivery is done.
     pub fn settle(&self, request_id: &str) {
         let lease = self.held.lock().unwrap().remove(request_id);
@@ -49,8 +61,17 @@ impl Leases {
         }
     }
 
-    /// Gives back (unacked) what a subscriber held.
-    fn release_subscriber(&self, subscriber: u64) {
+    fn join(&self, id: u64, service: &str) -> mpsc::UnboundedReceiver<Delivery> {
+        let (inbox, rx) = mpsc::unbounded_channel();
+        let member = Member { service: service.to_string(), inbox };
+        self.members.lock().unwrap().insert(id, member);
+        rx
+    }
+
+    /// A subscriber left: it gets nothing more, and what it held goes back (unacked)
+    /// to the queue, so to another subscriber.
+    fn leave(&self, subscriber: u64) {
+        self.members.lock().unwrap().remove(&subscriber);
         let released: Vec<Lease> = {
             let mut held = self.held.lock().unwrap();
             let ids: Vec<String> = held
@@ -60,21 +81,52 @@ impl Leases {
                 .collect();
             ids.iter().filter_map(|k| held.remove(k)).collect()
         };
+        if !released.is_empty() {
+            tracing::info!(count = released.len(), "a subscriber left: giving back what it held");
+        }
         drop(released); // dropping an unacked delivery gives it back to the queue
     }
 
+    /// The visibility timeout passed without a verdict: another subscriber of the
+    /// service gets the payload (the one with the fewest leases), else the queue.
     fn expire(&self, request_id: &str, generation: u64) {
-        let mut held = self.held.lock().unwrap();
-        if held.get(request_id).is_some_and(|l| l.generation == generation) {
-            let lease = held.remove(request_id);
-            drop(held);
-            tracing::info!(request_id, "visibility timeout: giving the payload to another subscriber");
-            drop(lease);
+        let lease = {
+            let mut held = self.held.lock().unwrap();
+            if !held.get(request_id).is_some_and(|l| l.generation == generation) {
+                return;
+            }
+            held.remove(request_id)
+        };
+        let Some(lease) = lease else { return };
+        let Lease { subscriber, delivery, .. } = lease;
+        let target = {
+            let members = self.members.lock().unwrap();
+            let service = members.get(&subscriber).map(|m| m.service.clone());
+            let load = |id: &u64| {
+                self.held.lock().unwrap().values().filter(|l| l.subscriber == *id).count()
+            };
+            members
+                .iter()
+                .filter(|(id, m)| **id != subscriber && Some(&m.service) == service.as_ref())
+                .min_by_key(|(id, _)| load(id))
+                .map(|(id, m)| (*id, m.inbox.clone()))
+        };
+        match target {
+            Some((to, inbox)) => {
+                tracing::info!(request_id, from = subscriber, to, "visibility timeout: handing the payload to another subscriber");
+                // When that subscriber is gone meanwhile, the delivery is dropped, so
+                // it goes back to the queue.
+                let _ = inbox.send(delivery);
+            }
+            None => {
+                tracing::info!(request_id, "visibility timeout: giving the payload back to the queue");
+                drop(delivery);
+            }
         }
     }
 }
 
-/// Gives back a subscriber's leases when its stream is dropped (it disconnected).
+/// Leaves the subscribers when its stream is dropped (it disconnected).
 struct Subscriber {
     id: u64,
     pipeline: Pipeline,
@@ -82,12 +134,13 @@ struct Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.pipeline.inner.leases.release_subscriber(self.id);
+        self.pipeline.inner.leases.leave(self.id);
     }
 }
 
 struct State {
     sub: Subscription,
+    inbox: mpsc::UnboundedReceiver<Delivery>,
     me: Subscriber,
     service: String,
     permits: Arc<Semaphore>,
@@ -105,19 +158,27 @@ impl Pipeline {
         let topic = self.settings().topics.announce(service);
         let group = format!("upload-gateway.subscribe.{service}");
         let sub = self.inner.queue.subscribe(&topic, &group).await?;
-        let id = self.inner.leases.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let leases = &self.inner.leases;
+        let id = leases.next();
+        let inbox = leases.join(id, service);
         let state = State {
             sub,
+            inbox,
             me: Subscriber { id, pipeline: self.clone() },
             service: service.to_string(),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         };
-        Ok(futures_util::stream::unfold(state, |mut st| async move {
+        let closing = self.closing();
+        let work = futures_util::stream::unfold(state, |mut st| async move {
             loop {
                 let permit = st.permits.clone().acquire_owned().await.ok()?;
-                let delivery = match st.sub.next().await? {
-                    Ok(d) => d,
-                    Err(e) => return Some((Err(e), st)),
+                let delivery = tokio::select! {
+                    biased;
+                    Some(d) = st.inbox.recv() => d,
+                    item = st.sub.next() => match item? {
+                        Ok(d) => d,
+                        Err(e) => return Some((Err(e), st)),
+                    },
                 };
                 match st.me.pipeline.lease(&st.service, st.me.id, delivery, permit).await {
                     Ok(Some(work)) => return Some((Ok(work), st)),
@@ -125,7 +186,9 @@ impl Pipeline {
                     Err(e) => return Some((Err(e), st)),
                 }
             }
-        }))
+        });
+        // At shutdown the stream ends and what this subscriber held goes back.
+        Ok(work.take_until(closing))
     }
 
     /// Turns a delivery into work for a subscriber, or skips it (acked) when it is
@@ -157,7 +220,7 @@ impl Pipeline {
         announce.url = self.url(Bucket::Quarantine, &announce.request_id).await?;
         let json = serde_json::to_string(&announce).map_err(|e| Error::Internal(e.to_string()))?;
         let leases = &self.inner.leases;
-        let generation = leases.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let generation = leases.next();
         let id = announce.request_id.clone();
         let old = leases.held.lock().unwrap().insert(
             id.clone(),

@@ -9,7 +9,7 @@ use sha2::Sha256;
 
 use super::Pipeline;
 use crate::error::{Error, Result};
-use crate::storage::Bucket;
+use crate::storage::{Bucket, ByteStream, ObjectMeta};
 
 pub struct Links {
     key: Vec<u8>,
@@ -80,6 +80,41 @@ impl Pipeline {
             Some(url) => Ok(url),
             None => Ok(links.sign(bucket, key)),
         }
+    }
+
+    /// Reads a payload back from whichever bucket holds it.
+    pub async fn download(&self, request_id: &str) -> Result<(Bucket, ObjectMeta, ByteStream)> {
+        let not_found = || Error::NotFound(format!("no stored payload has request id {request_id}"));
+        if !super::request_id::is_valid(request_id) {
+            return Err(not_found());
+        }
+        for b in Bucket::ALL {
+            if let Some((meta, bytes)) = self.inner.storage.get(b, request_id).await? {
+                return Ok((b, meta, bytes));
+            }
+        }
+        Err(not_found())
+    }
+
+    /// Serves a URL the gateway signed: checks the signature, then streams the bytes.
+    pub async fn open_signed(
+        &self,
+        bucket: &str,
+        key: &str,
+        expires: u64,
+        signature: &str,
+    ) -> Result<(ObjectMeta, ByteStream)> {
+        let bucket = Bucket::parse(bucket)
+            .ok_or_else(|| Error::NotFound(format!("no bucket named {bucket:?}")))?;
+        if !super::request_id::is_valid(key) {
+            return Err(Error::NotFound(format!("no stored payload is named {key:?}")));
+        }
+        self.inner.links.verify(bucket, key, expires, signature)?;
+        self.inner
+            .storage
+            .get(bucket, key)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("{key} is no longer in {}", bucket.as_str())))
     }
 }
 

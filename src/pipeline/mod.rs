@@ -44,6 +44,8 @@ struct Inner {
     leases: dispatch::Leases,
     decisions: decide::DecisionLocks,
     metrics: Arc<Metrics>,
+    /// Cancelled when shutdown begins: the endless server streams end.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Pipeline {
@@ -66,6 +68,7 @@ impl Pipeline {
                 leases: dispatch::Leases::default(),
                 decisions: decide::DecisionLocks::default(),
                 metrics,
+                closing: Default::default(),
             }),
         }
     }
@@ -90,6 +93,18 @@ impl Pipeline {
     pub async fn check(&self) -> crate::Result<()> {
         self.inner.storage.check().await?;
         self.inner.queue.check().await
+    }
+
+    /// Ends the server streams (Subscribe, WatchStatus, ValidationResult once its
+    /// current verdict is applied), so a graceful shutdown need not wait for
+    /// validators to hang up; they connect again, and what they held goes back.
+    pub fn end_streams(&self) {
+        self.inner.closing.cancel();
+    }
+
+    /// Resolves when the server streams should end.
+    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.inner.closing.clone().cancelled_owned()
     }
 
     /// Waits until pending status and available messages are delivered (shutdown).

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use futures_util::Stream;
 use tokio::sync::broadcast;
 
 use super::Pipeline;
@@ -78,6 +79,17 @@ impl StatusBook {
             .map(|e| e.events.clone())
     }
 
+    /// Whether the latest event of a payload has this status.
+    pub fn last_is(&self, request_id: &str, status: &str) -> bool {
+        self.inner
+            .lock()
+            .unwrap()
+            .entries
+            .get(request_id)
+            .and_then(|e| e.events.last())
+            .is_some_and(|e| e.status == status)
+    }
+
     /// The history so far and a receiver of what comes next, with no gap between.
     pub fn watch(
         &self,
@@ -90,6 +102,31 @@ impl StatusBook {
             .get_or_insert_with(|| broadcast::channel(64).0)
             .subscribe();
         Some((entry.events.clone(), rx))
+    }
+
+    /// A payload's events, first those so far, then each new one, ending after a
+    /// terminal status (one in the past counts only when nothing came after it, so a
+    /// payload that recovered from an `error` is followed to its real end).
+    pub fn follow(&self, request_id: &str) -> Option<impl Stream<Item = PayloadStatus> + Send + 'static> {
+        let (so_far, rx) = self.watch(request_id)?;
+        let state = (so_far.into_iter().peekable(), rx, false);
+        Some(futures_util::stream::unfold(state, |(mut past, mut rx, done)| async move {
+            if done {
+                return None;
+            }
+            let (event, live) = match past.next() {
+                Some(e) => (e, false),
+                None => loop {
+                    match rx.recv().await {
+                        Ok(e) => break (e, true),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                },
+            };
+            let done = TERMINAL.contains(&event.status.as_str()) && (live || past.peek().is_none());
+            Some((event, (past, rx, done)))
+        }))
     }
 }
 
@@ -140,6 +177,24 @@ mod tests {
         assert_eq!(so_far.len(), 1);
         assert_eq!(rx.recv().await.unwrap().status, "announced");
         assert!(book.history("b").is_none());
+    }
+
+    #[tokio::test]
+    async fn follow_ends_right_after_a_terminal_status() {
+        use futures_util::StreamExt;
+        let book = StatusBook::new(10);
+        book.add(ev("a", "received"));
+        book.add(ev("a", "error"));
+        book.add(ev("a", "success"));
+        let follow = book.follow("a").unwrap();
+        book.add(ev("a", "advertised"));
+        let got: Vec<String> = tokio::time::timeout(std::time::Duration::from_secs(5), follow.collect::<Vec<_>>())
+            .await
+            .expect("the stream ends at advertised")
+            .into_iter()
+            .map(|e| e.status)
+            .collect();
+        assert_eq!(got, ["received", "error", "success", "advertised"]);
     }
 
     #[test]
