@@ -103,7 +103,7 @@ impl Pipeline {
             )));
         }
         let topic = self.settings().topics.announce(service);
-        let group = format!("upload-gateway.subscribe.{service}");
+        let group = format!("{}.subscribe.{service}", self.settings().consumer_group);
         let sub = self.inner.queue.subscribe(&topic, &group).await?;
         let id = self.inner.leases.next_subscriber.fetch_add(1, Ordering::Relaxed);
         let state = State {

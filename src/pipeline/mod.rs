@@ -44,6 +44,8 @@ struct Inner {
     leases: dispatch::Leases,
     decisions: decide::DecisionLocks,
     metrics: Arc<Metrics>,
+    /// This gateway process among its replicas (tags the status events it publishes).
+    replica: String,
 }
 
 impl Pipeline {
@@ -66,6 +68,7 @@ impl Pipeline {
                 leases: dispatch::Leases::default(),
                 decisions: decide::DecisionLocks::default(),
                 metrics,
+                replica: uuid::Uuid::new_v4().simple().to_string(),
             }),
         }
     }
@@ -80,6 +83,11 @@ impl Pipeline {
 
     pub fn status(&self) -> &StatusBook {
         &self.inner.status
+    }
+
+    /// This process's id among the gateway replicas sharing one broker.
+    pub fn replica(&self) -> &str {
+        &self.inner.replica
     }
 
     pub fn links(&self) -> &links::Links {

@@ -3,8 +3,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use super::Pipeline;
 use crate::messages::{now_rfc3339, PayloadStatus};
@@ -13,6 +16,9 @@ use crate::storage::ObjectMeta;
 
 /// Payloads whose history is kept in memory; the oldest are forgotten past it.
 pub const DEFAULT_CAPACITY: usize = 200_000;
+
+/// Header of a status message naming the gateway replica that recorded it.
+pub const ORIGIN_HEADER: &str = "upload-gateway-replica";
 
 /// Statuses after which nothing more happens to a payload.
 pub const TERMINAL: [&str; 4] = ["advertised", "rejected", "handoff", "error"];
@@ -68,6 +74,22 @@ impl StatusBook {
         entry.events.push(event);
     }
 
+    /// Adds an event unless the payload's history already has it (a status message
+    /// read twice). Returns whether it was added.
+    pub fn add_new(&self, event: PayloadStatus) -> bool {
+        let known = self
+            .inner
+            .lock()
+            .unwrap()
+            .entries
+            .get(&event.request_id)
+            .is_some_and(|e| e.events.contains(&event));
+        if !known {
+            self.add(event);
+        }
+        !known
+    }
+
     /// The history of one payload, oldest first; `None` when unknown.
     pub fn history(&self, request_id: &str) -> Option<Vec<PayloadStatus>> {
         self.inner
@@ -108,9 +130,57 @@ impl Pipeline {
             date: now_rfc3339(),
         };
         tracing::info!(request_id = %meta.request_id, status, msg, "status");
-        let message = Message::json(&self.settings().topics.status, &meta.request_id, &event);
+        let mut message = Message::json(&self.settings().topics.status, &meta.request_id, &event);
+        message.headers.push((ORIGIN_HEADER.into(), self.inner.replica.clone()));
         self.inner.status.add(event);
         self.inner.outbox.send(message);
+    }
+}
+
+impl Pipeline {
+    /// With several replicas on one broker: builds this replica's status view from the
+    /// status topic too, so `track` answers for payloads another replica took in or
+    /// decided. Reads the whole topic in a group of its own (from the oldest message
+    /// kept); its own events are already in the book and are skipped.
+    pub async fn run_status_feed(self, shutdown: CancellationToken) {
+        let topic = self.settings().topics.status.clone();
+        let group = format!("{}.status.{}", self.settings().consumer_group, self.replica());
+        'outer: while !shutdown.is_cancelled() {
+            let mut sub = match self.inner.queue.subscribe(&topic, &group).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to the status topic; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let item = tokio::select! {
+                    _ = shutdown.cancelled() => break 'outer,
+                    item = sub.next() => item,
+                };
+                let delivery = match item {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "status topic unreadable; retrying");
+                        continue;
+                    }
+                    Some(Ok(d)) => d,
+                };
+                let m = &delivery.message;
+                if m.header(ORIGIN_HEADER) != Some(self.replica()) {
+                    match serde_json::from_slice::<PayloadStatus>(&m.payload) {
+                        Ok(event) => {
+                            self.inner.status.add_new(event);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "skipping an unreadable status message"),
+                    }
+                }
+                delivery.ack();
+            }
+        }
     }
 }
 
@@ -140,6 +210,16 @@ mod tests {
         assert_eq!(so_far.len(), 1);
         assert_eq!(rx.recv().await.unwrap().status, "announced");
         assert!(book.history("b").is_none());
+    }
+
+    #[test]
+    fn an_event_read_twice_is_kept_once() {
+        let book = StatusBook::new(10);
+        let e = ev("a", "received");
+        assert!(book.add_new(e.clone()));
+        assert!(!book.add_new(e));
+        assert!(book.add_new(ev("a", "announced")));
+        assert_eq!(book.history("a").unwrap().len(), 2);
     }
 
     #[test]
