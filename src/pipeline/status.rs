@@ -71,7 +71,14 @@ impl StatusBook {
         if let Some(tx) = &entry.watchers {
             let _ = tx.send(event.clone());
         }
-        entry.events.push(event);
+        // In date order: events of one payload may come from several replicas, and
+        // one read from the status topic may be older than one recorded here.
+        let at = entry
+            .events
+            .iter()
+            .rposition(|e| e.date <= event.date)
+            .map_or(0, |i| i + 1);
+        entry.events.insert(at, event);
     }
 
     /// Adds an event unless the payload's history already has it (a status message
@@ -210,6 +217,19 @@ mod tests {
         assert_eq!(so_far.len(), 1);
         assert_eq!(rx.recv().await.unwrap().status, "announced");
         assert!(book.history("b").is_none());
+    }
+
+    #[test]
+    fn history_is_in_date_order_whatever_the_arrival_order() {
+        let book = StatusBook::new(10);
+        let mut late = ev("a", "success");
+        late.date = "2026-01-01T00:00:02.000000Z".into();
+        let mut early = ev("a", "received");
+        early.date = "2026-01-01T00:00:01.000000Z".into();
+        book.add(late);
+        book.add(early);
+        let h: Vec<String> = book.history("a").unwrap().into_iter().map(|e| e.status).collect();
+        assert_eq!(h, ["received", "success"]);
     }
 
     #[test]
