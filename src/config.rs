@@ -47,9 +47,11 @@ pub struct Config {
     /// client gets 503 (and the stored payload is removed).
     #[arg(long, env = "KAFKA_PUBLISH_TIMEOUT_SECS", default_value_t = 10)]
     pub kafka_publish_timeout_secs: u64,
-    /// Extra librdkafka settings (SASL, TLS...), `key=value`; repeatable, or comma
-    /// separated in KAFKA_OPTIONS. They apply to every Kafka client of the gateway.
-    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',')]
+    /// Extra librdkafka settings (SASL, TLS...), `key=value`; repeatable, or several
+    /// in one value separated by commas (KAFKA_OPTIONS). A comma not followed by
+    /// `key=` stays in the value (`debug=broker,topic`). They apply to every Kafka
+    /// client of the gateway.
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS")]
     pub kafka_options: Vec<String>,
     /// Consumer group of the gateway's consumers: the validation topic is read in this
     /// group, gRPC subscriptions in `<group>.subscribe.<service>`, the status view in
@@ -326,7 +328,7 @@ impl Config {
             return Err("KAFKA_PUBLISH_TIMEOUT_SECS: between 1 and 300".into());
         }
         let mut options = Vec::new();
-        for item in &self.kafka_options {
+        for item in self.kafka_options.iter().flat_map(|v| split_options(v)) {
             let item = item.trim();
             if item.is_empty() {
                 continue;
@@ -361,6 +363,25 @@ impl Settings {
             .copied()
             .unwrap_or(self.default_limit)
     }
+}
+
+/// Splits `a=1,b=x,y` into `a=1` and `b=x,y`: a comma starts a new setting only when
+/// a `key=` follows it.
+fn split_options(v: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in v.match_indices(',') {
+        let rest = v[i + 1..].trim_start();
+        let key_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            .unwrap_or(rest.len());
+        if key_len > 0 && rest[key_len..].starts_with('=') {
+            out.push(&v[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&v[start..]);
+    out
 }
 
 fn is_service_name(s: &str) -> bool {
@@ -471,6 +492,23 @@ mod tests {
         assert_eq!(k.partitions, -1);
         assert_eq!(k.options[1], ("sasl.mechanism".into(), "SCRAM-SHA-512".into()));
         assert_eq!(k.publish_timeout, Duration::from_secs(10));
+        let c = Config::from_args([
+            "gw",
+            "--kafka-brokers",
+            "b:1",
+            "--kafka-option",
+            "debug=broker,topic,sasl.mechanism=PLAIN, ssl.cipher.suites=A,B",
+        ])
+        .unwrap();
+        let k = c.settings().unwrap().kafka.unwrap();
+        assert_eq!(
+            k.options,
+            [
+                ("debug".to_string(), "broker,topic".to_string()),
+                ("sasl.mechanism".into(), "PLAIN".into()),
+                ("ssl.cipher.suites".into(), "A,B".into()),
+            ]
+        );
         let c = Config::from_args(["gw", "--kafka-brokers", "b:1", "--kafka-option", "novalue"]).unwrap();
         assert!(c.settings().unwrap_err().contains("KAFKA_OPTIONS"));
         let c = Config::from_args(["gw", "--kafka-brokers", "b:1", "--kafka-replication", "0"]).unwrap();

@@ -148,6 +148,7 @@ async fn end_to_end_success_and_failure_through_the_broker() {
     assert_eq!(track["status"], "advertised");
     assert_eq!(track["history"].as_array().unwrap().len(), 4, "each milestone once: {track}");
     t.app.stop().await.unwrap();
+    n.cleanup().await;
 }
 
 #[tokio::test]
@@ -204,6 +205,7 @@ async fn twenty_malformed_validation_messages_are_skipped_and_the_next_good_one_
     // The gateway still answers and is ready.
     assert_eq!(t.http.get(t.url("/readyz")).send().await.unwrap().status(), 200);
     t.app.stop().await.unwrap();
+    n.cleanup().await;
 }
 
 #[tokio::test]
@@ -249,6 +251,7 @@ async fn a_grpc_subscriber_gets_work_from_the_service_topic_and_its_verdict_is_a
     drop(tx);
     drop(work);
     t.app.stop().await.unwrap();
+    n.cleanup().await;
 }
 
 #[tokio::test]
@@ -267,6 +270,7 @@ async fn one_announce_topic_with_a_service_header_when_configured() {
     assert_eq!(rb[0].headers["service"], SVC);
     assert!(read_all(&n.announce(SVC)).await.is_empty(), "nothing on the per-service topic");
     t.app.stop().await.unwrap();
+    n.cleanup().await;
 }
 
 #[tokio::test]
@@ -316,6 +320,7 @@ async fn track_answers_on_every_replica() {
     assert_eq!(v["history"].as_array().unwrap().len(), 4, "{v}");
     one.app.stop().await.unwrap();
     two.app.stop().await.unwrap();
+    n.cleanup().await;
 }
 
 mod outage;

@@ -102,6 +102,7 @@ async fn uploads_during_a_broker_outage_are_announced_once_or_refused_with_nothi
         refused.len()
     );
     t.app.stop().await.unwrap();
+    n.cleanup().await;
 }
 
 async fn health(t: &TestApp) -> i32 {
@@ -140,4 +141,5 @@ async fn readiness_and_grpc_health_follow_the_broker() {
     let r = upload(&t, SVC, None, b"after the outage".to_vec()).await;
     assert_eq!(r.status(), 202);
     t.app.stop().await.unwrap();
+    n.cleanup().await;
 }

@@ -65,4 +65,6 @@ async fn a_verdict_sent_while_the_gateway_was_killed_is_applied_once_after_resta
         .unwrap();
     assert_eq!(track["status"], "advertised", "{track}");
     assert_eq!(track["history"].as_array().unwrap().len(), 4, "{track}");
+    drop(gw);
+    n.cleanup().await;
 }

@@ -64,7 +64,32 @@ impl Names {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(
+            // KAFKA_TEST_DEBUG=eos,msg,... turns on librdkafka's debug logs in the gateway.
+            std::env::var("KAFKA_TEST_DEBUG")
+                .ok()
+                .into_iter()
+                .flat_map(|d| ["--kafka-option".to_string(), format!("debug={d}")]),
+        )
         .collect()
+    }
+}
+
+impl Names {
+    /// Deletes the test's topics, so the shared broker stays small (its shutdown and
+    /// restart slow down with every topic it holds).
+    pub async fn cleanup(&self) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = config().create().unwrap();
+        let mut topics = vec![self.validation.clone(), self.available.clone(), self.status.clone()];
+        for s in ["advisor", "compliance", "hccm", "qpc", "testareno", "announce"] {
+            topics.push(self.announce(s));
+        }
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        if let Err(e) = admin.delete_topics(&names, &opts).await {
+            eprintln!("could not delete the test topics: {e}");
+        }
     }
 }
 
@@ -101,19 +126,18 @@ pub fn read_all_blocking(topic: &str) -> Vec<Record> {
         .create()
         .unwrap();
     let timeout = Duration::from_secs(10);
-    let md = consumer.fetch_metadata(Some(topic), timeout).expect("metadata");
-    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-        return Vec::new();
-    };
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in t.partitions() {
-        let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), timeout).expect("watermarks");
-        if hi > lo {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo)).unwrap();
-            ends.insert(p.id(), hi);
+    // A topic just created may not have its leaders yet: ask again for a while.
+    let deadline = Instant::now() + timeout;
+    let (tpl, mut ends) = loop {
+        match watermarks(&consumer, topic, timeout) {
+            Ok(w) => break w,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("reading {topic}: {e}; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("cannot read {topic}: {e}"),
         }
-    }
+    };
     if ends.is_empty() {
         return Vec::new();
     }
@@ -142,6 +166,28 @@ pub fn read_all_blocking(topic: &str) -> Vec<Record> {
         }
     }
     out
+}
+
+/// Where each partition of a topic starts and ends.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<(TopicPartitionList, HashMap<i32, i64>)> {
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok((tpl, ends));
+    };
+    for p in t.partitions() {
+        let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+        if hi > lo {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
+            ends.insert(p.id(), hi);
+        }
+    }
+    Ok((tpl, ends))
 }
 
 pub async fn read_all(topic: &str) -> Vec<Record> {

@@ -115,6 +115,40 @@ impl KafkaQueue {
             info!(topics = ?created, partitions = self.settings.partitions,
                 replication = self.settings.replication, "created Kafka topics");
         }
+        self.wait_visible(topics, timeout).await
+    }
+
+    /// Waits until the broker's metadata shows every topic with a leader for each
+    /// partition: a topic just created takes a moment to propagate, and a producer
+    /// that sees it come and go in the meantime is best not started on it.
+    async fn wait_visible(&self, topics: &[String], timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for topic in topics {
+            loop {
+                let producer = self.producer();
+                let t = topic.clone();
+                let ready = tokio::task::spawn_blocking(move || {
+                    let md = producer.client().fetch_metadata(Some(&t), CHECK_TIMEOUT).ok()?;
+                    let found = md.topics().iter().find(|x| x.name() == t)?;
+                    Some(
+                        found.error().is_none()
+                            && !found.partitions().is_empty()
+                            && found.partitions().iter().all(|p| p.error().is_none() && p.leader() >= 0),
+                    )
+                })
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+                if ready {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::QueueUnavailable(format!("topic {topic} is not available yet")));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         Ok(())
     }
 
@@ -144,6 +178,11 @@ fn producer(base: &ClientConfig, publish_timeout: Duration) -> Result<FutureProd
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
+        // One produce request in flight per broker: a later request cannot overtake
+        // an earlier one that the broker refused (e.g. a partition it has not taken
+        // the lead of yet), which can lose the earlier one silently (KAFKA-15591).
+        // Concurrent uploads still share each request.
+        .set("max.in.flight.requests.per.connection", "1")
         .set("message.timeout.ms", publish_timeout.as_millis().to_string());
     c.create()
         .map_err(|e| Error::QueueUnavailable(format!("cannot create a Kafka producer: {e}")))
