@@ -19,6 +19,7 @@ mod outbox;
 mod payload;
 pub mod request_id;
 pub mod status;
+mod status_feed;
 
 pub use decide::{Outcome, VerdictReport, VERDICT_GROUP};
 pub use dispatch::Work;
@@ -40,12 +41,12 @@ struct Inner {
     queue: Arc<dyn Queue>,
     links: links::Links,
     status: StatusBook,
+    /// This gateway process among its replicas (tags the status events it publishes).
+    replica: String,
     outbox: outbox::Outbox,
     leases: dispatch::Leases,
     decisions: decide::DecisionLocks,
     metrics: Arc<Metrics>,
-    /// This gateway process among its replicas (tags the status events it publishes).
-    replica: String,
 }
 
 impl Pipeline {
@@ -64,11 +65,11 @@ impl Pipeline {
                 queue,
                 links,
                 status: StatusBook::new(status::DEFAULT_CAPACITY),
+                replica: uuid::Uuid::new_v4().simple().to_string(),
                 outbox,
                 leases: dispatch::Leases::default(),
                 decisions: decide::DecisionLocks::default(),
                 metrics,
-                replica: uuid::Uuid::new_v4().simple().to_string(),
             }),
         }
     }

@@ -334,3 +334,42 @@ pub(crate) fn count_by_key(recs: &[Record]) -> HashMap<String, usize> {
     }
     m
 }
+
+/// A platform validator on rdkafka directly (what `validate --via kafka` uses).
+#[tokio::test]
+async fn a_validator_on_kafka_reads_the_service_topic_and_its_verdict_is_applied() {
+    use upload_gateway::queue::kafka::validator::{LinkConfig, ValidatorLink};
+    let _broker = BROKER.read().await;
+    let n = Names::new("link");
+    let t = spawn_app(&as_strs(&n.flags())).await;
+    let link = ValidatorLink::connect(LinkConfig {
+        brokers: brokers(),
+        options: vec![],
+        service: SVC.into(),
+        announce_topic: n.announce(SVC),
+        validation_topic: n.validation.clone(),
+        group: format!("{}.validator", n.group),
+    })
+    .unwrap();
+    let good = accepted_id(upload(&t, SVC, None, b"good".to_vec()).await).await;
+    let bad = accepted_id(upload(&t, SVC, None, b"bad".to_vec()).await).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let a = tokio::time::timeout(WAIT, link.next()).await.expect("an announcement").unwrap();
+        let verdict = if a.announce.request_id == good { "success" } else { "failure" };
+        link.answer(&a, verdict, Some("checked by the test validator")).await.unwrap();
+        seen.push(a.announce.request_id);
+    }
+    seen.sort();
+    let mut want = vec![good.clone(), bad.clone()];
+    want.sort();
+    assert_eq!(seen, want);
+    wait_file(t.data.path(), "perm", &good, WAIT).await;
+    wait_file(t.data.path(), "reject", &bad, WAIT).await;
+    // The verdict echoed the announcement, as platform validators do.
+    let v = wait_records(&n.validation, &good, 1, WAIT).await[0].json();
+    assert_eq!(v["validation"], "success");
+    assert_eq!(v["sha256"], sha256_hex(b"good"));
+    t.app.stop().await.unwrap();
+    n.cleanup().await;
+}

@@ -162,7 +162,7 @@ type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// Stores the commit points that moved and commits them (asynchronously).
 fn store_and_commit<C: Consumer<GroupContext>>(consumer: &C, shared: &Shared) {
-    let points = shared.state.lock().unwrap().offsets.to_store();
+    let points = shared.state.lock().unwrap().offsets.moved_points();
     if !points.is_empty() {
         let mut tpl = TopicPartitionList::new();
         for (p, off) in &points {
@@ -268,7 +268,7 @@ async fn read(consumer: Arc<GroupConsumer>, shared: Arc<Shared>) {
     shared.ready.notify_waiters();
     // Last commit, then leave the group; both block, so off the async workers.
     let _ = tokio::task::spawn_blocking(move || {
-        let points = shared.state.lock().unwrap().offsets.to_store();
+        let points = shared.state.lock().unwrap().offsets.moved_points();
         if !points.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (p, off) in &points {

@@ -25,6 +25,7 @@ use crate::config::{KafkaSettings, Settings};
 use crate::error::{Error, Result};
 
 mod group;
+pub mod validator;
 mod offsets;
 
 /// How long a readiness check waits for the broker.

@@ -21,7 +21,7 @@ struct Part {
     outstanding: BTreeSet<i64>,
     /// One past the highest offset fetched in this epoch.
     next: Option<i64>,
-    /// The last commit point handed out by [`Offsets::to_store`].
+    /// The last commit point handed out by [`Offsets::moved_points`].
     stored: Option<i64>,
 }
 
@@ -85,7 +85,7 @@ impl Offsets {
     }
 
     /// Commit points that moved since the last call, to store and commit.
-    pub fn to_store(&mut self) -> Vec<(i32, i64)> {
+    pub fn moved_points(&mut self) -> Vec<(i32, i64)> {
         let mut out = Vec::new();
         let partitions: Vec<i32> = self.parts.keys().copied().collect();
         for partition in partitions {
@@ -116,13 +116,13 @@ mod tests {
         }
         o.acked(0, 11, e);
         o.acked(0, 12, e);
-        assert_eq!(o.to_store(), vec![(0, 10)]); // 10 is still out
+        assert_eq!(o.moved_points(), vec![(0, 10)]); // 10 is still out
         o.acked(0, 10, e);
-        assert_eq!(o.to_store(), vec![(0, 13)]);
-        assert_eq!(o.to_store(), vec![]); // nothing moved
+        assert_eq!(o.moved_points(), vec![(0, 13)]);
+        assert_eq!(o.moved_points(), vec![]); // nothing moved
         o.acked(0, 14, e);
         o.acked(0, 13, e);
-        assert_eq!(o.to_store(), vec![(0, 15)]);
+        assert_eq!(o.moved_points(), vec![(0, 15)]);
     }
 
     #[test]
@@ -136,9 +136,9 @@ mod tests {
         o.fetched(1, 3); // read again from the committed offset
         o.acked(1, 5, old);
         assert!(!o.current(1, old));
-        assert_eq!(o.to_store(), vec![(1, 3)]);
+        assert_eq!(o.moved_points(), vec![(1, 3)]);
         o.acked(1, 3, new);
-        assert_eq!(o.to_store(), vec![(1, 4)]);
+        assert_eq!(o.moved_points(), vec![(1, 4)]);
     }
 
     #[test]
@@ -147,8 +147,8 @@ mod tests {
         let a = o.fetched(0, 0);
         let b = o.fetched(2, 7);
         o.acked(2, 7, b);
-        assert_eq!(o.to_store(), vec![(0, 0), (2, 8)]);
+        assert_eq!(o.moved_points(), vec![(0, 0), (2, 8)]);
         o.acked(0, 0, a);
-        assert_eq!(o.to_store(), vec![(0, 1)]);
+        assert_eq!(o.moved_points(), vec![(0, 1)]);
     }
 }
