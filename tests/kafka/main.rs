@@ -324,6 +324,7 @@ async fn track_answers_on_every_replica() {
 }
 
 mod outage;
+mod queue;
 mod restart;
 
 // Used by the outage module.
@@ -370,6 +371,30 @@ async fn a_validator_on_kafka_reads_the_service_topic_and_its_verdict_is_applied
     let v = wait_records(&n.validation, &good, 1, WAIT).await[0].json();
     assert_eq!(v["validation"], "success");
     assert_eq!(v["sha256"], sha256_hex(b"good"));
+    t.app.stop().await.unwrap();
+    n.cleanup().await;
+}
+
+/// Work a gRPC subscriber took and left without a verdict goes to the next one.
+#[tokio::test]
+async fn work_left_by_a_grpc_subscriber_goes_to_the_next_one() {
+    let _broker = BROKER.read().await;
+    let n = Names::new("releases");
+    let t = spawn_app(&as_strs(&n.flags())).await;
+    let id = accepted_id(upload(&t, SVC, None, b"left behind".to_vec()).await).await;
+    let mut first = t.grpc().await;
+    let mut work = first.subscribe(pb::SubscribeRequest { service: SVC.into() }).await.unwrap().into_inner();
+    let a = tokio::time::timeout(WAIT, work.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(a.request_id, id);
+    // A second subscriber waits; the first leaves without a verdict.
+    let mut second = t.grpc().await;
+    let mut other = second.subscribe(pb::SubscribeRequest { service: SVC.into() }).await.unwrap().into_inner();
+    drop(work);
+    drop(first);
+    let b = tokio::time::timeout(WAIT, other.message()).await.expect("given out again").unwrap().unwrap();
+    assert_eq!(b.request_id, id);
+    drop(other);
+    drop(second);
     t.app.stop().await.unwrap();
     n.cleanup().await;
 }
