@@ -40,7 +40,7 @@ async fn an_unacked_delivery_comes_back_and_nothing_past_it_is_committed() {
         options: vec![],
     };
     let q = KafkaQueue::new(&settings, &topic).unwrap();
-    q.ensure_topics(&[topic.clone()], Duration::from_secs(10)).await.unwrap();
+    q.ensure_topics(std::slice::from_ref(&topic), Duration::from_secs(10)).await.unwrap();
     for k in ["k1", "k2", "k3"] {
         q.publish(msg(&topic, k)).await.unwrap();
     }
