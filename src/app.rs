@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Settings, StorageDriver};
 use crate::metrics::Metrics;
 use crate::pipeline::{links::Links, Pipeline};
-use crate::queue::{memory::MemoryQueue, Queue};
+use crate::queue::{kafka::KafkaQueue, memory::MemoryQueue, Queue};
 use crate::storage::{local::LocalDisk, Storage};
 
 /// What every handler can reach.
@@ -88,6 +89,10 @@ impl App {
         tokio::spawn(pipeline.clone().run_verdict_consumer(shutdown.child_token()));
         let (closing, ending) = (shutdown.clone(), pipeline.clone());
         tokio::spawn(async move { closing.cancelled().await; ending.end_streams() });
+        if settings.kafka.is_some() {
+            // Replicas share one broker: each builds its status view from the topic.
+            tokio::spawn(pipeline.clone().run_status_feed(shutdown.child_token()));
+        }
         let server = tokio::spawn(crate::server::serve(
             listener,
             state,
@@ -155,11 +160,28 @@ async fn open_storage(config: &Config, settings: &Settings) -> anyhow::Result<Ar
     }
 }
 
-async fn open_queue(config: &Config, _settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
-    match &config.kafka_brokers {
-        None => Ok(Arc::new(MemoryQueue::default())),
-        Some(_) => anyhow::bail!("KAFKAMQ is set, but this build has no Kafka queue yet"),
+async fn open_queue(_config: &Config, settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+    let Some(kafka) = &settings.kafka else {
+        return Ok(Arc::new(MemoryQueue::default()));
+    };
+    let queue = Arc::new(
+        KafkaQueue::new(kafka, &settings.topics.validation)
+            .map_err(|e| anyhow::anyhow!("Kafka settings: {e}"))?,
+    );
+    // Topics first; a broker that is down now is waited for in the background
+    // (readiness says not ready meanwhile).
+    let topics = KafkaQueue::topics(settings);
+    if let Err(e) = queue.ensure_topics(&topics, Duration::from_secs(10)).await {
+        tracing::warn!(error = %e, "cannot create the Kafka topics yet; retrying in the background");
+        let q = queue.clone();
+        tokio::spawn(async move {
+            while let Err(e) = q.ensure_topics(&topics, Duration::from_secs(10)).await {
+                tracing::warn!(error = %e, "cannot create the Kafka topics yet; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
     }
+    Ok(queue)
 }
 
 /// The URL signing key: from config, else made once and kept in the data folder so

@@ -37,6 +37,27 @@ pub struct Config {
     /// Kafka bootstrap servers (`host:port,...`). Unset: the in-process queue.
     #[arg(long = "kafka-brokers", env = "KAFKAMQ")]
     pub kafka_brokers: Option<String>,
+    /// Partitions of the topics the gateway creates at start-up (-1: the broker's default).
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3, allow_negative_numbers = true)]
+    pub kafka_partitions: i32,
+    /// Replication factor of the topics the gateway creates (-1: the broker's default).
+    #[arg(long, env = "KAFKA_REPLICATION", default_value_t = -1, allow_negative_numbers = true)]
+    pub kafka_replication: i32,
+    /// Seconds an upload waits for its announcement's delivery report before the
+    /// client gets 503 (and the stored payload is removed).
+    #[arg(long, env = "KAFKA_PUBLISH_TIMEOUT_SECS", default_value_t = 10)]
+    pub kafka_publish_timeout_secs: u64,
+    /// Extra librdkafka settings (SASL, TLS...), `key=value`; repeatable, or several
+    /// in one value separated by commas (KAFKA_OPTIONS). A comma not followed by
+    /// `key=` stays in the value (`debug=broker,topic`). They apply to every Kafka
+    /// client of the gateway.
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS")]
+    pub kafka_options: Vec<String>,
+    /// Consumer group of the gateway's consumers: the validation topic is read in this
+    /// group, gRPC subscriptions in `<group>.subscribe.<service>`, the status view in
+    /// `<group>.status.<replica>`.
+    #[arg(long, env = "CONSUMER_GROUP", default_value = "upload-gateway")]
+    pub consumer_group: String,
     /// The services whose uploads are accepted, comma separated.
     #[arg(
         long,
@@ -132,6 +153,21 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Certificate chain and key files, when the port serves TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The consumer group of the gateway's consumers (see [`Config::consumer_group`]).
+    pub consumer_group: String,
+    /// Kafka, when configured.
+    pub kafka: Option<KafkaSettings>,
+}
+
+/// How the gateway talks to Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub partitions: i32,
+    pub replication: i32,
+    pub publish_timeout: Duration,
+    /// Extra librdkafka settings, applied last.
+    pub options: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +289,11 @@ impl Config {
             (None, None) => None,
             _ => return Err("TLS_CERT_FILE and TLS_KEY_FILE: set both, or neither".into()),
         };
+        let consumer_group = self.consumer_group.trim().to_string();
+        if consumer_group.is_empty() || consumer_group.len() > 200 {
+            return Err("CONSUMER_GROUP: between 1 and 200 characters".into());
+        }
+        let kafka = self.kafka_settings()?;
         Ok(Settings {
             tls,
             listen,
@@ -275,7 +316,56 @@ impl Config {
             body_idle_timeout: Duration::from_secs(self.body_idle_timeout_secs),
             concurrency_limit: self.concurrency_limit,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            consumer_group,
+            kafka,
         })
+    }
+}
+
+impl Config {
+    fn kafka_settings(&self) -> Result<Option<KafkaSettings>, String> {
+        let Some(brokers) = self.kafka_brokers.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if brokers.is_empty() || brokers.split(',').any(|b| b.trim().is_empty()) {
+            return Err(format!(
+                "KAFKAMQ / --kafka-brokers: {brokers:?} should be host:port[,host:port...]"
+            ));
+        }
+        if self.kafka_partitions == 0 || self.kafka_partitions < -1 {
+            return Err("KAFKA_PARTITIONS: at least 1, or -1 for the broker's default".into());
+        }
+        if self.kafka_replication == 0 || self.kafka_replication < -1 {
+            return Err("KAFKA_REPLICATION: at least 1, or -1 for the broker's default".into());
+        }
+        if self.kafka_publish_timeout_secs == 0 || self.kafka_publish_timeout_secs > 300 {
+            return Err("KAFKA_PUBLISH_TIMEOUT_SECS: between 1 and 300".into());
+        }
+        let mut options = Vec::new();
+        for item in self.kafka_options.iter().flat_map(|v| split_options(v)) {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            match item.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    options.push((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => {
+                    return Err(format!(
+                        "KAFKA_OPTIONS / --kafka-option: {:?} should look like key=value, e.g. security.protocol=SASL_SSL",
+                        item.split('=').next().unwrap_or_default()
+                    ))
+                }
+            }
+        }
+        Ok(Some(KafkaSettings {
+            brokers: brokers.to_string(),
+            partitions: self.kafka_partitions,
+            replication: self.kafka_replication,
+            publish_timeout: Duration::from_secs(self.kafka_publish_timeout_secs),
+            options,
+        }))
     }
 }
 
@@ -287,6 +377,25 @@ impl Settings {
             .copied()
             .unwrap_or(self.default_limit)
     }
+}
+
+/// Splits `a=1,b=x,y` into `a=1` and `b=x,y`: a comma starts a new setting only when
+/// a `key=` follows it.
+fn split_options(v: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in v.match_indices(',') {
+        let rest = v[i + 1..].trim_start();
+        let key_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            .unwrap_or(rest.len());
+        if key_len > 0 && rest[key_len..].starts_with('=') {
+            out.push(&v[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&v[start..]);
+    out
 }
 
 fn is_service_name(s: &str) -> bool {
@@ -375,5 +484,50 @@ mod tests {
         assert!(c.settings().unwrap_err().contains("VALID_SERVICES"));
         let c = Config::from_args(["gw", "--validation-topic", "a b"]).unwrap();
         assert!(c.settings().unwrap_err().contains("VALIDATION_TOPIC"));
+    }
+
+    #[test]
+    fn kafka_settings_are_checked() {
+        let c = Config::from_args(["gw"]).unwrap();
+        assert!(c.settings().unwrap().kafka.is_none());
+        let c = Config::from_args([
+            "gw",
+            "--kafka-brokers",
+            "127.0.0.1:9092",
+            "--kafka-option",
+            "security.protocol=SASL_SSL",
+            "--kafka-option",
+            "sasl.mechanism=SCRAM-SHA-512",
+            "--kafka-partitions",
+            "-1",
+        ])
+        .unwrap();
+        let k = c.settings().unwrap().kafka.unwrap();
+        assert_eq!(k.partitions, -1);
+        assert_eq!(k.options[1], ("sasl.mechanism".into(), "SCRAM-SHA-512".into()));
+        assert_eq!(k.publish_timeout, Duration::from_secs(10));
+        let c = Config::from_args([
+            "gw",
+            "--kafka-brokers",
+            "b:1",
+            "--kafka-option",
+            "debug=broker,topic,sasl.mechanism=PLAIN, ssl.cipher.suites=A,B",
+        ])
+        .unwrap();
+        let k = c.settings().unwrap().kafka.unwrap();
+        assert_eq!(
+            k.options,
+            [
+                ("debug".to_string(), "broker,topic".to_string()),
+                ("sasl.mechanism".into(), "PLAIN".into()),
+                ("ssl.cipher.suites".into(), "A,B".into()),
+            ]
+        );
+        let c = Config::from_args(["gw", "--kafka-brokers", "b:1", "--kafka-option", "novalue"]).unwrap();
+        assert!(c.settings().unwrap_err().contains("KAFKA_OPTIONS"));
+        let c = Config::from_args(["gw", "--kafka-brokers", "b:1", "--kafka-replication", "0"]).unwrap();
+        assert!(c.settings().unwrap_err().contains("KAFKA_REPLICATION"));
+        let c = Config::from_args(["gw", "--kafka-brokers", " "]).unwrap();
+        assert!(c.settings().unwrap_err().contains("KAFKAMQ"));
     }
 }

@@ -61,7 +61,9 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<()> {
     let draining = state.draining_flag();
+    let pipeline = state.pipeline.clone();
     let (router, health) = router(state, &settings);
+    tokio::spawn(watch_readiness(pipeline, health.clone(), shutdown.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -120,4 +122,40 @@ pub async fn serve(
         tracing::warn!("drain timeout passed with requests still in flight");
     }
     Ok(())
+}
+
+/// Keeps gRPC health in step with readiness (storage and queue answering): checked
+/// every 2 s until shutdown, when `serve` sets NOT_SERVING for good.
+async fn watch_readiness(
+    pipeline: crate::pipeline::Pipeline,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    const GATEWAY: &str = "upload.v1.UploadGateway";
+    let mut last = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let status = match pipeline.check().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(e) => {
+                if last != Some(ServingStatus::NotServing) {
+                    tracing::warn!(error = %e, "not ready: gRPC health says NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if last != Some(status) {
+            health.set_service_status("", status).await;
+            health.set_service_status(GATEWAY, status).await;
+            last = Some(status);
+        }
+    }
 }

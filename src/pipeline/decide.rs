@@ -59,7 +59,8 @@ impl VerdictReport {
     }
 }
 
-/// The consumer group the gateway reads the validation topic in.
+/// The default consumer group the gateway reads the validation topic in
+/// (`--consumer-group` changes it).
 pub const VERDICT_GROUP: &str = "upload-gateway";
 
 /// Decisions on one payload are serialized by striped locks (no duplicate promotion
@@ -212,8 +213,9 @@ impl Pipeline {
     /// survives queue outages.
     pub async fn run_verdict_consumer(self, shutdown: CancellationToken) {
         let topic = self.settings().topics.validation.clone();
+        let group = self.settings().consumer_group.clone();
         'outer: while !shutdown.is_cancelled() {
-            let mut sub = match self.inner.queue.subscribe(&topic, VERDICT_GROUP).await {
+            let mut sub = match self.inner.queue.subscribe(&topic, &group).await {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, "cannot subscribe to the validation topic; retrying");

@@ -156,7 +156,7 @@ impl Pipeline {
             )));
         }
         let topic = self.settings().topics.announce(service);
-        let group = format!("upload-gateway.subscribe.{service}");
+        let group = format!("{}.subscribe.{service}", self.settings().consumer_group);
         let sub = self.inner.queue.subscribe(&topic, &group).await?;
         let leases = &self.inner.leases;
         let id = leases.next();

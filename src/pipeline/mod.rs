@@ -19,6 +19,7 @@ mod outbox;
 mod payload;
 pub mod request_id;
 pub mod status;
+mod status_feed;
 
 pub use decide::{Outcome, VerdictReport, VERDICT_GROUP};
 pub use dispatch::Work;
@@ -40,6 +41,8 @@ struct Inner {
     queue: Arc<dyn Queue>,
     links: links::Links,
     status: StatusBook,
+    /// This gateway process among its replicas (tags the status events it publishes).
+    replica: String,
     outbox: outbox::Outbox,
     leases: dispatch::Leases,
     decisions: decide::DecisionLocks,
@@ -64,6 +67,7 @@ impl Pipeline {
                 queue,
                 links,
                 status: StatusBook::new(status::DEFAULT_CAPACITY),
+                replica: uuid::Uuid::new_v4().simple().to_string(),
                 outbox,
                 leases: dispatch::Leases::default(),
                 decisions: decide::DecisionLocks::default(),
@@ -83,6 +87,11 @@ impl Pipeline {
 
     pub fn status(&self) -> &StatusBook {
         &self.inner.status
+    }
+
+    /// This process's id among the gateway replicas sharing one broker.
+    pub fn replica(&self) -> &str {
+        &self.inner.replica
     }
 
     pub fn links(&self) -> &links::Links {

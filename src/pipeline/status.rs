@@ -15,6 +15,9 @@ use crate::storage::ObjectMeta;
 /// Payloads whose history is kept in memory; the oldest are forgotten past it.
 pub const DEFAULT_CAPACITY: usize = 200_000;
 
+/// Header of a status message naming the gateway replica that recorded it.
+pub const ORIGIN_HEADER: &str = "upload-gateway-replica";
+
 /// Statuses after which nothing more happens to a payload.
 pub const TERMINAL: [&str; 4] = ["advertised", "rejected", "handoff", "error"];
 
@@ -66,7 +69,30 @@ impl StatusBook {
         if let Some(tx) = &entry.watchers {
             let _ = tx.send(event.clone());
         }
-        entry.events.push(event);
+        // In date order: events of one payload may come from several replicas, and
+        // one read from the status topic may be older than one recorded here.
+        let at = entry
+            .events
+            .iter()
+            .rposition(|e| e.date <= event.date)
+            .map_or(0, |i| i + 1);
+        entry.events.insert(at, event);
+    }
+
+    /// Adds an event unless the payload's history already has it (a status message
+    /// read twice). Returns whether it was added.
+    pub fn add_new(&self, event: PayloadStatus) -> bool {
+        let known = self
+            .inner
+            .lock()
+            .unwrap()
+            .entries
+            .get(&event.request_id)
+            .is_some_and(|e| e.events.contains(&event));
+        if !known {
+            self.add(event);
+        }
+        !known
     }
 
     /// The history of one payload, oldest first; `None` when unknown.
@@ -145,7 +171,8 @@ impl Pipeline {
             date: now_rfc3339(),
         };
         tracing::info!(request_id = %meta.request_id, status, msg, "status");
-        let message = Message::json(&self.settings().topics.status, &meta.request_id, &event);
+        let mut message = Message::json(&self.settings().topics.status, &meta.request_id, &event);
+        message.headers.push((ORIGIN_HEADER.into(), self.inner.replica.clone()));
         self.inner.status.add(event);
         self.inner.outbox.send(message);
     }
@@ -195,6 +222,29 @@ mod tests {
             .map(|e| e.status)
             .collect();
         assert_eq!(got, ["received", "error", "success", "advertised"]);
+    }
+
+    #[test]
+    fn history_is_in_date_order_whatever_the_arrival_order() {
+        let book = StatusBook::new(10);
+        let mut late = ev("a", "success");
+        late.date = "2026-01-01T00:00:02.000000Z".into();
+        let mut early = ev("a", "received");
+        early.date = "2026-01-01T00:00:01.000000Z".into();
+        book.add(late);
+        book.add(early);
+        let h: Vec<String> = book.history("a").unwrap().into_iter().map(|e| e.status).collect();
+        assert_eq!(h, ["received", "success"]);
+    }
+
+    #[test]
+    fn an_event_read_twice_is_kept_once() {
+        let book = StatusBook::new(10);
+        let e = ev("a", "received");
+        assert!(book.add_new(e.clone()));
+        assert!(!book.add_new(e));
+        assert!(book.add_new(ev("a", "announced")));
+        assert_eq!(book.history("a").unwrap().len(), 2);
     }
 
     #[test]

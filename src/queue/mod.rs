@@ -9,6 +9,7 @@ use futures_util::Stream;
 
 use crate::error::Result;
 
+pub mod kafka;
 pub mod memory;
 
 /// One message: a JSON value keyed by request id.

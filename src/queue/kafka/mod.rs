@@ -1,0 +1,259 @@
+//! The queue on Kafka (rdkafka over a bundled librdkafka).
+//!
+//! - Publishing: one idempotent, acks=all producer; `publish` returns once the
+//!   delivery report says the message is written, or fails with `QueueUnavailable`
+//!   past the configured wait (librdkafka's `message.timeout.ms` is the same wait, so
+//!   a refused message is not also delivered later, short of a report lost in flight).
+//! - Consuming: one group member per (topic, group) in this process ([`group`]), with
+//!   offsets committed only past acked messages.
+//! - Topics are created at start-up when missing (admin API).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use tracing::{info, warn};
+
+use super::{Message, Queue, Subscription};
+use crate::config::{KafkaSettings, Settings};
+use crate::error::{Error, Result};
+
+mod group;
+pub mod validator;
+mod offsets;
+
+/// How long a readiness check waits for the broker.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct KafkaQueue {
+    settings: KafkaSettings,
+    /// Options every client shares (brokers, extra settings).
+    base: ClientConfig,
+    producer: RwLock<FutureProducer>,
+    /// Local group members, shared by the subscriptions of one (topic, group).
+    members: Mutex<HashMap<(String, String), Weak<group::Shared>>>,
+    /// A topic that exists, for the readiness round trip.
+    probe_topic: String,
+}
+
+impl KafkaQueue {
+    /// Connects (lazily: librdkafka retries in the background) and checks the
+    /// settings; an unknown librdkafka option is refused here.
+    pub fn new(settings: &KafkaSettings, probe_topic: &str) -> Result<Self> {
+        let mut base = ClientConfig::new();
+        base.set("bootstrap.servers", &settings.brokers)
+            .set("client.id", "upload-gateway")
+            // Come back quickly after an outage.
+            .set("reconnect.backoff.ms", "100")
+            .set("reconnect.backoff.max.ms", "1000")
+            // Consumers: quick joins, read a new group from the oldest message,
+            // modest prefetch.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.min.messages", "1000");
+        for (k, v) in &settings.options {
+            base.set(k, v);
+        }
+        let producer = producer(&base, settings.publish_timeout)?;
+        Ok(KafkaQueue {
+            settings: settings.clone(),
+            base,
+            producer: RwLock::new(producer),
+            members: Mutex::new(HashMap::new()),
+            probe_topic: probe_topic.to_string(),
+        })
+    }
+
+    /// The topics the gateway reads and writes: validation, available, status, and
+    /// each valid service's announce topic (or the single announce topic).
+    pub fn topics(settings: &Settings) -> Vec<String> {
+        let t = &settings.topics;
+        let mut v = vec![t.validation.clone(), t.available.clone(), t.status.clone()];
+        for s in &settings.valid_services {
+            let a = t.announce(s);
+            if !v.contains(&a) {
+                v.push(a);
+            }
+        }
+        v
+    }
+
+    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    pub async fn ensure_topics(&self, topics: &[String], timeout: Duration) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .base
+            .create()
+            .map_err(|e| Error::QueueUnavailable(format!("cannot create a Kafka admin client: {e}")))?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, self.settings.partitions, TopicReplication::Fixed(self.settings.replication)))
+            .collect();
+        let opts = AdminOptions::new()
+            .request_timeout(Some(timeout))
+            .operation_timeout(Some(timeout));
+        let results = admin
+            .create_topics(new.iter(), &opts)
+            .await
+            .map_err(|e| Error::QueueUnavailable(format!("creating topics: {e}")))?;
+        let mut created = Vec::new();
+        for r in results {
+            match r {
+                Ok(t) => created.push(t),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => {
+                    return Err(Error::QueueUnavailable(format!("creating topic {t}: {e}")))
+                }
+            }
+        }
+        if !created.is_empty() {
+            info!(topics = ?created, partitions = self.settings.partitions,
+                replication = self.settings.replication, "created Kafka topics");
+        }
+        self.wait_visible(topics, timeout).await
+    }
+
+    /// Waits until the broker's metadata shows every topic with a leader for each
+    /// partition: a topic just created takes a moment to propagate, and a producer
+    /// that sees it come and go in the meantime is best not started on it.
+    async fn wait_visible(&self, topics: &[String], timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for topic in topics {
+            loop {
+                let producer = self.producer();
+                let t = topic.clone();
+                let ready = tokio::task::spawn_blocking(move || {
+                    let md = producer.client().fetch_metadata(Some(&t), CHECK_TIMEOUT).ok()?;
+                    let found = md.topics().iter().find(|x| x.name() == t)?;
+                    Some(
+                        found.error().is_none()
+                            && !found.partitions().is_empty()
+                            && found.partitions().iter().all(|p| p.error().is_none() && p.leader() >= 0),
+                    )
+                })
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+                if ready {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::QueueUnavailable(format!("topic {topic} is not available yet")));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().unwrap().clone()
+    }
+
+    /// A producer that hit a fatal error (possible with idempotence) is replaced.
+    fn replace_if_fatal(&self, failed: &FutureProducer) {
+        if let Some((code, reason)) = failed.client().fatal_error() {
+            warn!(?code, reason, "the Kafka producer failed fatally; making a new one");
+            match producer(&self.base, self.settings.publish_timeout) {
+                Ok(p) => *self.producer.write().unwrap() = p,
+                Err(e) => warn!(error = %e, "cannot make a new Kafka producer"),
+            }
+        }
+    }
+}
+
+fn producer(base: &ClientConfig, publish_timeout: Duration) -> Result<FutureProducer> {
+    let mut c = base.clone();
+    // Options set by the user for consumers only would make librdkafka warn here;
+    // the consumer settings above are dropped from the producer's copy.
+    for k in ["session.timeout.ms", "heartbeat.interval.ms", "auto.offset.reset", "queued.min.messages"] {
+        c.remove(k);
+    }
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        // One produce request in flight per broker: a later request cannot overtake
+        // an earlier one that the broker refused (e.g. a partition it has not taken
+        // the lead of yet), which can lose the earlier one silently (KAFKA-15591).
+        // Concurrent uploads still share each request.
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("message.timeout.ms", publish_timeout.as_millis().to_string());
+    c.create()
+        .map_err(|e| Error::QueueUnavailable(format!("cannot create a Kafka producer: {e}")))
+}
+
+#[async_trait::async_trait]
+impl Queue for KafkaQueue {
+    async fn publish(&self, message: Message) -> Result<()> {
+        let producer = self.producer();
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (k, v) in &message.headers {
+            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        let record = FutureRecord::to(&message.topic)
+            .key(message.key.as_bytes())
+            .payload(&message.payload[..])
+            .headers(headers);
+        let wait = self.settings.publish_timeout;
+        // librdkafka times the message out itself after `wait`; the extra second only
+        // guards against a report that never comes.
+        let sent = tokio::time::timeout(wait + Duration::from_secs(1), producer.send(record, wait)).await;
+        match sent {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => {
+                self.replace_if_fatal(&producer);
+                Err(Error::QueueUnavailable(format!("publishing to {}: {e}", message.topic)))
+            }
+            Err(_) => Err(Error::QueueUnavailable(format!(
+                "publishing to {}: no delivery report within {wait:?}",
+                message.topic
+            ))),
+        }
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription> {
+        let key = (topic.to_string(), group.to_string());
+        let mut members = self.members.lock().unwrap();
+        if let Some(shared) = members.get(&key).and_then(Weak::upgrade) {
+            if shared.join() {
+                return Ok(group::subscription(shared));
+            }
+        }
+        let shared = group::start(&self.base, topic, group)?;
+        members.retain(|_, w| w.strong_count() > 0);
+        members.insert(key, Arc::downgrade(&shared));
+        Ok(group::subscription(shared))
+    }
+
+    async fn check(&self) -> Result<()> {
+        let producer = self.producer();
+        let topic = self.probe_topic.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&topic), CHECK_TIMEOUT).map(|_| ())
+        });
+        match probe.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::QueueUnavailable(format!("Kafka does not answer: {e}"))),
+            Err(e) => Err(Error::Internal(format!("readiness probe: {e}"))),
+        }
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<()> {
+        let producer = self.producer();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| Error::Internal(format!("flush: {e}")))?
+            .map_err(|e| Error::QueueUnavailable(format!("flushing the Kafka producer: {e}")))
+    }
+}
