@@ -1,0 +1,368 @@
+//! Streaming a payload into S3. What fits in one part goes up with one PutObject;
+//! anything larger with a multipart upload whose parts are sent while the next one is
+//! read, at most `max_inflight_parts` at once: memory stays under
+//! part size x (parts in flight + 1), whatever the payload's size.
+//!
+//! A [`Leftovers`] guard follows what has been sent. When the upload fails, or its
+//! future is dropped part-way (the client went away), it aborts the multipart upload
+//! and deletes what may have become visible, so nothing is left behind.
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::task::JoinSet;
+
+use super::{sidecar, unavailable, S3Storage, MAX_PARTS};
+use crate::error::{Error, Result};
+use crate::pipeline::Payload;
+use crate::storage::{Bucket, ObjectMeta};
+
+pub(super) async fn put(
+    s: &S3Storage,
+    bucket: Bucket,
+    key: &str,
+    mut meta: ObjectMeta,
+    payload: Payload,
+) -> Result<ObjectMeta> {
+    let name = s.name(bucket).to_string();
+    let part_size = s.options.part_size;
+    let mut reader = PartReader { payload, carry: None, failed: false };
+    let mut left = Leftovers::new(s.client.clone(), &name, key);
+    let result = async {
+        let first = reader.next_part(part_size).await?;
+        if reader.at_end().await? {
+            single(s, &name, &mut meta, first, &mut reader, &mut left).await
+        } else {
+            multipart(s, &name, &mut meta, first, &mut reader, &mut left).await
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            left.disarm();
+            Ok(meta)
+        }
+        // The payload's own failure: S3 is fine, so clean up before answering.
+        Err(e) if reader.failed => {
+            left.remove_now().await;
+            Err(e)
+        }
+        // S3 failed: the guard cleans up in the background as it drops, so the
+        // client hears at once.
+        Err(e) => Err(e),
+    }
+}
+
+/// The whole payload in one PutObject (it fits in one part).
+async fn single(
+    s: &S3Storage,
+    bucket: &str,
+    meta: &mut ObjectMeta,
+    body: Bytes,
+    reader: &mut PartReader,
+    left: &mut Leftovers,
+) -> Result<()> {
+    let (size, sha256) = reader.payload.finish()?;
+    meta.size = size;
+    meta.sha256 = sha256;
+    left.sidecar = true;
+    s.write_meta(bucket, meta).await?;
+    left.object = true;
+    s.client
+        .put_object()
+        .bucket(bucket)
+        .key(&meta.request_id)
+        .content_type(&meta.content_type)
+        .set_metadata(Some(user_metadata(meta)))
+        .body(S3Body::from(body))
+        .customize()
+        .disable_payload_signing()
+        .send()
+        .await
+        .map_err(|e| unavailable(&format!("storing {} in {bucket}", meta.request_id), e))?;
+    Ok(())
+}
+
+async fn multipart(
+    s: &S3Storage,
+    bucket: &str,
+    meta: &mut ObjectMeta,
+    first: Bytes,
+    reader: &mut PartReader,
+    left: &mut Leftovers,
+) -> Result<()> {
+    let key = meta.request_id.clone();
+    let created = s
+        .client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .content_type(&meta.content_type)
+        .set_metadata(Some(user_metadata(meta)))
+        .send()
+        .await
+        .map_err(|e| unavailable(&format!("starting the upload of {key} to {bucket}"), e))?;
+    let upload_id = created
+        .upload_id()
+        .ok_or_else(|| Error::StorageUnavailable("S3 started an upload without an id".into()))?
+        .to_string();
+    left.upload_id = Some(upload_id.clone());
+
+    let max_inflight = s.options.max_inflight_parts;
+    let part_size = s.options.part_size;
+    let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
+    let mut done = Vec::new();
+    let mut next = Some(first);
+    let mut number: i32 = 0;
+    loop {
+        // Surface a failed part early rather than after reading the whole payload.
+        while let Some(r) = in_flight.try_join_next() {
+            done.push(joined(r)?);
+        }
+        let body = match next.take() {
+            Some(b) => b,
+            None => match reader.next_part(part_size).await? {
+                b if b.is_empty() => break,
+                b => b,
+            },
+        };
+        while in_flight.len() >= max_inflight {
+            let r = in_flight.join_next().await.expect("the set is not empty");
+            done.push(joined(r)?);
+        }
+        number += 1;
+        if number as u64 > MAX_PARTS {
+            return Err(Error::Internal("the payload needs more than 10000 parts".into()));
+        }
+        let req = s
+            .client
+            .upload_part()
+            .bucket(bucket)
+            .key(&key)
+            .upload_id(&upload_id)
+            .part_number(number)
+            .body(S3Body::from(body));
+        let what = format!("sending part {number} of {key} to {bucket}");
+        in_flight.spawn(async move {
+            let out = req
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await
+                .map_err(|e| unavailable(&what, e))?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build())
+        });
+    }
+    while let Some(r) = in_flight.join_next().await {
+        done.push(joined(r)?);
+    }
+    let (size, sha256) = reader.payload.finish()?;
+    meta.size = size;
+    meta.sha256 = sha256;
+    left.sidecar = true;
+    s.write_meta(bucket, meta).await?;
+
+    done.sort_by_key(|p| p.part_number());
+    left.object = true;
+    s.client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .upload_id(&upload_id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+        .send()
+        .await
+        .map_err(|e| unavailable(&format!("completing the upload of {key} to {bucket}"), e))?;
+    Ok(())
+}
+
+fn joined(r: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>) -> Result<CompletedPart> {
+    r.map_err(|e| Error::Internal(format!("part upload task: {e}")))?
+}
+
+/// What a reader of the bucket sees without the sidecar: who sent the payload and what
+/// it is (ASCII only, as S3 wants; the sidecar has everything).
+fn user_metadata(meta: &ObjectMeta) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    m.insert("request-id".into(), meta.request_id.clone());
+    m.insert("service".into(), meta.service.clone());
+    m.insert("category".into(), meta.category.clone());
+    m.insert("received-at".into(), meta.received_at.clone());
+    let printable = |v: &str| v.len() <= 256 && v.bytes().all(|b| (0x20..0x7f).contains(&b));
+    for (name, value) in [("account", &meta.account), ("org-id", &meta.org_id)] {
+        if let Some(v) = value.as_deref().filter(|v| printable(v)) {
+            m.insert(name.into(), v.to_string());
+        }
+    }
+    m
+}
+
+/// Cuts the payload stream into parts of a fixed size (the last one shorter).
+struct PartReader {
+    payload: Payload,
+    /// What the last chunk held beyond the previous part.
+    carry: Option<Bytes>,
+    /// The payload itself failed (too large, stalled, short, wrong sha256).
+    failed: bool,
+}
+
+impl PartReader {
+    /// The next part: `size` bytes, fewer at the end, empty once the payload has ended.
+    async fn next_part(&mut self, size: usize) -> Result<Bytes> {
+        let mut buf = BytesMut::new();
+        while buf.len() < size {
+            let chunk = match self.carry.take() {
+                Some(c) => c,
+                None => match self.payload.next().await {
+                    Some(c) => self.check(c)?,
+                    None => break,
+                },
+            };
+            if buf.is_empty() && chunk.len() >= size {
+                // A chunk as large as a part: no copy.
+                let mut chunk = chunk;
+                let rest = chunk.split_off(size);
+                if !rest.is_empty() {
+                    self.carry = Some(rest);
+                }
+                return Ok(chunk);
+            }
+            if buf.capacity() == 0 {
+                buf.reserve(size);
+            }
+            let room = size - buf.len();
+            if chunk.len() > room {
+                buf.extend_from_slice(&chunk[..room]);
+                self.carry = Some(chunk.slice(room..));
+            } else {
+                buf.extend_from_slice(&chunk);
+            }
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Whether the payload has ended (reads ahead one chunk when it must).
+    async fn at_end(&mut self) -> Result<bool> {
+        while self.carry.is_none() {
+            match self.payload.next().await {
+                None => return Ok(true),
+                Some(c) => {
+                    let c = self.check(c)?;
+                    if !c.is_empty() {
+                        self.carry = Some(c);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn check(&mut self, chunk: Result<Bytes>) -> Result<Bytes> {
+        self.failed |= chunk.is_err();
+        chunk
+    }
+}
+
+/// What an unfinished put has sent, removed when the put does not complete.
+struct Leftovers {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: Option<String>,
+    sidecar: bool,
+    object: bool,
+    armed: bool,
+}
+
+impl Leftovers {
+    fn new(client: Client, bucket: &str, key: &str) -> Self {
+        Leftovers {
+            client,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: None,
+            sidecar: false,
+            object: false,
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    async fn remove_now(&mut self) {
+        self.armed = false;
+        remove(self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.take(), self.sidecar, self.object).await;
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if !self.armed || (self.upload_id.is_none() && !self.sidecar && !self.object) {
+            return;
+        }
+        let work = remove(
+            self.client.clone(),
+            std::mem::take(&mut self.bucket),
+            std::mem::take(&mut self.key),
+            self.upload_id.take(),
+            self.sidecar,
+            self.object,
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(work);
+            }
+            Err(_) => tracing::warn!("no runtime to abort an unfinished upload; the sweep will"),
+        }
+    }
+}
+
+/// Aborts the multipart upload and deletes the payload and sidecar, if sent. Parts
+/// still arriving when the abort lands may be kept by some stores, so the abort is
+/// repeated once they had time to finish (S3's own advice).
+async fn remove(client: Client, bucket: String, key: String, upload_id: Option<String>, sidecar_sent: bool, object_sent: bool) {
+    if let Some(id) = &upload_id {
+        abort(&client, &bucket, &key, id).await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        abort(&client, &bucket, &key, id).await;
+    }
+    let mut keys = Vec::new();
+    if object_sent {
+        keys.push(key.clone());
+    }
+    if sidecar_sent {
+        keys.push(sidecar(&key));
+    }
+    for k in keys {
+        if let Err(e) = client.delete_object().bucket(&bucket).key(&k).send().await {
+            tracing::warn!(key = %k, bucket = %bucket, error = %unavailable("deleting", e), "could not remove an unfinished upload's object");
+        }
+    }
+    tracing::info!(key = %key, bucket = %bucket, "removed an unfinished upload");
+}
+
+pub(super) async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &str) {
+    let res = client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await;
+    match res {
+        Ok(_) => {}
+        Err(e) if aws_sdk_s3::error::ProvideErrorMetadata::code(&e) == Some("NoSuchUpload") => {}
+        Err(e) if super::status(&e) == Some(404) => {}
+        Err(e) => tracing::warn!(key, bucket, error = %unavailable("aborting an upload", e),
+            "could not abort an unfinished upload; the sweep will retry"),
+    }
+}
