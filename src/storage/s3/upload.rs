@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
@@ -205,6 +205,11 @@ fn user_metadata(meta: &ObjectMeta) -> HashMap<String, String> {
 }
 
 /// Cuts the payload stream into parts of a fixed size (the last one shorter).
+///
+/// A part is gathered in memory of its own (an anonymous mapping) that goes back to
+/// the system as soon as the part has been sent. From the heap, multi-MiB buffers
+/// freed on other threads stay cached by the allocator, and resident memory creeps up
+/// by tens of MiB per upload; the mapping keeps it at what is really in flight.
 struct PartReader {
     payload: Payload,
     /// What the last chunk held beyond the previous part.
@@ -216,8 +221,9 @@ struct PartReader {
 impl PartReader {
     /// The next part: `size` bytes, fewer at the end, empty once the payload has ended.
     async fn next_part(&mut self, size: usize) -> Result<Bytes> {
-        let mut buf = BytesMut::new();
-        while buf.len() < size {
+        let mut buf: Option<memmap2::MmapMut> = None;
+        let mut len = 0;
+        while len < size {
             let chunk = match self.carry.take() {
                 Some(c) => c,
                 None => match self.payload.next().await {
@@ -225,7 +231,10 @@ impl PartReader {
                     None => break,
                 },
             };
-            if buf.is_empty() && chunk.len() >= size {
+            if chunk.is_empty() {
+                continue;
+            }
+            if len == 0 && chunk.len() >= size {
                 // A chunk as large as a part: no copy.
                 let mut chunk = chunk;
                 let rest = chunk.split_off(size);
@@ -234,18 +243,23 @@ impl PartReader {
                 }
                 return Ok(chunk);
             }
-            if buf.capacity() == 0 {
-                buf.reserve(size);
-            }
-            let room = size - buf.len();
-            if chunk.len() > room {
-                buf.extend_from_slice(&chunk[..room]);
-                self.carry = Some(chunk.slice(room..));
-            } else {
-                buf.extend_from_slice(&chunk);
+            let map = match &mut buf {
+                Some(m) => m,
+                None => buf.insert(memmap2::MmapMut::map_anon(size).map_err(|e| {
+                    Error::Internal(format!("cannot map {size} bytes for an upload part: {e}"))
+                })?),
+            };
+            let n = chunk.len().min(size - len);
+            map[len..len + n].copy_from_slice(&chunk[..n]);
+            len += n;
+            if n < chunk.len() {
+                self.carry = Some(chunk.slice(n..));
             }
         }
-        Ok(buf.freeze())
+        Ok(match buf {
+            Some(map) => Bytes::from_owner(map).slice(..len),
+            None => Bytes::new(),
+        })
     }
 
     /// Whether the payload has ended (reads ahead one chunk when it must).
@@ -326,13 +340,11 @@ impl Drop for Leftovers {
     }
 }
 
-/// Aborts the multipart upload and deletes the payload and sidecar, if sent. Parts
+/// Aborts the multipart upload and deletes the payload and sidecar, if sent. A part
 /// still arriving when the abort lands may be kept by some stores, so the abort is
-/// repeated once they had time to finish (S3's own advice).
+/// repeated in the background once such parts had time to finish (S3's own advice).
 async fn remove(client: Client, bucket: String, key: String, upload_id: Option<String>, sidecar_sent: bool, object_sent: bool) {
     if let Some(id) = &upload_id {
-        abort(&client, &bucket, &key, id).await;
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         abort(&client, &bucket, &key, id).await;
     }
     let mut keys = Vec::new();
@@ -348,6 +360,12 @@ async fn remove(client: Client, bucket: String, key: String, upload_id: Option<S
         }
     }
     tracing::info!(key = %key, bucket = %bucket, "removed an unfinished upload");
+    if let Some(id) = upload_id {
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            abort(&client, &bucket, &key, &id).await;
+        });
+    }
 }
 
 pub(super) async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &str) {
