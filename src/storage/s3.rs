@@ -53,6 +53,8 @@ pub struct S3Options {
     pub create_buckets: bool,
     pub stale_upload_after: Duration,
     pub multipart_copy_threshold: u64,
+    /// Sign request payloads (SigV4): over plain HTTP only, see `upload.rs`.
+    pub sign_payloads: bool,
 }
 
 impl S3Options {
@@ -118,6 +120,7 @@ impl S3Options {
             create_buckets: c.s3_create_buckets,
             stale_upload_after: Duration::from_secs(c.s3_stale_upload_secs),
             multipart_copy_threshold,
+            sign_payloads: c.s3_endpoint_url.as_deref().is_some_and(|u| u.starts_with("http://")),
         })
     }
 }
@@ -408,4 +411,41 @@ where
     R: std::fmt::Debug,
 {
     Error::StorageUnavailable(format!("S3, {what}: {}", DisplayErrorContext(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &[&str], largest: u64) -> Result<S3Options, String> {
+        let mut v = vec!["gw", "--storage-driver", "s3"];
+        v.extend_from_slice(args);
+        S3Options::from_config(&Config::from_args(v).unwrap(), largest)
+    }
+
+    #[test]
+    fn defaults_are_the_original_buckets_and_8_mib_parts() {
+        let o = options(&[], 100 << 20).unwrap();
+        assert_eq!(o.quarantine, "insights-upload-quarantine");
+        assert_eq!((o.part_size, o.max_inflight_parts), (8 << 20, 4));
+        assert!(o.create_buckets && o.credentials.is_none() && !o.sign_payloads);
+        assert_eq!(o.region, "us-east-1");
+        let o = options(&["--s3-create-buckets", "false", "--s3-endpoint-url", "http://127.0.0.1:3900"], 1).unwrap();
+        assert!(!o.create_buckets && o.sign_payloads);
+    }
+
+    #[test]
+    fn bad_settings_say_what_to_fix() {
+        let err = |args: &[&str], largest| options(args, largest).unwrap_err();
+        assert!(err(&["--s3-part-size", "1MiB"], 1).contains("S3_PART_SIZE"));
+        assert!(err(&["--s3-perm", "insights-upload-quarantine"], 1).contains("three different buckets"));
+        assert!(err(&["--s3-reject", "Bad_Bucket"], 1).contains("S3_REJECT"));
+        assert!(err(&["--s3-max-inflight-parts", "0"], 1).contains("S3_MAX_INFLIGHT_PARTS"));
+        assert!(err(&["--s3-access-key-id", "k"], 1).contains("both or neither"));
+        assert!(err(&["--s3-endpoint-url", "127.0.0.1:3900"], 1).contains("S3_ENDPOINT_URL"));
+        // 100 GiB in 8 MiB parts is 12800 parts: more than S3 allows.
+        let e = err(&[], 100 << 30);
+        assert!(e.contains("10000 parts") && e.contains("10737419"), "{e}");
+        assert!(options(&["--s3-part-size", "16MiB"], 100 << 30).is_ok());
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
 
-use super::{sidecar, status, unavailable, upload::abort};
+use super::{sidecar, unavailable, upload::abort};
 use crate::error::Result;
 use crate::pipeline::request_id;
 
@@ -86,39 +86,40 @@ impl Sweeper {
         }
     }
 
+    /// Sidecars whose payload never became visible. One listing holds both: sidecars
+    /// (`.meta/...`) sort before payloads, so a payload completed while the listing
+    /// runs is still seen.
     async fn remove_orphan_sidecars(&self, bucket: &str, cutoff: SystemTime) -> Result<usize> {
-        let mut n = 0;
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(".meta/")
-            .into_paginator()
-            .send();
+        let mut old_sidecars = Vec::new();
+        let mut payloads = std::collections::HashSet::new();
+        let mut pages = self.client.list_objects_v2().bucket(bucket).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| unavailable(&format!("listing {bucket}"), e))?;
             for o in page.contents() {
-                let Some(key) = o.key().and_then(|k| k.strip_prefix(".meta/")?.strip_suffix(".json")) else {
-                    continue;
-                };
-                let written = o.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
-                if !written.is_some_and(|t| t < cutoff) {
-                    continue;
+                let Some(k) = o.key() else { continue };
+                match k.strip_prefix(".meta/").and_then(|k| k.strip_suffix(".json")) {
+                    Some(key) => {
+                        let written = o.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
+                        if written.is_some_and(|t| t < cutoff) {
+                            old_sidecars.push(key.to_string());
+                        }
+                    }
+                    None => {
+                        payloads.insert(k.to_string());
+                    }
                 }
-                match self.client.head_object().bucket(bucket).key(key).send().await {
-                    Ok(_) => continue,
-                    Err(e) if status(&e) == Some(404) => {}
-                    Err(e) => return Err(unavailable(&format!("{key} in {bucket}"), e)),
-                }
-                self.client
-                    .delete_object()
-                    .bucket(bucket)
-                    .key(sidecar(key))
-                    .send()
-                    .await
-                    .map_err(|e| unavailable(&format!("deleting the meta of {key} in {bucket}"), e))?;
-                n += 1;
             }
+        }
+        let mut n = 0;
+        for key in old_sidecars.iter().filter(|k| !payloads.contains(*k)) {
+            self.client
+                .delete_object()
+                .bucket(bucket)
+                .key(sidecar(key))
+                .send()
+                .await
+                .map_err(|e| unavailable(&format!("deleting the meta of {key} in {bucket}"), e))?;
+            n += 1;
         }
         Ok(n)
     }

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_s3::client::customize::CustomizableOperation;
+use aws_sdk_s3::operation::{put_object::PutObjectOutput, upload_part::UploadPartOutput};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -80,7 +82,7 @@ async fn single(
         .set_metadata(Some(user_metadata(meta)))
         .body(S3Body::from(body))
         .customize()
-        .disable_payload_signing()
+        .disable_payload_signing_if(!s.options.sign_payloads)
         .send()
         .await
         .map_err(|e| unavailable(&format!("storing {} in {bucket}", meta.request_id), e))?;
@@ -113,6 +115,7 @@ async fn multipart(
     left.upload_id = Some(upload_id.clone());
 
     let max_inflight = s.options.max_inflight_parts;
+    let unsigned = !s.options.sign_payloads;
     let part_size = s.options.part_size;
     let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
     let mut done = Vec::new();
@@ -150,7 +153,7 @@ async fn multipart(
         in_flight.spawn(async move {
             let out = req
                 .customize()
-                .disable_payload_signing()
+                .disable_payload_signing_if(unsigned)
                 .send()
                 .await
                 .map_err(|e| unavailable(&what, e))?;
@@ -382,5 +385,24 @@ pub(super) async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &
         Err(e) if super::status(&e) == Some(404) => {}
         Err(e) => tracing::warn!(key, bucket, error = %unavailable("aborting an upload", e),
             "could not abort an unfinished upload; the sweep will retry"),
+    }
+}
+
+/// Payload signing hashes every byte a second time (SigV4's sha256). Over TLS it adds
+/// nothing (TLS and the request checksum already guard the bytes), so it is skipped
+/// there; over plain HTTP it is what keeps the bytes from being altered on the way.
+trait UnsignedOverTls {
+    fn disable_payload_signing_if(self, yes: bool) -> Self;
+}
+
+impl<E, B> UnsignedOverTls for CustomizableOperation<PutObjectOutput, E, B> {
+    fn disable_payload_signing_if(self, yes: bool) -> Self {
+        if yes { self.disable_payload_signing() } else { self }
+    }
+}
+
+impl<E, B> UnsignedOverTls for CustomizableOperation<UploadPartOutput, E, B> {
+    fn disable_payload_signing_if(self, yes: bool) -> Self {
+        if yes { self.disable_payload_signing() } else { self }
     }
 }
