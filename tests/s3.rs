@@ -252,6 +252,42 @@ async fn a_verdict_is_applied_from_storage_alone_after_a_restart() {
     assert_eq!(fetch(av["url"].as_str().unwrap()).await, (200, sha256_hex(&body), body.len()));
 }
 
+#[tokio::test]
+async fn what_a_crash_left_in_quarantine_is_swept_at_start_up() {
+    let env = S3Env::from_test_env();
+    let b = Buckets::unique("sweep");
+    let c = env.client();
+    spawn_app(&as_strs(&s3_flags(&env, &b, &[]))).await.app.stop().await.unwrap(); // makes the buckets
+
+    // A crashed gateway's unfinished upload with a part, and a sidecar whose payload
+    // never became visible; also an upload that is not the gateway's (not a request id).
+    let q = b.quarantine.as_str();
+    let crashed = c.create_multipart_upload().bucket(q).key("crashed-1").send().await.unwrap();
+    c.upload_part()
+        .bucket(q)
+        .key("crashed-1")
+        .upload_id(crashed.upload_id().unwrap())
+        .part_number(1)
+        .body(pseudo_random(1000, 9).into())
+        .send()
+        .await
+        .unwrap();
+    c.put_object().bucket(q).key(".meta/crashed-2.json").body(b"{}".to_vec().into()).send().await.unwrap();
+    let foreign = c.create_multipart_upload().bucket(q).key("not/ours").send().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Just begun, as if by another replica that is still running.
+    let fresh = c.create_multipart_upload().bucket(q).key("fresh-1").send().await.unwrap();
+
+    let _t = spawn_app(&as_strs(&s3_flags(&env, &b, &["--s3-stale-upload-secs", "4"]))).await;
+    let mut left = unfinished_uploads(&c, q).await;
+    left.sort();
+    assert_eq!(left, vec!["fresh-1", "not/ours"]);
+    assert!(all_keys(&c, q).await.is_empty());
+    for (key, up) in [("not/ours", foreign), ("fresh-1", fresh)] {
+        c.abort_multipart_upload().bucket(q).key(key).upload_id(up.upload_id().unwrap()).send().await.unwrap();
+    }
+}
+
 /// The announce topic has nothing more for this group within a second.
 async fn nothing_announced(t: &TestApp, group: &str) {
     let mut sub = t.app.queue().subscribe("platform.upload.testareno", group).await.unwrap();
