@@ -116,17 +116,17 @@ impl S3Storage {
             .map_err(|e| Error::Internal(format!("meta of {key} in {name}: {e}")))
     }
 
-    async fn write_meta(&self, bucket: &str, meta: &ObjectMeta) -> Result<()> {
+    async fn write_meta(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Result<()> {
         let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
         self.client
             .put_object()
             .bucket(bucket)
-            .key(sidecar(&meta.request_id))
+            .key(sidecar(key))
             .content_type("application/json")
             .body(S3Body::from(json))
             .send()
             .await
-            .map_err(|e| unavailable(&format!("writing meta of {} in {bucket}", meta.request_id), e))?;
+            .map_err(|e| unavailable(&format!("writing meta of {key} in {bucket}"), e))?;
         Ok(())
     }
 

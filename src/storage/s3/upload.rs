@@ -37,9 +37,9 @@ pub(super) async fn put(
     let result = async {
         let first = reader.next_part(part_size).await?;
         if reader.at_end().await? {
-            single(s, &name, &mut meta, first, &mut reader, &mut left).await
+            single(s, &name, key, &mut meta, first, &mut reader, &mut left).await
         } else {
-            multipart(s, &name, &mut meta, first, &mut reader, &mut left).await
+            multipart(s, &name, key, &mut meta, first, &mut reader, &mut left).await
         }
     }
     .await;
@@ -63,6 +63,7 @@ pub(super) async fn put(
 async fn single(
     s: &S3Storage,
     bucket: &str,
+    key: &str,
     meta: &mut ObjectMeta,
     body: Bytes,
     reader: &mut PartReader,
@@ -72,12 +73,12 @@ async fn single(
     meta.size = size;
     meta.sha256 = sha256;
     left.sidecar = true;
-    s.write_meta(bucket, meta).await?;
+    s.write_meta(bucket, key, meta).await?;
     left.object = true;
     s.client
         .put_object()
         .bucket(bucket)
-        .key(&meta.request_id)
+        .key(key)
         .content_type(&meta.content_type)
         .set_metadata(Some(user_metadata(meta)))
         .body(S3Body::from(body))
@@ -85,19 +86,20 @@ async fn single(
         .disable_payload_signing_if(!s.options.sign_payloads)
         .send()
         .await
-        .map_err(|e| unavailable(&format!("storing {} in {bucket}", meta.request_id), e))?;
+        .map_err(|e| unavailable(&format!("storing {key} in {bucket}"), e))?;
     Ok(())
 }
 
 async fn multipart(
     s: &S3Storage,
     bucket: &str,
+    key: &str,
     meta: &mut ObjectMeta,
     first: Bytes,
     reader: &mut PartReader,
     left: &mut Leftovers,
 ) -> Result<()> {
-    let key = meta.request_id.clone();
+    let key = key.to_string();
     let created = s
         .client
         .create_multipart_upload()
@@ -170,7 +172,7 @@ async fn multipart(
     meta.size = size;
     meta.sha256 = sha256;
     left.sidecar = true;
-    s.write_meta(bucket, meta).await?;
+    s.write_meta(bucket, &key, meta).await?;
 
     done.sort_by_key(|p| p.part_number());
     left.object = true;
