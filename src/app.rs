@@ -16,7 +16,7 @@ use crate::config::{Config, Settings, StorageDriver};
 use crate::metrics::Metrics;
 use crate::pipeline::{links::Links, Pipeline};
 use crate::queue::{kafka::KafkaQueue, memory::MemoryQueue, Queue};
-use crate::storage::{local::LocalDisk, Storage};
+use crate::storage::{local::LocalDisk, s3::{S3Options, S3Storage}, Storage};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -156,7 +156,11 @@ async fn open_storage(config: &Config, settings: &Settings) -> anyhow::Result<Ar
                 .await
                 .map_err(|e| anyhow::anyhow!("local storage in {}: {e}", settings.data_dir.display()))?,
         )),
-        StorageDriver::S3 => anyhow::bail!("STORAGE_DRIVER=s3 is not available in this build yet"),
+        StorageDriver::S3 => {
+            let largest = settings.service_limits.values().copied().fold(settings.default_limit, u64::max);
+            let options = S3Options::from_config(config, largest).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+            Ok(Arc::new(S3Storage::open(options).await.map_err(|e| anyhow::anyhow!("S3 storage: {e}"))?))
+        }
     }
 }
 

@@ -34,6 +34,38 @@ pub struct Config {
     pub s3_perm: String,
     #[arg(long, env = "S3_REJECT", default_value = "insights-upload-rejected")]
     pub s3_reject: String,
+    /// S3: endpoint of an S3-compatible store (path-style addressing is used with it).
+    /// Unset: AWS S3 itself.
+    #[arg(long, env = "S3_ENDPOINT_URL")]
+    pub s3_endpoint_url: Option<String>,
+    /// S3: region to sign for.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// S3: access key. Unset: the standard AWS credential chain (AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY, profile, web identity, container, instance).
+    #[arg(long, env = "S3_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    /// S3: secret key, with --s3-access-key-id.
+    #[arg(long, env = "S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// S3: part size of multipart uploads (5MiB to 5GiB); payloads up to this size go
+    /// up in one PutObject. Memory per upload is at most part size x (parts in flight + 1).
+    #[arg(long, env = "S3_PART_SIZE", default_value = "8MiB")]
+    pub s3_part_size: String,
+    /// S3: parts of one upload sent at once.
+    #[arg(long, env = "S3_MAX_INFLIGHT_PARTS", default_value_t = 4)]
+    pub s3_max_inflight_parts: usize,
+    /// S3: create the three buckets at start-up when missing.
+    #[arg(long, env = "S3_CREATE_BUCKETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub s3_create_buckets: bool,
+    /// S3: an unfinished multipart upload in quarantine older than this many seconds is
+    /// abandoned (a crash left it) and is aborted.
+    #[arg(long, env = "S3_STALE_UPLOAD_SECS", default_value_t = 3600)]
+    pub s3_stale_upload_secs: u64,
+    /// S3: objects larger than this are copied between buckets with UploadPartCopy
+    /// (S3 cannot CopyObject more than 5 GiB).
+    #[arg(long, env = "S3_MULTIPART_COPY_THRESHOLD", default_value = "5GiB", hide = true)]
+    pub s3_multipart_copy_threshold: String,
     /// Kafka bootstrap servers (`host:port,...`). Unset: the in-process queue.
     #[arg(long = "kafka-brokers", env = "KAFKAMQ")]
     pub kafka_brokers: Option<String>,

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::pipeline::Payload;
 
 pub mod local;
+pub mod s3;
 
 /// The three buckets of the original service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,6 +12,8 @@ use upload_gateway::{App, Config};
 
 pub use upload_gateway::grpc::pb;
 
+pub mod s3;
+
 /// A gateway running in this process, with its data in a temporary folder.
 pub struct TestApp {
     pub app: App,

@@ -1,0 +1,321 @@
+//! Storage on S3 or an S3-compatible store (aws-sdk-s3).
+//!
+//! ```text
+//! <bucket>/<key>               the payload; visible only once whole
+//! <bucket>/.meta/<key>.json    its ObjectMeta (the record the verdict path reads)
+//! ```
+//! The meta lives in a small sidecar object rather than in user metadata: S3 caps user
+//! metadata at 2 KB (an identity header can be larger), and a multipart upload learns
+//! its size and sha256 only at the end. Keys are request ids, which never start with
+//! '.' nor hold a '/', so sidecars cannot clash with payloads.
+//!
+//! Order keeps "a payload is never visible without its meta": the sidecar is written
+//! before the payload becomes visible (PutObject, or CompleteMultipartUpload), copied
+//! before the payload is copied, and deleted after it.
+
+use std::time::Duration;
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_sdk_s3::Client;
+use futures_util::StreamExt;
+
+use super::{Bucket, ByteStream, ObjectMeta, Storage};
+use crate::error::{Error, Result};
+use crate::pipeline::Payload;
+
+mod copy;
+mod options;
+mod parts;
+mod sweep;
+mod upload;
+
+pub use options::S3Options;
+
+/// S3's most parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+/// Chunk size when reading a payload back.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long readiness waits for S3.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct S3Storage {
+    client: Client,
+    options: S3Options,
+}
+
+impl S3Storage {
+    /// Builds the client and, when configured to, creates missing buckets.
+    pub async fn open(options: S3Options) -> Result<Self> {
+        let client = client(&options).await;
+        let storage = S3Storage { client, options };
+        if storage.options.create_buckets {
+            for b in Bucket::ALL {
+                storage.ensure_bucket(b).await?;
+            }
+        }
+        Ok(storage)
+    }
+
+    /// The client (tests and tools reach the same store with it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn name(&self, bucket: Bucket) -> &str {
+        match bucket {
+            Bucket::Quarantine => &self.options.quarantine,
+            Bucket::Perm => &self.options.perm,
+            Bucket::Reject => &self.options.reject,
+        }
+    }
+
+    async fn ensure_bucket(&self, bucket: Bucket) -> Result<()> {
+        let name = self.name(bucket);
+        match self.client.head_bucket().bucket(name).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => return Err(unavailable(&format!("bucket {name}"), e)),
+        }
+        let mut create = self.client.create_bucket().bucket(name);
+        if self.options.region != "us-east-1" {
+            use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+            create = create.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.options.region.as_str()))
+                    .build(),
+            );
+        }
+        match create.send().await {
+            Ok(_) => {
+                tracing::info!(bucket = name, "created bucket");
+                Ok(())
+            }
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(e) => Err(unavailable(&format!("creating bucket {name}"), e)),
+        }
+    }
+
+    /// The sidecar of a payload, or `None` when absent.
+    async fn read_meta(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
+        let name = self.name(bucket);
+        let out = match self.client.get_object().bucket(name).key(sidecar(key)).send().await {
+            Ok(o) => o,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(unavailable(&format!("meta of {key} in {name}"), e)),
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::StorageUnavailable(format!("meta of {key} in {name}: {e}")))?
+            .into_bytes();
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("meta of {key} in {name}: {e}")))
+    }
+
+    async fn write_meta(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Result<()> {
+        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(sidecar(key))
+            .content_type("application/json")
+            .body(S3Body::from(json))
+            .send()
+            .await
+            .map_err(|e| unavailable(&format!("writing meta of {key} in {bucket}"), e))?;
+        Ok(())
+    }
+
+    async fn exists(&self, bucket: Bucket, key: &str) -> Result<bool> {
+        let name = self.name(bucket);
+        match self.client.head_object().bucket(name).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(unavailable(&format!("{key} in {name}"), e)),
+        }
+    }
+
+    async fn delete_key(&self, bucket: &str, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| unavailable(&format!("deleting {key} in {bucket}"), e))?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for S3Storage {
+    async fn put(&self, bucket: Bucket, key: &str, meta: ObjectMeta, payload: Payload) -> Result<ObjectMeta> {
+        upload::put(self, bucket, key, meta, payload).await
+    }
+
+    async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
+        let (exists, meta) = tokio::join!(self.exists(bucket, key), self.read_meta(bucket, key));
+        if !exists? {
+            return Ok(None);
+        }
+        let meta = meta?;
+        if meta.is_none() {
+            tracing::warn!(key, bucket = self.name(bucket), "object without its meta; ignoring it");
+        }
+        Ok(meta)
+    }
+
+    async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()> {
+        copy::copy(self, from, to, key).await
+    }
+
+    async fn delete(&self, bucket: Bucket, key: &str) -> Result<()> {
+        let name = self.name(bucket);
+        self.delete_key(name, key).await?;
+        self.delete_key(name, &sidecar(key)).await
+    }
+
+    async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
+        let Some(meta) = self.read_meta(bucket, key).await? else {
+            return Ok(None);
+        };
+        let name = self.name(bucket);
+        let out = match self.client.get_object().bucket(name).key(key).send().await {
+            Ok(o) => o,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(unavailable(&format!("{key} in {name}"), e)),
+        };
+        let reader = out.body.into_async_read();
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK)
+            .map(|r| r.map_err(|e| Error::StorageUnavailable(format!("reading from S3: {e}"))));
+        Ok(Some((meta, Box::pin(stream))))
+    }
+
+    async fn presign(&self, bucket: Bucket, key: &str, ttl: Duration) -> Result<Option<String>> {
+        let config = PresigningConfig::expires_in(ttl)
+            .map_err(|e| Error::Internal(format!("URL expiry {ttl:?}: {e}")))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(self.name(bucket))
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| unavailable("presigning a URL", e))?;
+        Ok(Some(req.uri().to_string()))
+    }
+
+    async fn list(&self, bucket: Bucket) -> Result<Vec<String>> {
+        let name = self.name(bucket);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(name)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable(&format!("listing {name}"), e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    if !k.starts_with('.') && !k.contains('/') {
+                        keys.push(k.to_string());
+                    }
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn check(&self) -> Result<()> {
+        let heads = Bucket::ALL.map(|b| {
+            let name = self.name(b).to_string();
+            let req = self.client.head_bucket().bucket(name.clone()).send();
+            async move { req.await.map_err(|e| unavailable(&format!("bucket {name}"), e)) }
+        });
+        let all = futures_util::future::try_join_all(heads);
+        match tokio::time::timeout(CHECK_TIMEOUT, all).await {
+            Ok(r) => r.map(drop),
+            Err(_) => Err(Error::StorageUnavailable(format!(
+                "S3 did not answer within {} s",
+                CHECK_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn recover(&self) -> Result<()> {
+        let o = &self.options;
+        let buckets = vec![o.quarantine.clone(), o.perm.clone(), o.reject.clone()];
+        let sweeper = sweep::Sweeper::new(self.client.clone(), buckets, o.stale_upload_after);
+        sweeper.sweep().await?;
+        tokio::spawn(sweeper.run_periodically());
+        Ok(())
+    }
+}
+
+async fn client(o: &S3Options) -> Client {
+    use aws_config::timeout::TimeoutConfig;
+    use aws_config::{BehaviorVersion, Region};
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(o.region.clone()))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                // Until the response starts, the request's body included (one part).
+                .read_timeout(Duration::from_secs(120))
+                .build(),
+        );
+    if let Some((key, secret)) = &o.credentials {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            key.clone(),
+            secret.clone(),
+            None,
+            None,
+            "upload-gateway-config",
+        ));
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+    if let Some(url) = &o.endpoint_url {
+        builder = builder.endpoint_url(url).force_path_style(true);
+    }
+    Client::from_conf(builder.build())
+}
+
+/// Where a payload's meta is kept.
+fn sidecar(key: &str) -> String {
+    format!(".meta/{key}.json")
+}
+
+/// The HTTP status S3 answered with, if it answered.
+fn status<E, R>(e: &SdkError<E, R>) -> Option<u16>
+where
+    R: HasStatus,
+{
+    e.raw_response().map(HasStatus::status_code)
+}
+
+trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// Any S3 failure that is not "not found": the storage is unavailable, retry later.
+fn unavailable<E, R>(what: &str, e: SdkError<E, R>) -> Error
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    Error::StorageUnavailable(format!("S3, {what}: {}", DisplayErrorContext(&e)))
+}

@@ -1,0 +1,126 @@
+//! What a crash leaves behind on S3, removed: multipart uploads nobody will finish,
+//! and sidecars of payloads that never became visible. An upload still running on
+//! another replica looks the same, so only what is older than the stale age goes.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::Client;
+
+use super::{sidecar, unavailable, upload::abort};
+use crate::error::Result;
+use crate::pipeline::request_id;
+
+pub(super) struct Sweeper {
+    client: Client,
+    /// Every bucket (unfinished uploads and copies); the first is quarantine.
+    buckets: Vec<String>,
+    stale_after: Duration,
+}
+
+impl Sweeper {
+    pub fn new(client: Client, buckets: Vec<String>, stale_after: Duration) -> Self {
+        Sweeper {
+            client,
+            buckets,
+            stale_after,
+        }
+    }
+
+    /// Sweeps now, then again every half stale age, for as long as the runtime lives.
+    pub async fn run_periodically(self) {
+        let every = (self.stale_after / 2).max(Duration::from_secs(60));
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = %e, "sweeping unfinished S3 uploads failed; will try again");
+            }
+        }
+    }
+
+    pub async fn sweep(&self) -> Result<()> {
+        let cutoff = SystemTime::now() - self.stale_after;
+        let mut aborted = 0;
+        for bucket in &self.buckets {
+            aborted += self.abort_stale_uploads(bucket, cutoff).await?;
+        }
+        let removed = self.remove_orphan_sidecars(&self.buckets[0], cutoff).await?;
+        if aborted + removed > 0 {
+            tracing::info!(aborted, removed, "removed what unfinished S3 uploads left");
+        }
+        Ok(())
+    }
+
+    async fn abort_stale_uploads(&self, bucket: &str, cutoff: SystemTime) -> Result<usize> {
+        let mut n = 0;
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| unavailable(&format!("listing unfinished uploads in {bucket}"), e))?;
+            for u in page.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else { continue };
+                // Only the gateway's own: keys that are request ids.
+                if !request_id::is_valid(key) {
+                    continue;
+                }
+                let started = u.initiated().and_then(|t| SystemTime::try_from(*t).ok());
+                if started.is_some_and(|t| t < cutoff) {
+                    abort(&self.client, bucket, key, id).await;
+                    n += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(n);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Sidecars whose payload never became visible. One listing holds both: sidecars
+    /// (`.meta/...`) sort before payloads, so a payload completed while the listing
+    /// runs is still seen.
+    async fn remove_orphan_sidecars(&self, bucket: &str, cutoff: SystemTime) -> Result<usize> {
+        let mut old_sidecars = Vec::new();
+        let mut payloads = std::collections::HashSet::new();
+        let mut pages = self.client.list_objects_v2().bucket(bucket).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable(&format!("listing {bucket}"), e))?;
+            for o in page.contents() {
+                let Some(k) = o.key() else { continue };
+                match k.strip_prefix(".meta/").and_then(|k| k.strip_suffix(".json")) {
+                    Some(key) => {
+                        let written = o.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
+                        if written.is_some_and(|t| t < cutoff) {
+                            old_sidecars.push(key.to_string());
+                        }
+                    }
+                    None => {
+                        payloads.insert(k.to_string());
+                    }
+                }
+            }
+        }
+        let mut n = 0;
+        for key in old_sidecars.iter().filter(|k| !payloads.contains(*k)) {
+            self.client
+                .delete_object()
+                .bucket(bucket)
+                .key(sidecar(key))
+                .send()
+                .await
+                .map_err(|e| unavailable(&format!("deleting the meta of {key} in {bucket}"), e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

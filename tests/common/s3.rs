@@ -1,0 +1,179 @@
+//! The real S3 server (Garage) in tests: its address and keys, unique buckets per
+//! test, an independent client to look at what the gateway stored, and a private
+//! server for tests that stop it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::Client;
+
+use super::required_env;
+
+/// Where the S3 server is and how to sign for it.
+#[derive(Debug, Clone)]
+pub struct S3Env {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+impl S3Env {
+    /// The server `scripts/test` started (TEST_S3_*).
+    pub fn from_test_env() -> S3Env {
+        S3Env {
+            endpoint: required_env("TEST_S3_ENDPOINT"),
+            access_key: required_env("TEST_S3_ACCESS_KEY"),
+            secret_key: required_env("TEST_S3_SECRET_KEY"),
+            region: std::env::var("TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        }
+    }
+
+    /// A client of its own, not the gateway's, to check what was stored.
+    pub fn client(&self) -> Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(&self.access_key, &self.secret_key, None, None, "tests"))
+            .build();
+        Client::from_conf(conf)
+    }
+}
+
+/// Three bucket names no other test uses.
+#[derive(Debug, Clone)]
+pub struct Buckets {
+    pub quarantine: String,
+    pub perm: String,
+    pub reject: String,
+}
+
+impl Buckets {
+    pub fn unique(tag: &str) -> Buckets {
+        let n = &uuid::Uuid::new_v4().simple().to_string()[..12];
+        Buckets {
+            quarantine: format!("ugw-{tag}-{n}-q"),
+            perm: format!("ugw-{tag}-{n}-p"),
+            reject: format!("ugw-{tag}-{n}-r"),
+        }
+    }
+}
+
+/// The gateway flags for S3 storage on these buckets, plus `extra`.
+pub fn s3_flags(env: &S3Env, b: &Buckets, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--storage-driver", "s3",
+        "--s3-endpoint-url", &env.endpoint,
+        "--s3-region", &env.region,
+        "--s3-access-key-id", &env.access_key,
+        "--s3-secret-access-key", &env.secret_key,
+        "--s3-quarantine", &b.quarantine,
+        "--s3-perm", &b.perm,
+        "--s3-reject", &b.reject,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+pub fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Every key in a bucket (payloads and sidecars).
+pub async fn all_keys(c: &Client, bucket: &str) -> Vec<String> {
+    let out = c.list_objects_v2().bucket(bucket).send().await.expect("list objects");
+    let mut keys: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect();
+    keys.sort();
+    keys
+}
+
+/// The keys of unfinished multipart uploads in a bucket.
+pub async fn unfinished_uploads(c: &Client, bucket: &str) -> Vec<String> {
+    let out = c.list_multipart_uploads().bucket(bucket).send().await.expect("list multipart uploads");
+    out.uploads().iter().filter_map(|u| u.key().map(str::to_string)).collect()
+}
+
+/// Whether a key exists.
+pub async fn exists(c: &Client, bucket: &str, key: &str) -> bool {
+    match c.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => true,
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => false,
+        Err(e) => panic!("head {bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)),
+    }
+}
+
+/// The gateway's record of a payload (its sidecar), as JSON.
+pub async fn stored_meta(c: &Client, bucket: &str, key: &str) -> Option<serde_json::Value> {
+    let out = c.get_object().bucket(bucket).key(format!(".meta/{key}.json")).send().await.ok()?;
+    let bytes = out.body.collect().await.ok()?.into_bytes();
+    Some(serde_json::from_slice(&bytes).expect("the sidecar is JSON"))
+}
+
+/// A Garage server of the test's own, under its own state folder, for tests that stop
+/// and start S3 (the shared one stays up for the other tests). Stopped when dropped.
+pub struct PrivateGarage {
+    state: PathBuf,
+    pub env: S3Env,
+}
+
+impl PrivateGarage {
+    pub fn start() -> PrivateGarage {
+        let root = std::env::var("UPLOAD_GATEWAY_STATE").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+        let state = PathBuf::from(root).join(format!("private-{}", uuid::Uuid::new_v4().simple()));
+        let out = garage(&state, "start");
+        let vars: std::collections::HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
+        let env = S3Env {
+            endpoint: vars["S3_ENDPOINT_URL"].to_string(),
+            access_key: vars["AWS_ACCESS_KEY_ID"].to_string(),
+            secret_key: vars["AWS_SECRET_ACCESS_KEY"].to_string(),
+            region: vars["AWS_REGION"].to_string(),
+        };
+        PrivateGarage { state, env }
+    }
+
+    /// Kills the server, keeping its data and ports (an outage).
+    pub fn down(&self) {
+        garage(&self.state, "down");
+    }
+
+    /// Starts it again and waits until it is healthy.
+    pub fn up(&self) {
+        garage(&self.state, "up");
+    }
+}
+
+impl Drop for PrivateGarage {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .env("UPLOAD_GATEWAY_STATE", &self.state)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/garage.sh")
+}
+
+fn garage(state: &std::path::Path, cmd: &str) -> String {
+    let out = Command::new("bash")
+        .arg(script())
+        .arg(cmd)
+        .env("UPLOAD_GATEWAY_STATE", state)
+        .output()
+        .expect("bash runs scripts/garage.sh");
+    assert!(
+        out.status.success(),
+        "scripts/garage.sh {cmd} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
