@@ -28,7 +28,8 @@ pub enum Source {
 pub struct Fetcher {
     pub source: Source,
     pub http: reqwest::Client,
-    pub grpc: UploadGatewayClient<Channel>,
+    /// For gRPC `Download`; `None` when no gateway was given.
+    pub grpc: Option<UploadGatewayClient<Channel>>,
 }
 
 impl Fetcher {
@@ -70,9 +71,11 @@ impl Fetcher {
     }
 
     async fn download(&self, request_id: &str) -> anyhow::Result<Chunks> {
-        let stream = self
+        let mut grpc = self
             .grpc
             .clone()
+            .ok_or_else(|| anyhow::anyhow!("gRPC Download needs --gateway"))?;
+        let stream = grpc
             .download(pb::DownloadRequest {
                 request_id: request_id.to_string(),
             })

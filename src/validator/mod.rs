@@ -14,15 +14,17 @@ use crate::grpc::pb::{self, upload_gateway_client::UploadGatewayClient, verdict_
 
 pub mod check;
 mod fetch;
+mod kafka;
 
 pub use check::{Decision, Mode};
 pub use fetch::Source;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidateArgs {
-    /// The gateway, e.g. http://gateway:8080 (gRPC is on its one port).
+    /// The gateway, e.g. http://gateway:8080 (gRPC is on its one port). Needed with
+    /// `--via grpc`; with `--via kafka` only for `--download grpc`.
     #[arg(long, env = "UPLOAD_GATEWAY")]
-    pub gateway: String,
+    pub gateway: Option<String>,
     /// The service whose payloads to validate, e.g. testareno.
     #[arg(long)]
     pub service: String,
@@ -39,13 +41,16 @@ pub struct ValidateArgs {
     /// Where the payload bytes come from.
     #[arg(long, value_enum, default_value_t = Source::Auto)]
     pub download: Source,
+    /// With `--via kafka`: where Kafka is, and its topics.
+    #[command(flatten)]
+    pub kafka: kafka::KafkaArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Via {
     /// gRPC `Subscribe` and `ValidationResult` on the gateway's port.
     Grpc,
-    /// The announce and validation topics on Kafka (not available yet).
+    /// The announce and validation topics on Kafka, with rdkafka directly.
     Kafka,
 }
 
@@ -69,23 +74,17 @@ fn grpc_error(what: &str, s: tonic::Status) -> Stop {
 /// Runs until `--count` verdicts were acknowledged (forever without it),
 /// reconnecting when the gateway goes away.
 pub async fn run(args: ValidateArgs) -> anyhow::Result<()> {
-    if args.via == Via::Kafka {
-        anyhow::bail!(
-            "--via kafka is not available yet: the Kafka queue is still being built (issue #4); use --via grpc"
-        );
-    }
-    if !args.gateway.starts_with("http://") {
-        anyhow::bail!("--gateway {:?}: give an http:// URL, e.g. http://gateway:8080 (TLS is not supported by the validator yet)", args.gateway);
-    }
-    let endpoint = Endpoint::from_shared(args.gateway.clone())
-        .map_err(|e| anyhow::anyhow!("--gateway {:?}: {e}", args.gateway))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()?;
+    if args.via == Via::Kafka {
+        return kafka::run(&args, http).await;
+    }
+    let gateway = args
+        .gateway
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--gateway is required with --via grpc"))?;
+    let endpoint = endpoint(gateway)?;
     let mut done = 0u64;
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -108,6 +107,19 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The gateway's gRPC endpoint (plain http: the validator speaks no TLS yet).
+fn endpoint(gateway: &str) -> anyhow::Result<Endpoint> {
+    if !gateway.starts_with("http://") {
+        anyhow::bail!("--gateway {gateway:?}: give an http:// URL, e.g. http://gateway:8080 (TLS is not supported by the validator yet)");
+    }
+    Ok(Endpoint::from_shared(gateway.to_string())
+        .map_err(|e| anyhow::anyhow!("--gateway {gateway:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10)))
+}
+
 /// One connection: subscribe, and answer each announcement in turn.
 async fn session(
     args: &ValidateArgs,
@@ -118,12 +130,12 @@ async fn session(
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| Stop::Again(anyhow::anyhow!("cannot connect to {}: {e}", args.gateway)))?;
+        .map_err(|e| Stop::Again(anyhow::anyhow!("cannot connect to {:?}: {e}", args.gateway)))?;
     let mut client = UploadGatewayClient::new(channel).max_decoding_message_size(16 << 20);
     let fetcher = fetch::Fetcher {
         source: args.download,
         http: http.clone(),
-        grpc: client.clone(),
+        grpc: Some(client.clone()),
     };
     let (verdicts, rx) = mpsc::channel(16);
     let mut acks = client
@@ -138,7 +150,7 @@ async fn session(
         .await
         .map_err(|s| grpc_error("Subscribe", s))?
         .into_inner();
-    tracing::info!(gateway = %args.gateway, service = %args.service, verdict = ?args.verdict, "validating");
+    tracing::info!(gateway = ?args.gateway, service = %args.service, verdict = ?args.verdict, "validating");
     while let Some(a) = work
         .message()
         .await

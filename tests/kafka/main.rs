@@ -375,6 +375,32 @@ async fn a_validator_on_kafka_reads_the_service_topic_and_its_verdict_is_applied
     n.cleanup().await;
 }
 
+/// `upload-gateway validate --via kafka`: the built-in validator as a platform
+/// validator, reading the service topic and answering on the validation topic.
+#[tokio::test]
+async fn the_built_in_validator_works_over_kafka() {
+    let _broker = BROKER.read().await;
+    let n = Names::new("cli");
+    let t = spawn_app(&as_strs(&n.flags())).await;
+    let id = accepted_id(upload(&t, SVC, None, b"validated over kafka".to_vec()).await).await;
+    let group = format!("{}.cli", n.group);
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
+        .args([
+            "validate", "--via", "kafka", "--kafka-brokers", &brokers(), "--service", SVC,
+            "--verdict", "success", "--count", "1", "--announce-topic-prefix", &n.prefix,
+            "--validation-topic", &n.validation, "--group", &group,
+        ])
+        .env_remove("KAFKAMQ")
+        .output();
+    let out = tokio::time::timeout(WAIT * 2, run).await.expect("validator finished").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("request_id={id}")) && stdout.contains("verdict=success"), "{stdout}");
+    wait_file(t.data.path(), "perm", &id, WAIT).await;
+    t.app.stop().await.unwrap();
+    n.cleanup().await;
+}
+
 /// Work a gRPC subscriber took and left without a verdict goes to the next one.
 #[tokio::test]
 async fn work_left_by_a_grpc_subscriber_goes_to_the_next_one() {

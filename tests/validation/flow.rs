@@ -252,5 +252,5 @@ async fn the_built_in_validator_says_what_it_cannot_do() {
         .unwrap()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--kafka-brokers"));
 }
