@@ -5,10 +5,10 @@
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::consume::pause;
 use super::Pipeline;
 use crate::error::Result;
 use crate::messages::{now_rfc3339, Available, Validation, ValidationResult};
@@ -214,54 +214,20 @@ impl Pipeline {
     pub async fn run_verdict_consumer(self, shutdown: CancellationToken) {
         let topic = self.settings().topics.validation.clone();
         let group = self.settings().consumer_group.clone();
-        'outer: while !shutdown.is_cancelled() {
-            let mut sub = match self.inner.queue.subscribe(&topic, &group).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot subscribe to the validation topic; retrying");
-                    if pause(&shutdown, Duration::from_secs(1)).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
+        let (me, stop) = (&self, &shutdown);
+        self.consume(&topic, &group, &shutdown, |message| async move {
+            let mut backoff = Duration::from_millis(200);
             loop {
-                let item = tokio::select! {
-                    _ = shutdown.cancelled() => break 'outer,
-                    item = sub.next() => item,
-                };
-                let delivery = match item {
-                    None => break,
-                    Some(Err(e)) => {
-                        warn!(error = %e, "validation topic unreadable; retrying");
-                        if pause(&shutdown, Duration::from_secs(1)).await {
-                            break 'outer;
-                        }
-                        continue;
-                    }
-                    Some(Ok(d)) => d,
-                };
-                let mut backoff = Duration::from_millis(200);
-                loop {
-                    let report = self.apply_message(&delivery.message.payload).await;
-                    if report.outcome != Outcome::Retry {
-                        break;
-                    }
-                    if pause(&shutdown, backoff).await {
-                        break 'outer; // not acked: read again after the restart
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                let report = me.apply_message(&message.payload).await;
+                if report.outcome != Outcome::Retry {
+                    return true;
                 }
-                delivery.ack();
+                if pause(stop, backoff).await {
+                    return false; // not acked: read again after the restart
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-        }
-    }
-}
-
-/// Sleeps; true when shutdown came first.
-async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
+        })
+        .await
     }
 }

@@ -10,6 +10,7 @@ use crate::queue::Queue;
 use crate::storage::Storage;
 
 pub mod content_type;
+mod consume;
 mod decide;
 mod dispatch;
 pub mod identity;

@@ -1,9 +1,6 @@
 //! The status view of a replica among several on one broker: fed from the status
 //! topic as well as by this process's own milestones.
 
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::status::ORIGIN_HEADER;
@@ -18,41 +15,18 @@ impl Pipeline {
     pub async fn run_status_feed(self, shutdown: CancellationToken) {
         let topic = self.settings().topics.status.clone();
         let group = format!("{}.status.{}", self.settings().consumer_group, self.replica());
-        'outer: while !shutdown.is_cancelled() {
-            let mut sub = match self.inner.queue.subscribe(&topic, &group).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot subscribe to the status topic; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+        let me = &self;
+        self.consume(&topic, &group, &shutdown, |m| async move {
+            if m.header(ORIGIN_HEADER) != Some(me.replica()) {
+                match serde_json::from_slice::<PayloadStatus>(&m.payload) {
+                    Ok(event) => {
+                        me.inner.status.add_new(event);
                     }
+                    Err(e) => tracing::debug!(error = %e, "skipping an unreadable status message"),
                 }
-            };
-            loop {
-                let item = tokio::select! {
-                    _ = shutdown.cancelled() => break 'outer,
-                    item = sub.next() => item,
-                };
-                let delivery = match item {
-                    None => break,
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "status topic unreadable; retrying");
-                        continue;
-                    }
-                    Some(Ok(d)) => d,
-                };
-                let m = &delivery.message;
-                if m.header(ORIGIN_HEADER) != Some(self.replica()) {
-                    match serde_json::from_slice::<PayloadStatus>(&m.payload) {
-                        Ok(event) => {
-                            self.inner.status.add_new(event);
-                        }
-                        Err(e) => tracing::debug!(error = %e, "skipping an unreadable status message"),
-                    }
-                }
-                delivery.ack();
             }
-        }
+            true
+        })
+        .await;
     }
 }
