@@ -87,12 +87,18 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+        let (first_bytes_within, shutdown) = (settings.header_timeout, shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // hyper tells HTTP/1 from HTTP/2 by the first bytes, with no time limit of
+            // its own: a client that sends nothing (or half the HTTP/2 preface) would
+            // hold its connection forever.
+            tokio::select! {
+                sent = first_bytes(&stream, first_bytes_within) => if !sent { return },
+                _ = shutdown.cancelled() => return,
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -105,4 +111,23 @@ pub async fn serve(
         tracing::warn!("drain timeout passed with requests still in flight");
     }
     Ok(())
+}
+
+/// Waits until the client has sent enough to tell HTTP/1 from HTTP/2 (a byte that
+/// leaves the HTTP/2 preface, or the whole preface); false when it closes or takes
+/// longer than `within`.
+async fn first_bytes(stream: &tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    let sniff = async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                // Part of the preface so far: peek returns at once while bytes wait.
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(within, sniff).await.unwrap_or(false)
 }
