@@ -562,6 +562,14 @@ fn cases() -> Vec<Case> {
             once(good_post(&format!("x-rh-identity: {}\r\n", "A".repeat(16 * 1024 + 4)))),
             Status(400, "at most"),
         ),
+        case(
+            "an identity whose JSON holds invalid UTF-8 in a field it ignores",
+            once(good_post(&format!(
+                "x-rh-identity: {}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(b"{\"identity\":{\"org_id\":\"1\",\"x\":{\"\xff\xff\":1}}}")
+            ))),
+            Status(400, "UTF-8"),
+        ),
         case("an identity that is not UTF-8", once(good_post("x-rh-identity: \u{ff}\u{fe}\r\n")), Status(400, "x-rh-identity")),
         // Metadata.
         case("metadata nested 10,000 deep", once(post("", &form(&[good_file(), metadata_part(&nested(10_000))]))), Status(400, "metadata")),

@@ -50,7 +50,11 @@ pub fn decode(raw: &str) -> Result<Identity, Error> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(raw.trim())
         .map_err(|e| Error::bad_request(format!("x-rh-identity is not valid base64: {e}")))?;
-    let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
+    // serde skips ignored fields without checking their UTF-8: check it all first
+    // (JSON is UTF-8; the header travels on to consumers that decode it whole).
+    let json = std::str::from_utf8(&bytes)
+        .map_err(|e| Error::bad_request(format!("x-rh-identity is not UTF-8 JSON: {e}")))?;
+    let env: Envelope = serde_json::from_str(json).map_err(|e| {
         Error::bad_request(format!(
             "x-rh-identity is not a JSON object with an \"identity\" object: {e}"
         ))
@@ -115,6 +119,10 @@ mod tests {
             b64(r#"{"no_identity":1}"#),
             b64(r#"{"identity":{"org_id":["x"]}}"#),
             "A".repeat(MAX_IDENTITY_LEN + 1),
+            // Found by the identity fuzz target: invalid UTF-8 inside a field the
+            // decoder ignores was accepted.
+            base64::engine::general_purpose::STANDARD
+                .encode(b"{\"identity\":{\"org_id\":\"1\",\"x\":{\"\xff\xff\":1}}}"),
         ] {
             assert!(matches!(decode(&raw), Err(Error::BadRequest(_))), "{raw:.40}");
         }
