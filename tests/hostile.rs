@@ -570,6 +570,11 @@ fn cases() -> Vec<Case> {
             ))),
             Status(400, "UTF-8"),
         ),
+        case(
+            "an identity that is an array holding the identity",
+            once(good_post(&format!("x-rh-identity: {}\r\n", b64(r#"[{"org_id":"5"}]"#)))),
+            Status(400, "identity"),
+        ),
         case("an identity that is not UTF-8", once(good_post("x-rh-identity: \u{ff}\u{fe}\r\n")), Status(400, "x-rh-identity")),
         // Metadata.
         case("metadata nested 10,000 deep", once(post("", &form(&[good_file(), metadata_part(&nested(10_000))]))), Status(400, "metadata")),
