@@ -34,7 +34,7 @@ fn addr_of(gw: &GatewayProcess) -> SocketAddr {
 
 /// A REST upload whose file part arrives a piece at a time; returns the status line
 /// and body of the answer.
-async fn slow_rest_upload(addr: SocketAddr, id: String) -> Result<String, String> {
+async fn slow_rest_upload(addr: SocketAddr, id: String, started: Arc<AtomicUsize>) -> Result<String, String> {
     let data = payload(&id);
     let head = format!(
         "--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.tgz\"\r\nContent-Type: {ADVISOR}\r\n\r\n"
@@ -47,6 +47,7 @@ async fn slow_rest_upload(addr: SocketAddr, id: String) -> Result<String, String
          Content-Type: multipart/form-data; boundary={B}\r\nContent-Length: {len}\r\n\r\n{head}"
     );
     s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    started.fetch_add(1, Ordering::SeqCst);
     for piece in data.chunks(PIECE) {
         tokio::time::sleep(GAP).await;
         s.write_all(piece).await.map_err(|e| format!("{id}: writing: {e}"))?;
@@ -65,7 +66,7 @@ async fn slow_rest_upload(addr: SocketAddr, id: String) -> Result<String, String
 }
 
 /// A gRPC upload whose chunks arrive a piece at a time.
-async fn slow_grpc_upload(base: String, id: String) -> Result<String, String> {
+async fn slow_grpc_upload(base: String, id: String, started: Arc<AtomicUsize>) -> Result<String, String> {
     let data = payload(&id);
     let header = UploadRequest {
         part: Some(Part::Header(UploadHeader {
@@ -76,8 +77,11 @@ async fn slow_grpc_upload(base: String, id: String) -> Result<String, String> {
         })),
     };
     let chunks = futures_util::stream::unfold(0, move |i| {
-        let data = data.clone();
+        let (data, started) = (data.clone(), started.clone());
         async move {
+            if i == 0 {
+                started.fetch_add(1, Ordering::SeqCst); // the call is open and sending
+            }
             if i == PIECES {
                 return None;
             }
@@ -117,23 +121,28 @@ async fn sigterm_drains_20_slow_uploads_refuses_new_connections_and_exits_0() {
     let mut gw = GatewayProcess::start(data.path(), &["--drain-timeout-secs", &drain]);
     let addr = addr_of(&gw);
 
-    let finished = Arc::new(AtomicUsize::new(0));
+    let (started, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut uploads = Vec::new();
     for i in 0..20 {
-        let finished = finished.clone();
+        let (started, finished) = (started.clone(), finished.clone());
         let (base, id) = (gw.base.clone(), format!("drain-{i:02}"));
         uploads.push(tokio::spawn(async move {
             let r = if i % 4 == 3 {
-                slow_grpc_upload(base, id.clone()).await.map(|got| format!("grpc-accepted {got}"))
+                slow_grpc_upload(base, id.clone(), started).await.map(|got| format!("grpc-accepted {got}"))
             } else {
-                slow_rest_upload(addr, id.clone()).await
+                slow_rest_upload(addr, id.clone(), started).await
             };
             finished.fetch_add(1, Ordering::SeqCst);
             (id, r)
         }));
     }
     // Every upload is sending its body when the signal comes.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while started.load(Ordering::SeqCst) < 20 {
+        assert!(Instant::now() < deadline, "the 20 uploads did not all start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal("TERM");
     let signalled = Instant::now();
 

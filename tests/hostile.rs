@@ -763,7 +763,16 @@ async fn over_concurrency_limit(t: &TestApp, also: &mut Vec<String>) -> Seen {
             String::from_utf8_lossy(&resp).to_string()
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Every route counts against the limit: once /healthz is refused, the held
+    // uploads have all the permits.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while client.get(t.url("/healthz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 503 {
+        if Instant::now() > deadline {
+            return Seen::Hung("the held uploads never filled the concurrency limit".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let seen = match raw::exchange(t.app.addr(), vec![Step::Write(good_post(""))], PATIENCE).await {
         raw::Exchange { answer: Answer::Http { status, head, body }, after, sent_when_answered, script_len } => {
             Seen::Http { status, head, body, after, sent: sent_when_answered, meant: script_len }
