@@ -19,6 +19,9 @@ pub enum Error {
     /// The payload passed its service's size limit.
     #[error("Payload too large: more than {limit} bytes for service {service}. Should not exceed {limit} bytes")]
     TooLarge { service: String, limit: u64 },
+    /// One protocol message (a gRPC message) is over its size limit.
+    #[error("message too large: {0}")]
+    MessageTooLarge(String),
     /// The request itself is malformed; the text says how.
     #[error("{0}")]
     BadRequest(String),
@@ -60,7 +63,7 @@ impl Error {
             Error::UploadFieldNotFound
             | Error::UnsupportedMediaType
             | Error::UnsupportedService { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooLarge { .. } | Error::MessageTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BadRequest(_) | Error::ClientGone(_) => StatusCode::BAD_REQUEST,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -80,7 +83,7 @@ impl Error {
             | Error::UnsupportedMediaType
             | Error::UnsupportedService { .. }
             | Error::BadRequest(_) => Code::InvalidArgument,
-            Error::TooLarge { .. } => Code::ResourceExhausted,
+            Error::TooLarge { .. } | Error::MessageTooLarge(_) => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Forbidden(_) => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,
@@ -105,6 +108,7 @@ impl Error {
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::UnsupportedService { .. } => "unsupported_service",
             Error::TooLarge { .. } => "too_large",
+            Error::MessageTooLarge(_) => "message_too_large",
             Error::BadRequest(_) => "bad_request",
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Forbidden(_) => "forbidden",

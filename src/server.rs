@@ -91,9 +91,16 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
-        let handshake_timeout = settings.header_timeout;
+        let (handshake_timeout, shutdown) = (settings.header_timeout, shutdown.clone());
         let tls = tls.clone();
         tokio::spawn(async move {
+            // hyper tells HTTP/1 from HTTP/2 by the first bytes, with no time limit of
+            // its own: a client that sends nothing (or half the HTTP/2 preface) would
+            // hold its connection forever. (A TLS ClientHello passes at once.)
+            tokio::select! {
+                sent = first_bytes(&stream, handshake_timeout) => if !sent { return },
+                _ = shutdown.cancelled() => return,
+            }
             let result = match tls {
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -158,4 +165,23 @@ async fn watch_readiness(
             last = Some(status);
         }
     }
+}
+
+/// Waits until the client has sent enough to tell HTTP/1 from HTTP/2 (a byte that
+/// leaves the HTTP/2 preface, or the whole preface); false when it closes or takes
+/// longer than `within`.
+async fn first_bytes(stream: &tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    let sniff = async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                // Part of the preface so far: peek returns at once while bytes wait.
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(within, sniff).await.unwrap_or(false)
 }

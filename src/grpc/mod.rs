@@ -42,6 +42,18 @@ fn metadata_str(req_meta: &tonic::metadata::MetadataMap, name: &str) -> Result<O
         .transpose()
 }
 
+/// What a failed upload stream means: the client went away, sent a message over the
+/// size limit (tonic says OutOfRange, or ResourceExhausted when decompressing), or
+/// sent something that is not an upload message.
+fn stream_error(s: Status) -> Error {
+    use tonic::Code;
+    match s.code() {
+        Code::Cancelled => Error::ClientGone(s.message().to_string()),
+        Code::OutOfRange | Code::ResourceExhausted => Error::MessageTooLarge(s.message().to_string()),
+        _ => Error::bad_request(format!("upload stream failed: {}", s.message())),
+    }
+}
+
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -55,10 +67,12 @@ impl UploadGateway for GatewayService {
         let identity = metadata_str(request.metadata(), "x-rh-identity")?;
         let request_id = metadata_str(request.metadata(), "x-rh-insights-request-id")?;
         let mut stream = request.into_inner();
-        let first = stream
-            .next()
+        let idle = self.pipeline.settings().body_idle_timeout;
+        let first = tokio::time::timeout(idle, stream.next())
             .await
-            .ok_or_else(|| Status::invalid_argument("the stream ended before its header"))??;
+            .map_err(|_| Error::Timeout(format!("the upload stream stalled for {} s before its header", idle.as_secs())))?
+            .ok_or_else(|| Status::invalid_argument("the stream ended before its header"))?
+            .map_err(stream_error)?;
         let Some(Part::Header(h)) = first.part else {
             return Err(Status::invalid_argument("the first message must carry the header"));
         };
@@ -74,8 +88,7 @@ impl UploadGateway for GatewayService {
         let chunks = stream.map(|m| match m {
             Ok(pb::UploadRequest { part: Some(Part::Chunk(bytes)) }) => Ok(bytes),
             Ok(_) => Err(Error::bad_request("after the header, every message must carry a chunk")),
-            Err(s) if s.code() == tonic::Code::Cancelled => Err(Error::ClientGone(s.message().to_string())),
-            Err(s) => Err(Error::bad_request(format!("upload stream failed: {}", s.message()))),
+            Err(s) => Err(stream_error(s)),
         });
         let staged = self.pipeline.store(header, Box::pin(chunks)).await?;
         let r = staged.announce().await?;
@@ -271,9 +284,27 @@ pub fn routes(pipeline: Pipeline) -> (tonic_health::server::HealthReporter, axum
         .add_service(gateway)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    // The fallback is set after the gRPC-Web layer, which answers any other HTTP/1
+    // request with an empty 400: an unknown REST path is a 404.
     let router = routes
         .prepare()
         .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new());
+        .layer(tonic_web::GrpcWebLayer::new())
+        .fallback(unknown_path);
     (health, router)
+}
+
+/// No route: gRPC's Unimplemented to a gRPC client, 404 to anyone else.
+async fn unknown_path(req: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        Status::unimplemented(format!("no method {}", req.uri().path())).into_http()
+    } else {
+        Error::NotFound(format!("no such path: {}", req.uri().path())).into_response()
+    }
 }

@@ -50,11 +50,22 @@ pub fn decode(raw: &str) -> Result<Identity, Error> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(raw.trim())
         .map_err(|e| Error::bad_request(format!("x-rh-identity is not valid base64: {e}")))?;
-    let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
+    // serde skips ignored fields without checking their UTF-8: check it all first
+    // (JSON is UTF-8; the header travels on to consumers that decode it whole).
+    let json = std::str::from_utf8(&bytes)
+        .map_err(|e| Error::bad_request(format!("x-rh-identity is not UTF-8 JSON: {e}")))?;
+    let not_an_identity = |why: String| {
         Error::bad_request(format!(
-            "x-rh-identity is not a JSON object with an \"identity\" object: {e}"
+            "x-rh-identity is not a JSON object with an \"identity\" object: {why}"
         ))
-    })?;
+    };
+    // The shape first: serde would also read a struct from an array (`[[]]`).
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| not_an_identity(e.to_string()))?;
+    let internal = &value["identity"]["internal"];
+    if !value["identity"].is_object() || !(internal.is_null() || internal.is_object()) {
+        return Err(not_an_identity("identity (and identity.internal) must be objects".into()));
+    }
+    let env: Envelope = serde_json::from_value(value).map_err(|e| not_an_identity(e.to_string()))?;
     let account_number = text(env.identity.account_number, "identity.account_number")?;
     let org_id = match text(env.identity.org_id, "identity.org_id")? {
         Some(o) => Some(o),
@@ -115,6 +126,14 @@ mod tests {
             b64(r#"{"no_identity":1}"#),
             b64(r#"{"identity":{"org_id":["x"]}}"#),
             "A".repeat(MAX_IDENTITY_LEN + 1),
+            // Found by the identity fuzz target: invalid UTF-8 inside a field the
+            // decoder ignores was accepted.
+            base64::engine::general_purpose::STANDARD
+                .encode(b"{\"identity\":{\"org_id\":\"1\",\"x\":{\"\xff\xff\":1}}}"),
+            // Found by the identity fuzz target: serde read the envelope from arrays.
+            b64("[[]]"),
+            b64(r#"[{"org_id":"5"}]"#),
+            b64(r#"{"identity":{"internal":["5"]}}"#),
         ] {
             assert!(matches!(decode(&raw), Err(Error::BadRequest(_))), "{raw:.40}");
         }

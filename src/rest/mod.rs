@@ -7,6 +7,7 @@ use axum::Router;
 use crate::app::AppState;
 
 mod download;
+mod form_guard;
 mod info;
 mod upload;
 

@@ -8,12 +8,15 @@ use axum::Json;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
 
+use super::form_guard::{Guarded, Taken};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::pipeline::{Staged, UploadHeader};
 
 /// Parts in one form, beyond which the request is refused.
 const MAX_PARTS: usize = 64;
+/// The longest boundary RFC 2046 allows.
+const MAX_BOUNDARY: usize = 70;
 
 pub async fn upload(State(app): State<AppState>, req: Request) -> Response {
     match take_upload(&app, req).await {
@@ -63,7 +66,15 @@ async fn take_upload(app: &AppState, req: Request) -> Result<crate::pipeline::Re
         Err(_) if !content_type.starts_with("multipart/") => return Err(Error::UploadFieldNotFound),
         Err(e) => return Err(Error::bad_request(format!("malformed multipart content type: {e}"))),
     };
-    let body = req.into_body().into_data_stream();
+    if boundary.len() > MAX_BOUNDARY {
+        return Err(Error::bad_request(format!(
+            "the multipart boundary is {} characters; at most {MAX_BOUNDARY} are allowed",
+            boundary.len()
+        )));
+    }
+    let taken = Taken::default();
+    let idle = app.pipeline.settings().body_idle_timeout;
+    let body = Guarded::new(req.into_body().into_data_stream(), taken.clone(), idle);
     let mut form = multer::Multipart::new(body, boundary);
 
     let mut staged: Option<(Staged, bool)> = None; // (payload, came from the legacy `upload` part)
@@ -79,7 +90,7 @@ async fn take_upload(app: &AppState, req: Request) -> Result<crate::pipeline::Re
             "file" | "upload" => {
                 let legacy = name == "upload";
                 if matches!(staged, Some((_, true))) {
-                    drain(&mut field).await?; // `upload` wins over a later `file`
+                    drain(&mut field, &taken).await?; // `upload` wins over a later `file`
                     continue;
                 }
                 if let Some((earlier, _)) = staged.take() {
@@ -95,14 +106,15 @@ async fn take_upload(app: &AppState, req: Request) -> Result<crate::pipeline::Re
                     file_name: field.file_name().map(str::to_string),
                     ..base.clone()
                 };
-                let bytes = field.map_err(malformed);
+                let taken = taken.clone();
+                let bytes = field.inspect_ok(move |b| taken.add(b.len())).map_err(malformed);
                 staged = Some((app.pipeline.store(header, Box::pin(bytes)).await?, legacy));
             }
             "metadata" => {
-                let raw = read_small(&mut field, app.pipeline.settings().metadata_limit).await?;
+                let raw = read_small(&mut field, app.pipeline.settings().metadata_limit, &taken).await?;
                 metadata = Some(app.pipeline.parse_metadata(&raw)?);
             }
-            _ => drain(&mut field).await?,
+            _ => drain(&mut field, &taken).await?,
         }
     }
     let (mut staged, _) = staged.ok_or(Error::UploadFieldNotFound)?;
@@ -114,16 +126,21 @@ async fn take_upload(app: &AppState, req: Request) -> Result<crate::pipeline::Re
 
 fn malformed(e: multer::Error) -> Error {
     match e {
-        multer::Error::StreamReadFailed(e) => Error::ClientGone(e.to_string()),
+        // The guard's own refusals (stalled, unbounded headers) come back through multer.
+        multer::Error::StreamReadFailed(e) => match e.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(e) => Error::ClientGone(e.to_string()),
+        },
         e => Error::bad_request(format!("malformed multipart body: {e}")),
     }
 }
 
 /// Reads a small part whole, refusing it past `limit` bytes.
-async fn read_small(field: &mut multer::Field<'static>, limit: usize) -> Result<Vec<u8>> {
+async fn read_small(field: &mut multer::Field<'static>, limit: usize, taken: &Taken) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     while let Some(chunk) = field.next().await {
         let chunk = chunk.map_err(malformed)?;
+        taken.add(chunk.len());
         if buf.len() + chunk.len() > limit {
             return Err(Error::bad_request(format!(
                 "the {} part is larger than {limit} bytes",
@@ -136,7 +153,7 @@ async fn read_small(field: &mut multer::Field<'static>, limit: usize) -> Result<
 }
 
 /// Skips a part the gateway does not use, within the same small limit.
-async fn drain(field: &mut multer::Field<'static>) -> Result<()> {
-    read_small(field, 1 << 20).await.map(drop)
+async fn drain(field: &mut multer::Field<'static>, taken: &Taken) -> Result<()> {
+    read_small(field, 1 << 20, taken).await.map(drop)
 }
 
