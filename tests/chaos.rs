@@ -76,6 +76,8 @@ struct Tally {
     /// its delivery report did not reach the gateway in time (Kafka outages).
     refused_announced: Vec<String>,
     unknown: Vec<String>,
+    /// How the unknown ones ended: stored and announced, stored only, neither.
+    unknown_ends: (usize, usize, usize),
     lost: Vec<String>,
 }
 
@@ -86,7 +88,7 @@ impl Tally {
             "chaos {name}: seed {} · {} uploads from {CLIENTS} clients (REST+gRPC) in {:.0?} · faults: {} gateway kills, {} Kafka outages, {} S3 outages\n\
              answered 2xx:                {}\n  of those stored+announced:  {}\n\
              refused (explicit 4xx/5xx):  {}\n  of those left stored:       {}\n  of those announced anyway (not stored): {}\n\
-             unknown (no answer):         {}\n\
+             unknown (no answer):         {} (stored+announced {}, stored only {}, neither {})\n\
              LOST (2xx not stored+announced): {}",
             run.seed,
             run.uploads,
@@ -100,6 +102,9 @@ impl Tally {
             self.refused_left.len(),
             self.refused_announced.len(),
             self.unknown.len(),
+            self.unknown_ends.0,
+            self.unknown_ends.1,
+            self.unknown_ends.2,
             self.lost.len(),
         );
         if !self.refused_left.is_empty() {
@@ -254,7 +259,7 @@ async fn drive(run: &Run, gateway: Gateway, cloud: Option<Arc<Cloud>>) -> (Vec<(
         // Uploads go on during the fault, up to a window more.
         allowed.store(answered.load(Ordering::Relaxed) + window, Ordering::Relaxed);
         let outage = Duration::from_millis(rng.range(500, 3000));
-        eprintln!("chaos: {fault:?} after {} answers (outage {outage:?})", answered.load(Ordering::Relaxed));
+        eprintln!("chaos: {fault:?} after {} answers", answered.load(Ordering::Relaxed));
         match fault {
             Fault::KillGateway => {
                 gateway.kill();
@@ -320,7 +325,14 @@ fn tally(
                     t.refused_announced.push(format!("{id} ({why})"));
                 }
             }
-            Outcome::Unknown(why) => t.unknown.push(format!("{id} ({why}; stored {s}, announced {a})")),
+            Outcome::Unknown(why) => {
+                match (s, a) {
+                    (true, true) => t.unknown_ends.0 += 1,
+                    (true, false) => t.unknown_ends.1 += 1,
+                    _ => t.unknown_ends.2 += 1,
+                }
+                t.unknown.push(format!("{id} ({why}; stored {s}, announced {a})"))
+            }
         }
     }
     t
