@@ -222,11 +222,16 @@ EOF
 
 format_storage() {
     local cluster_id out
-    # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding. Like Kafka's
+    # own Uuid.randomUuid(), draw again when the id starts with '-': the tool's argument
+    # parser would take it for an option (one id in 64 did, and failed a CI run).
+    cluster_id=-
+    while [[ $cluster_id == -* ]]; do
+        cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
     echo "$cluster_id" >"$CLUSTER_ID_FILE"
     if ! out=$(java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$TOOLS_LOG4J_CONFIG" \
-            -cp "$LIB/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" 2>&1); then
+            -cp "$LIB/*" kafka.tools.StorageTool format --cluster-id="$cluster_id" --config="$CONFIG" 2>&1); then
         echo "$out" >&2
         die "formatting storage failed"
     fi
