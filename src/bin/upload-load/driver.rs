@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::payload::PayloadSource;
 use crate::stats::{Recorder, Report};
-use crate::{grpc, rest, Output, Protocol, RunArgs};
+use crate::{disk, grpc, rest, Output, Protocol, RunArgs};
 
 /// One upload at a time over its own connection (or its share of one).
 pub trait Uploader: Send + 'static {
@@ -47,10 +47,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let payload = PayloadSource::new(args.size, args.chunk);
     let connections = match args.protocol {
-        Protocol::Rest => args.concurrency,
+        Protocol::Rest | Protocol::Fsync => args.concurrency,
         Protocol::Grpc => args.connections.unwrap_or(args.concurrency).clamp(1, args.concurrency),
     };
-    let (rec, elapsed) = match args.protocol {
+    let (rec, elapsed, warmup_uploads) = match args.protocol {
         Protocol::Rest => {
             let target = Arc::new(rest::Target::parse(&args.target, &args.path)?);
             let body = rest::BodyMaker::new(&payload, &args.service);
@@ -68,8 +68,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .collect();
             drive(workers, &args).await
         }
+        Protocol::Fsync => {
+            let dir = disk::prepare(&args.target)?;
+            let bytes = payload.contiguous();
+            let workers = (0..args.concurrency).map(|_| disk::DiskWriter::new(dir.clone(), bytes.clone())).collect();
+            drive(workers, &args).await
+        }
     };
-    let report = report(&args, connections, rec, elapsed);
+    let mut report = report(&args, connections, rec, elapsed);
+    report.warmup_uploads = warmup_uploads;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&report)?),
         Output::Md => println!("{}\n{}", Report::markdown_header(), report.markdown_row()),
@@ -77,7 +84,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drive<U: Uploader>(workers: Vec<U>, args: &RunArgs) -> (Recorder, Duration) {
+/// What a run recorded: the measured uploads, how long they took, and how many
+/// uploads (successful or not) ran during the warm-up.
+async fn drive<U: Uploader>(workers: Vec<U>, args: &RunArgs) -> (Recorder, Duration, u64) {
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let duration = match (args.count, args.duration) {
@@ -94,27 +103,28 @@ async fn drive<U: Uploader>(workers: Vec<U>, args: &RunArgs) -> (Recorder, Durat
         .map(|mut u| {
             let plan = plan.clone();
             tokio::spawn(async move {
-                let mut rec = Recorder::default();
+                let (mut rec, mut warm) = (Recorder::default(), 0u64);
                 while let Some(measured) = plan.next() {
                     let t = Instant::now();
                     let r = u.upload().await;
-                    if measured {
-                        match r {
-                            Ok(()) => rec.ok(t.elapsed()),
-                            Err(kind) => rec.error(kind),
-                        }
+                    match (measured, r) {
+                        (false, _) => warm += 1,
+                        (true, Ok(())) => rec.ok(t.elapsed()),
+                        (true, Err(kind)) => rec.error(kind),
                     }
                 }
-                rec
+                (rec, warm)
             })
         })
         .collect();
-    let mut all = Recorder::default();
+    let (mut all, mut warm) = (Recorder::default(), 0);
     for t in tasks {
-        all.merge(t.await.expect("an upload worker panicked"));
+        let (rec, w) = t.await.expect("an upload worker panicked");
+        all.merge(rec);
+        warm += w;
     }
     let elapsed = Instant::now().saturating_duration_since(measure_from);
-    (all, elapsed)
+    (all, elapsed, warm)
 }
 
 fn report(args: &RunArgs, connections: usize, mut rec: Recorder, elapsed: Duration) -> Report {
@@ -139,5 +149,6 @@ fn report(args: &RunArgs, connections: usize, mut rec: Recorder, elapsed: Durati
         p90_ms: p90,
         p99_ms: p99,
         max_ms: max,
+        warmup_uploads: 0,
     }
 }

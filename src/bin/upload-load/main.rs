@@ -3,6 +3,7 @@
 //! ```text
 //! upload-load run --target http://127.0.0.1:8080 --protocol rest --concurrency 64 --size 10KiB --duration 10s
 //! upload-load run --target http://127.0.0.1:8080 --protocol grpc --size 1GiB --count 1
+//! upload-load run --target /tmp/d --protocol fsync --size 10KiB       # the disk's ceiling
 //! upload-load latency --target http://127.0.0.1:8080 --count 1000      # upload -> advertised
 //! upload-load serve-baseline --listen 127.0.0.1:0                      # bare hyper: read body, 202
 //! ```
@@ -15,6 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod baseline;
+mod disk;
 mod driver;
 mod grpc;
 mod latency;
@@ -51,6 +53,9 @@ enum Command {
 pub enum Protocol {
     Rest,
     Grpc,
+    /// No network: the disk's durable-write ceiling (temp file, fsync, rename, fsync
+    /// folder) in the folder --target.
+    Fsync,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -71,6 +71,8 @@ pub struct Report {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Uploads (successful or not) during the unmeasured warm-up.
+    pub warmup_uploads: u64,
 }
 
 impl Report {
