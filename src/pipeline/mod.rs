@@ -26,7 +26,7 @@ pub use decide::{Outcome, VerdictReport, VERDICT_GROUP};
 pub use dispatch::Work;
 pub use identity::Identity;
 pub use ingest::{Receipt, Staged, UploadHeader};
-pub use payload::{BodyStream, Payload};
+pub use payload::{BodyStream, Checks, Payload};
 pub use request_id::RequestId;
 pub use status::{StatusBook, TERMINAL};
 

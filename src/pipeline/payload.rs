@@ -40,7 +40,8 @@ enum State {
     Failed(Error),
 }
 
-pub(crate) struct Checks {
+/// What a [`Payload`] checks while the bytes arrive.
+pub struct Checks {
     pub service: String,
     pub limit: u64,
     pub expected_size: Option<u64>,
@@ -49,7 +50,7 @@ pub(crate) struct Checks {
 }
 
 impl Payload {
-    pub(crate) fn new(body: BodyStream, checks: Checks, metrics: Arc<Metrics>) -> Self {
+    pub fn new(body: BodyStream, checks: Checks, metrics: Arc<Metrics>) -> Self {
         Payload {
             body,
             service: checks.service,
