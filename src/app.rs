@@ -89,9 +89,11 @@ impl App {
         tokio::spawn(pipeline.clone().run_verdict_consumer(shutdown.child_token()));
         let (closing, ending) = (shutdown.clone(), pipeline.clone());
         tokio::spawn(async move { closing.cancelled().await; ending.end_streams() });
-        if settings.kafka.is_some() {
+        if let Some(kafka) = &settings.kafka {
             // Replicas share one broker: each builds its status view from the topic.
             tokio::spawn(pipeline.clone().run_status_feed(shutdown.child_token()));
+            // What a killed gateway stored but never announced gets announced.
+            tokio::spawn(pipeline.clone().run_quarantine_sweep(kafka.quarantine_sweep, shutdown.child_token()));
         }
         let server = tokio::spawn(crate::server::serve(
             listener,
@@ -158,7 +160,8 @@ async fn open_storage(config: &Config, settings: &Settings) -> anyhow::Result<Ar
         )),
         StorageDriver::S3 => {
             let largest = settings.service_limits.values().copied().fold(settings.default_limit, u64::max);
-            let options = S3Options::from_config(config, largest).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+            let mut options = S3Options::from_config(config, largest).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+            options.journal_dir = Some(settings.data_dir.join("s3-uploads"));
             Ok(Arc::new(S3Storage::open(options).await.map_err(|e| anyhow::anyhow!("S3 storage: {e}"))?))
         }
     }

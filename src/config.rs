@@ -79,6 +79,11 @@ pub struct Config {
     /// client gets 503 (and the stored payload is removed).
     #[arg(long, env = "KAFKA_PUBLISH_TIMEOUT_SECS", default_value_t = 10)]
     pub kafka_publish_timeout_secs: u64,
+    /// Kafka: seconds between two looks at quarantine for payloads stored but never
+    /// announced (the gateway was killed between the two); one with no status at two
+    /// looks in a row is announced. Longer than KAFKA_PUBLISH_TIMEOUT_SECS.
+    #[arg(long, env = "QUARANTINE_SWEEP_SECS", default_value_t = 60)]
+    pub quarantine_sweep_secs: u64,
     /// Extra librdkafka settings (SASL, TLS...), `key=value`; repeatable, or several
     /// in one value separated by commas (KAFKA_OPTIONS). A comma not followed by
     /// `key=` stays in the value (`debug=broker,topic`). They apply to every Kafka
@@ -198,6 +203,8 @@ pub struct KafkaSettings {
     pub partitions: i32,
     pub replication: i32,
     pub publish_timeout: Duration,
+    /// Between two looks for stored but unannounced payloads.
+    pub quarantine_sweep: Duration,
     /// Extra librdkafka settings, applied last.
     pub options: Vec<(String, String)>,
 }
@@ -373,6 +380,12 @@ impl Config {
         if self.kafka_publish_timeout_secs == 0 || self.kafka_publish_timeout_secs > 300 {
             return Err("KAFKA_PUBLISH_TIMEOUT_SECS: between 1 and 300".into());
         }
+        if self.quarantine_sweep_secs <= self.kafka_publish_timeout_secs || self.quarantine_sweep_secs > 86_400 {
+            return Err(format!(
+                "QUARANTINE_SWEEP_SECS: longer than KAFKA_PUBLISH_TIMEOUT_SECS ({}) and at most 86400",
+                self.kafka_publish_timeout_secs
+            ));
+        }
         let mut options = Vec::new();
         for item in self.kafka_options.iter().flat_map(|v| split_options(v)) {
             let item = item.trim();
@@ -396,6 +409,7 @@ impl Config {
             partitions: self.kafka_partitions,
             replication: self.kafka_replication,
             publish_timeout: Duration::from_secs(self.kafka_publish_timeout_secs),
+            quarantine_sweep: Duration::from_secs(self.quarantine_sweep_secs),
             options,
         }))
     }
@@ -538,6 +552,10 @@ mod tests {
         assert_eq!(k.partitions, -1);
         assert_eq!(k.options[1], ("sasl.mechanism".into(), "SCRAM-SHA-512".into()));
         assert_eq!(k.publish_timeout, Duration::from_secs(10));
+        assert_eq!(k.quarantine_sweep, Duration::from_secs(60));
+        // The sweep must wait longer than an announcement may take.
+        let c = Config::from_args(["gw", "--kafka-brokers", "b:1", "--kafka-publish-timeout-secs", "30", "--quarantine-sweep-secs", "30"]).unwrap();
+        assert!(c.settings().unwrap_err().contains("QUARANTINE_SWEEP_SECS: longer than KAFKA_PUBLISH_TIMEOUT_SECS (30)"));
         let c = Config::from_args([
             "gw",
             "--kafka-brokers",

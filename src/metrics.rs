@@ -12,6 +12,7 @@ pub struct Metrics {
     bytes_received: AtomicU64,
     bytes_stored: AtomicU64,
     outbox_retries: AtomicU64,
+    reannounced: AtomicU64,
     store_seconds_sum_micros: AtomicU64,
     store_count: AtomicU64,
     labelled: Mutex<BTreeMap<(&'static str, String), u64>>,
@@ -60,6 +61,10 @@ impl Metrics {
         self.outbox_retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn reannounced(&self) {
+        self.reannounced.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn observe_store(&self, d: Duration) {
         self.store_seconds_sum_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
@@ -83,6 +88,7 @@ impl Metrics {
             ("upload_gateway_received_bytes_total", "Payload bytes read from clients.", &self.bytes_received),
             ("upload_gateway_stored_bytes_total", "Payload bytes of accepted uploads.", &self.bytes_stored),
             ("upload_gateway_outbox_retries_total", "Publishes retried after the 2xx (status messages).", &self.outbox_retries),
+            ("upload_gateway_reannounced_total", "Payloads found stored but unannounced in quarantine, and announced.", &self.reannounced),
         ];
         for (name, help, v) in plain {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));

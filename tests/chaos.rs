@@ -121,10 +121,12 @@ impl Tally {
         }
     }
 
-    /// Nothing accepted lost, nothing refused left in storage.
+    /// Nothing accepted lost, nothing refused left in storage, nothing stored left
+    /// unannounced (a kill between store and announce: the quarantine sweep announces it).
     fn assert_nothing_lost_nor_kept(&self) {
         assert!(self.lost.is_empty(), "accepted uploads lost: {:?}", self.lost);
         assert!(self.refused_left.is_empty(), "refused uploads left stored: {:?}", self.refused_left);
+        assert_eq!(self.unknown_ends.1, 0, "unanswered uploads left stored but never announced");
         assert!(self.accepted > 0, "no upload was accepted: the run measured nothing");
     }
 
@@ -353,6 +355,7 @@ async fn cloud_run(name: &str, run: Run) -> Tally {
             "--announce-topic-prefix", &cloud.prefix,
             "--consumer-group", &format!("chaos.{sfx}.gateway"),
             "--kafka-publish-timeout-secs", "3",
+            "--quarantine-sweep-secs", "4",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -381,7 +384,9 @@ async fn cloud_run(name: &str, run: Run) -> Tally {
     })
     .await;
     let s3 = cloud.garage.env.client();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Stored but unannounced payloads (a kill between the two) are announced by the
+    // quarantine sweep: two looks 4 s apart.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let t = loop {
         let (payloads, sidecars) = reconcile::s3_stored(&s3, &cloud.buckets.quarantine).await;
         let stored: BTreeSet<String> = payloads.intersection(&sidecars).cloned().collect();
@@ -389,7 +394,7 @@ async fn cloud_run(name: &str, run: Run) -> Tally {
         let (brokers, topic) = (cloud.kafka.brokers.clone(), format!("{}{SERVICE}", cloud.prefix));
         let announced = blocking(move || reconcile::topic_keys(&brokers, &topic)).await;
         let t = tally(&outcomes, &stored, &traces, &announced);
-        if (t.lost.is_empty() && t.refused_left.is_empty()) || Instant::now() > deadline {
+        if (t.lost.is_empty() && t.refused_left.is_empty() && t.unknown_ends.1 == 0) || Instant::now() > deadline {
             break t;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;

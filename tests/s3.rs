@@ -288,6 +288,48 @@ async fn what_a_crash_left_in_quarantine_is_swept_at_start_up() {
     }
 }
 
+/// Killed (SIGKILL) in the middle of a multipart upload: the restarted gateway aborts
+/// its own unfinished upload at once, long before the stale age (1 h here) would.
+#[tokio::test]
+async fn a_gateway_killed_mid_upload_aborts_its_own_unfinished_upload_when_it_starts_again() {
+    let env = S3Env::from_test_env();
+    let b = Buckets::unique("killed");
+    let c = env.client();
+    let data = tempfile::tempdir().unwrap();
+    let flags = s3_flags(&env, &b, &["--s3-part-size", "5MiB", "--max-length", "64MiB", "--s3-stale-upload-secs", "3600"]);
+    let gw = GatewayProcess::start(data.path(), &as_strs(&flags));
+
+    use tokio::io::AsyncWriteExt;
+    let mut sock = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://")).await.unwrap();
+    let head = "POST /api/ingress/v1/upload HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\
+                Content-Type: multipart/form-data; boundary=BnD\r\nx-rh-insights-request-id: killed-1\r\n\r\n";
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut chunks = vec![format!(
+        "--BnD\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.tgz\"\r\nContent-Type: {TESTARENO}\r\n\r\n"
+    )
+    .into_bytes()];
+    chunks.extend((0..16).map(|i| pseudo_random(MIB, 300 + i)));
+    for chunk in chunks {
+        sock.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
+        sock.write_all(&chunk).await.unwrap();
+        sock.write_all(b"\r\n").await.unwrap();
+    }
+    wait_for_multipart_upload(&c, &b.quarantine, "killed-1").await;
+    let mut gw = gw;
+    gw.signal("KILL");
+    let _ = gw.child.wait();
+    drop(sock);
+    drop(gw);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(unfinished_uploads(&c, &b.quarantine).await, ["killed-1"], "the kill left it unfinished");
+
+    let _again = GatewayProcess::start(data.path(), &as_strs(&flags));
+    assert!(unfinished_uploads(&c, &b.quarantine).await.is_empty(), "aborted at start-up");
+    assert!(all_keys(&c, &b.quarantine).await.is_empty(), "no object, no sidecar");
+    let journal: Vec<_> = std::fs::read_dir(data.path().join("s3-uploads")).unwrap().collect();
+    assert!(journal.is_empty(), "the journal is empty again");
+}
+
 /// The announce topic has nothing more for this group within a second.
 async fn nothing_announced(t: &TestApp, group: &str) {
     let mut sub = t.app.queue().subscribe("platform.upload.testareno", group).await.unwrap();

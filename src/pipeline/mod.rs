@@ -21,6 +21,7 @@ mod payload;
 pub mod request_id;
 pub mod status;
 mod status_feed;
+mod unannounced;
 
 pub use decide::{Outcome, VerdictReport, VERDICT_GROUP};
 pub use dispatch::Work;

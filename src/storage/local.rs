@@ -65,13 +65,11 @@ impl LocalDisk {
         )
     }
 
-    /// Writes a small file whole: temp, fsync, rename.
+    /// Writes a small file whole: temp, fsync, rename, fsync of the folder.
     async fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         let tmp = self.temp();
-        let mut f = tokio::fs::File::create(&tmp.0).await.map_err(io)?;
-        f.write_all(bytes).await.map_err(io)?;
-        f.sync_all().await.map_err(io)?;
-        tokio::fs::rename(&tmp.0, dest).await.map_err(io)?;
+        let (from, to, bytes) = (tmp.0.clone(), dest.to_path_buf(), bytes.to_vec());
+        blocking(move || write_synced(&from, &bytes, &to)).await?;
         tmp.keep();
         Ok(())
     }
@@ -316,13 +314,18 @@ async fn start_writeback(file: &tokio::fs::File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// Writes `bytes` to `tmp`, fsyncs it and renames it to `dest`.
+/// Writes `bytes` to `tmp`, fsyncs it, renames it to `dest` and fsyncs `dest`'s folder,
+/// so the rename itself survives a power loss (a meta must be durable before its object).
 fn write_synced(tmp: &Path, bytes: &[u8], dest: &Path) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(tmp, dest)
+    std::fs::rename(tmp, dest)?;
+    match dest.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 async fn sync_dir(path: &Path) -> Result<()> {

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::Payload;
 
 mod copy;
+mod journal;
 mod options;
 mod parts;
 mod sweep;
@@ -43,13 +44,15 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct S3Storage {
     client: Client,
     options: S3Options,
+    journal: Option<journal::Journal>,
 }
 
 impl S3Storage {
     /// Builds the client and, when configured to, creates missing buckets.
     pub async fn open(options: S3Options) -> Result<Self> {
         let client = client(&options).await;
-        let storage = S3Storage { client, options };
+        let journal = options.journal_dir.clone().map(journal::Journal::new);
+        let storage = S3Storage { client, options, journal };
         if storage.options.create_buckets {
             for b in Bucket::ALL {
                 storage.ensure_bucket(b).await?;
@@ -252,10 +255,50 @@ impl Storage for S3Storage {
     async fn recover(&self) -> Result<()> {
         let o = &self.options;
         let buckets = vec![o.quarantine.clone(), o.perm.clone(), o.reject.clone()];
+        if let Some(journal) = &self.journal {
+            self.abort_own_unfinished(journal).await;
+        }
         let sweeper = sweep::Sweeper::new(self.client.clone(), buckets, o.stale_upload_after);
         sweeper.sweep().await?;
         tokio::spawn(sweeper.run_periodically());
         Ok(())
+    }
+}
+
+impl S3Storage {
+    /// At start-up: aborts the multipart uploads an earlier life of this gateway left
+    /// unfinished (it was killed), and removes the sidecar of any that never became an
+    /// object. What cannot be aborted now stays noted, for the next start and the sweep.
+    async fn abort_own_unfinished(&self, journal: &journal::Journal) {
+        let mut aborted = 0;
+        for (path, e) in journal.entries().await {
+            let res = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&e.bucket)
+                .key(&e.key)
+                .upload_id(&e.upload_id)
+                .send()
+                .await;
+            match res {
+                Ok(_) => aborted += 1,
+                // Completed (the crash came after) or already aborted.
+                Err(err) if err.code() == Some("NoSuchUpload") || status(&err) == Some(404) => {}
+                Err(err) => {
+                    tracing::warn!(key = %e.key, bucket = %e.bucket, error = %unavailable("aborting", err),
+                        "cannot abort an unfinished upload now; will try again");
+                    continue;
+                }
+            }
+            let object = self.client.head_object().bucket(&e.bucket).key(&e.key).send().await;
+            if object.as_ref().is_err_and(|err| status(err) == Some(404)) {
+                let _ = self.client.delete_object().bucket(&e.bucket).key(sidecar(&e.key)).send().await;
+            }
+            journal::Journal::done(&path).await;
+        }
+        if aborted > 0 {
+            tracing::info!(aborted, "aborted the multipart uploads a killed gateway left unfinished");
+        }
     }
 }
 

@@ -37,6 +37,7 @@ async fn an_unacked_delivery_comes_back_and_nothing_past_it_is_committed() {
         partitions: 1,
         replication: -1,
         publish_timeout: Duration::from_secs(10),
+        quarantine_sweep: Duration::from_secs(60),
         options: vec![],
     };
     let q = KafkaQueue::new(&settings, &topic).unwrap();

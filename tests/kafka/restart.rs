@@ -68,3 +68,76 @@ async fn a_verdict_sent_while_the_gateway_was_killed_is_applied_once_after_resta
     drop(gw);
     n.cleanup().await;
 }
+
+/// Killed while the broker was to confirm an announcement: the payload is stored, its
+/// client got no answer, nothing is on the topic. The next gateway's quarantine sweep
+/// announces it, once; a payload announced before the kill is not announced again.
+#[tokio::test]
+async fn a_payload_stored_but_never_announced_before_a_kill_is_announced_after_restart() {
+    let _broker = BROKER.write().await;
+    let n = Names::new("unannounced");
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().to_path_buf();
+    let mut first = n.flags();
+    first.extend(["--kafka-publish-timeout-secs", "120", "--quarantine-sweep-secs", "600"].map(String::from));
+    let (p, f) = (path.clone(), first.clone());
+    let mut gw = tokio::task::spawn_blocking(move || start(&p, &f)).await.unwrap();
+    let http = reqwest::Client::new();
+    let before = accepted_id(upload_to(&http, &gw.base, SVC, None, b"announced before".to_vec()).await).await;
+    wait_records(&n.announce(SVC), &before, 1, WAIT).await;
+    wait_records(&n.status, &before, 2, WAIT).await;
+
+    // The broker goes away; an upload is stored and waits for its delivery report.
+    kafka_script(&["down"]).await;
+    let orphan = "stored-never-announced-1";
+    let body = b"stored, then the gateway was killed".repeat(1000);
+    let (base, b) = (gw.base.clone(), body.clone());
+    let client = tokio::spawn(async move { upload_to(&reqwest::Client::new(), &base, SVC, Some(orphan), b).await });
+    wait_file(&path, "quarantine", orphan, WAIT).await;
+    gw.signal("KILL");
+    let status = tokio::task::spawn_blocking(move || gw.child.wait().map(|s| (s, gw))).await.unwrap().unwrap();
+    assert!(!status.0.success());
+    drop(status.1);
+    // The client never got a 2xx (reqwest sees the connection close).
+    let answered = tokio::time::timeout(WAIT, client).await.expect("the client hears the connection close");
+    assert!(answered.is_err() || answered.as_ref().is_ok_and(|r| !r.status().is_success()));
+    kafka_script(&["up"]).await;
+    assert!(records_for(&n.announce(SVC), orphan).await.is_empty(), "nothing was announced before the restart");
+
+    let mut second = n.flags();
+    second.extend(["--kafka-publish-timeout-secs", "2", "--quarantine-sweep-secs", "3"].map(String::from));
+    let (p, f) = (path.clone(), second.clone());
+    let gw = tokio::task::spawn_blocking(move || start(&p, &f)).await.unwrap();
+    let recs = wait_records(&n.announce(SVC), orphan, 1, WAIT).await;
+    let ann = recs[0].json();
+    assert_eq!(ann["request_id"], orphan);
+    assert_eq!(ann["size"], body.len() as u64);
+    assert_eq!(ann["sha256"], sha256_hex(&body));
+    let fetched = http.get(ann["url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), body.as_slice());
+
+    // More sweeps pass: nothing is announced twice, the earlier payload not again.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(records_for(&n.announce(SVC), orphan).await.len(), 1, "announced once");
+    assert_eq!(records_for(&n.announce(SVC), &before).await.len(), 1, "an announced payload is left alone");
+    let metrics = http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "upload_gateway_reannounced_total 1"), "{metrics}");
+    let track: serde_json::Value = http
+        .get(format!("{}/api/ingress/v1/track/{orphan}", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(track["status"], "announced", "{track}");
+
+    // From here on it is a payload like any other: a verdict promotes it.
+    let v = Validator::new();
+    v.send(&n.validation, orphan, &json!({"request_id": orphan, "validation": "success"})).await;
+    wait_file(&path, "perm", orphan, WAIT).await;
+    assert_eq!(wait_records(&n.available, orphan, 1, WAIT).await.len(), 1);
+    drop(gw);
+    n.cleanup().await;
+}

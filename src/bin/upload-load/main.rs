@@ -6,6 +6,7 @@
 //! upload-load run --target /tmp/d --protocol fsync --size 10KiB       # the disk's ceiling
 //! upload-load latency --target http://127.0.0.1:8080 --count 1000      # upload -> advertised
 //! upload-load serve-baseline --listen 127.0.0.1:0                      # bare hyper: read body, 202
+//! upload-load s3-put --endpoint http://127.0.0.1:3900 --access-key .. --secret-key .. --bucket b --size 1GiB
 //! ```
 //! `run` reports uploads/s, MB/s (10^6 bytes of payload per second), p50/p90/p99
 //! latency and errors, as a Markdown row or one JSON line.
@@ -22,6 +23,7 @@ mod grpc;
 mod latency;
 mod payload;
 mod rest;
+mod s3put;
 mod stats;
 
 #[derive(Parser)]
@@ -47,6 +49,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Upload one payload straight to an S3 server with aws-sdk-s3 (multipart, the
+    /// gateway's part size and parts in flight): the baseline of P2 on S3.
+    S3Put(s3put::S3PutArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -138,6 +143,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(args) => driver::run(args).await,
             Command::Latency(args) => latency::run(args).await,
             Command::ServeBaseline { listen } => baseline::serve(listen).await,
+            Command::S3Put(args) => s3put::run(args).await,
         }
     });
     match result {

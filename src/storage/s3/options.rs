@@ -25,6 +25,9 @@ pub struct S3Options {
     pub multipart_copy_threshold: u64,
     /// Sign request payloads (SigV4): over plain HTTP only, see `upload.rs`.
     pub sign_payloads: bool,
+    /// Where this gateway notes its unfinished multipart uploads (`journal.rs`);
+    /// the app sets it to `<data>/s3-uploads`.
+    pub journal_dir: Option<std::path::PathBuf>,
 }
 
 impl S3Options {
@@ -91,6 +94,7 @@ impl S3Options {
             stale_upload_after: Duration::from_secs(c.s3_stale_upload_secs),
             multipart_copy_threshold,
             sign_payloads: c.s3_endpoint_url.as_deref().is_some_and(|u| u.starts_with("http://")),
+            journal_dir: None,
         })
     }
 }

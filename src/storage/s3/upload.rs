@@ -17,6 +17,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
+use super::journal::{Entry, Journal};
 use super::parts::PartReader;
 use super::{sidecar, unavailable, S3Storage, MAX_PARTS};
 use crate::error::{Error, Result};
@@ -46,6 +47,9 @@ pub(super) async fn put(
     match result {
         Ok(()) => {
             left.disarm();
+            if let Some(path) = left.journal.take() {
+                Journal::done(&path).await;
+            }
             Ok(meta)
         }
         // The payload's own failure: S3 is fine, so clean up before answering.
@@ -115,6 +119,10 @@ async fn multipart(
         .ok_or_else(|| Error::StorageUnavailable("S3 started an upload without an id".into()))?
         .to_string();
     left.upload_id = Some(upload_id.clone());
+    if let Some(journal) = &s.journal {
+        let entry = Entry { bucket: bucket.to_string(), key: key.clone(), upload_id: upload_id.clone() };
+        left.journal = journal.add(&entry).await;
+    }
 
     let max_inflight = s.options.max_inflight_parts;
     let unsigned = !s.options.sign_payloads;
@@ -217,6 +225,8 @@ struct Leftovers {
     upload_id: Option<String>,
     sidecar: bool,
     object: bool,
+    /// The upload's journal file, removed once it is aborted or complete.
+    journal: Option<std::path::PathBuf>,
     armed: bool,
 }
 
@@ -229,6 +239,7 @@ impl Leftovers {
             upload_id: None,
             sidecar: false,
             object: false,
+            journal: None,
             armed: true,
         }
     }
@@ -240,6 +251,9 @@ impl Leftovers {
     async fn remove_now(&mut self) {
         self.armed = false;
         remove(self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.take(), self.sidecar, self.object).await;
+        if let Some(path) = self.journal.take() {
+            Journal::done(&path).await;
+        }
     }
 }
 
@@ -248,7 +262,7 @@ impl Drop for Leftovers {
         if !self.armed || (self.upload_id.is_none() && !self.sidecar && !self.object) {
             return;
         }
-        let work = remove(
+        let removal = remove(
             self.client.clone(),
             std::mem::take(&mut self.bucket),
             std::mem::take(&mut self.key),
@@ -256,6 +270,13 @@ impl Drop for Leftovers {
             self.sidecar,
             self.object,
         );
+        let journal = self.journal.take();
+        let work = async move {
+            removal.await;
+            if let Some(path) = journal {
+                Journal::done(&path).await;
+            }
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(work);

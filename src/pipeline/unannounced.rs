@@ -1,0 +1,71 @@
+//! Payloads stored but never announced. A gateway killed between storing a payload and
+//! the broker's delivery report leaves it in quarantine with no announcement (its
+//! client got no 2xx). On a durable queue nothing announces it again at start-up, so a
+//! periodic sweep does: a payload in quarantine with no status at two looks in a row is
+//! announced (at least once: consumers de-duplicate by request id), so none waits in
+//! quarantine forever, and whatever the broker already holds still points at a payload.
+//!
+//! Two looks a sweep period apart (longer than an announcement may take) keep the sweep
+//! off uploads in flight: by the second look such a payload has its `announced` status
+//! (in this replica's book, or from another replica through the status topic) or was
+//! removed after a failed announcement.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::consume::pause;
+use super::Pipeline;
+use crate::error::Result;
+use crate::storage::Bucket;
+
+impl Pipeline {
+    /// Looks at quarantine every `period` until shutdown.
+    pub async fn run_quarantine_sweep(self, period: Duration, shutdown: CancellationToken) {
+        let mut suspects = HashSet::new();
+        loop {
+            if pause(&shutdown, period).await {
+                return;
+            }
+            match self.sweep_quarantine(&mut suspects).await {
+                Ok(0) => {}
+                Ok(n) => info!(count = n, "announced payloads found stored but unannounced"),
+                Err(e) => warn!(error = %e, "quarantine sweep failed; trying again next period"),
+            }
+        }
+    }
+
+    /// One look: payloads in quarantine without any status become suspects; a suspect
+    /// of the previous look that still has none is announced. Returns how many were.
+    pub async fn sweep_quarantine(&self, suspects: &mut HashSet<String>) -> Result<usize> {
+        let storage = &self.inner.storage;
+        let mut now = HashSet::new();
+        let mut announced = 0;
+        for key in storage.list(Bucket::Quarantine).await? {
+            if self.inner.status.history(&key).is_some() {
+                continue;
+            }
+            if !suspects.contains(&key) {
+                now.insert(key);
+                continue;
+            }
+            // Still there, still without a status, a whole period later.
+            let Some(meta) = storage.head(Bucket::Quarantine, &key).await? else {
+                continue;
+            };
+            let msg = self.announcement(&meta, None).await?;
+            self.inner.queue.publish(msg).await?;
+            self.record(
+                &meta,
+                "announced",
+                "announced by the quarantine sweep: stored, but its announcement was never confirmed",
+            );
+            self.metrics().reannounced();
+            announced += 1;
+        }
+        *suspects = now;
+        Ok(announced)
+    }
+}
