@@ -35,9 +35,13 @@ fn block(len: usize) -> Bytes {
 }
 
 fn payload(chunks: Vec<Bytes>) -> Payload {
-    let body = futures_util::stream::iter(chunks.into_iter().map(Ok));
+    checked(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok))))
+}
+
+/// A payload under the checks an upload gets (no limit in the way).
+fn checked(body: upload_gateway::pipeline::BodyStream) -> Payload {
     Payload::new(
-        Box::pin(body),
+        body,
         Checks {
             service: "advisor".into(),
             limit: u64::MAX,
@@ -95,18 +99,7 @@ fn chunk_path(c: &mut Criterion) {
                 let mut form = multer::Multipart::new(body, boundary);
                 let field = form.next_field().await.unwrap().unwrap();
                 let bytes = field.map(|r| r.map_err(|e| upload_gateway::Error::bad_request(e.to_string())));
-                let p = Payload::new(
-                    Box::pin(bytes),
-                    Checks {
-                        service: "advisor".into(),
-                        limit: u64::MAX,
-                        expected_size: None,
-                        expected_sha256: None,
-                        idle: Duration::from_secs(30),
-                    },
-                    Arc::new(Metrics::default()),
-                );
-                drain(p).await
+                drain(checked(Box::pin(bytes))).await
             },
             BatchSize::SmallInput,
         )

@@ -299,21 +299,7 @@ async fn a_gateway_killed_mid_upload_aborts_its_own_unfinished_upload_when_it_st
     let flags = s3_flags(&env, &b, &["--s3-part-size", "5MiB", "--max-length", "64MiB", "--s3-stale-upload-secs", "3600"]);
     let gw = GatewayProcess::start(data.path(), &as_strs(&flags));
 
-    use tokio::io::AsyncWriteExt;
-    let mut sock = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://")).await.unwrap();
-    let head = "POST /api/ingress/v1/upload HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\
-                Content-Type: multipart/form-data; boundary=BnD\r\nx-rh-insights-request-id: killed-1\r\n\r\n";
-    sock.write_all(head.as_bytes()).await.unwrap();
-    let mut chunks = vec![format!(
-        "--BnD\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.tgz\"\r\nContent-Type: {TESTARENO}\r\n\r\n"
-    )
-    .into_bytes()];
-    chunks.extend((0..16).map(|i| pseudo_random(MIB, 300 + i)));
-    for chunk in chunks {
-        sock.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
-        sock.write_all(&chunk).await.unwrap();
-        sock.write_all(b"\r\n").await.unwrap();
-    }
+    let sock = unfinished_form(gw.base.trim_start_matches("http://"), "killed-1", 300).await;
     wait_for_multipart_upload(&c, &b.quarantine, "killed-1").await;
     let mut gw = gw;
     gw.signal("KILL");
@@ -328,6 +314,29 @@ async fn a_gateway_killed_mid_upload_aborts_its_own_unfinished_upload_when_it_st
     assert!(all_keys(&c, &b.quarantine).await.is_empty(), "no object, no sidecar");
     let journal: Vec<_> = std::fs::read_dir(data.path().join("s3-uploads")).unwrap().collect();
     assert!(journal.is_empty(), "the journal is empty again");
+}
+
+/// Opens a REST upload with request id `id` and sends 16 MiB of its file part (a
+/// chunked form that never ends), leaving the connection open.
+async fn unfinished_form(addr: &str, id: &str, seed: u64) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/ingress/v1/upload HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\
+         Content-Type: multipart/form-data; boundary=BnD\r\nx-rh-insights-request-id: {id}\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut chunks = vec![format!(
+        "--BnD\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.tgz\"\r\nContent-Type: {TESTARENO}\r\n\r\n"
+    )
+    .into_bytes()];
+    chunks.extend((0..16).map(|i| pseudo_random(MIB, seed + i)));
+    for chunk in chunks {
+        sock.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
+        sock.write_all(&chunk).await.unwrap();
+        sock.write_all(b"\r\n").await.unwrap();
+    }
+    sock
 }
 
 /// The announce topic has nothing more for this group within a second.
@@ -360,21 +369,7 @@ async fn a_client_that_goes_away_mid_upload_leaves_nothing_behind() {
     let c = env.client();
 
     // REST: a chunked multipart body, cut off after 16 MiB of its file part.
-    use tokio::io::AsyncWriteExt;
-    let mut sock = tokio::net::TcpStream::connect(t.app.addr()).await.unwrap();
-    let head = "POST /api/ingress/v1/upload HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\
-                Content-Type: multipart/form-data; boundary=BnD\r\nx-rh-insights-request-id: gone-rest\r\n\r\n";
-    sock.write_all(head.as_bytes()).await.unwrap();
-    let mut chunks = vec![format!(
-        "--BnD\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.tgz\"\r\nContent-Type: {TESTARENO}\r\n\r\n"
-    )
-    .into_bytes()];
-    chunks.extend((0..16).map(|i| pseudo_random(MIB, 100 + i)));
-    for chunk in chunks {
-        sock.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
-        sock.write_all(&chunk).await.unwrap();
-        sock.write_all(b"\r\n").await.unwrap();
-    }
+    let sock = unfinished_form(&t.app.addr().to_string(), "gone-rest", 100).await;
     wait_for_multipart_upload(&c, &b.quarantine, "gone-rest").await;
     drop(sock);
     wait_until_empty(&c, &b.quarantine).await;

@@ -12,6 +12,11 @@ fn start(data: &std::path::Path, flags: &[String]) -> GatewayProcess {
     GatewayProcess::start(data, &as_strs(flags))
 }
 
+/// A payload's status history, as `GET .../track/{id}` answers it.
+async fn track(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
+    http.get(format!("{base}/api/ingress/v1/track/{id}")).send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_verdict_sent_while_the_gateway_was_killed_is_applied_once_after_restart() {
     let _broker = BROKER.read().await;
@@ -55,14 +60,7 @@ async fn a_verdict_sent_while_the_gateway_was_killed_is_applied_once_after_resta
     }
     assert!(list_bucket(&path, "quarantine").is_empty());
     // The restarted gateway knows the whole history, its first life included.
-    let track: serde_json::Value = http
-        .get(format!("{}/api/ingress/v1/track/{after}", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let track = track(&http, &gw.base, &after).await;
     assert_eq!(track["status"], "advertised", "{track}");
     assert_eq!(track["history"].as_array().unwrap().len(), 4, "{track}");
     drop(gw);
@@ -123,14 +121,7 @@ async fn a_payload_stored_but_never_announced_before_a_kill_is_announced_after_r
     assert_eq!(records_for(&n.announce(SVC), &before).await.len(), 1, "an announced payload is left alone");
     let metrics = http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "upload_gateway_reannounced_total 1"), "{metrics}");
-    let track: serde_json::Value = http
-        .get(format!("{}/api/ingress/v1/track/{orphan}", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let track = track(&http, &gw.base, orphan).await;
     assert_eq!(track["status"], "announced", "{track}");
 
     // From here on it is a payload like any other: a verdict promotes it.
