@@ -74,7 +74,11 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024)
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(1024)
+        // HTTP/2 has no header timeout: a peer that does not answer a PING within
+        // the header timeout (one that sent the preface and went silent) is closed.
+        .keep_alive_interval(settings.header_timeout)
+        .keep_alive_timeout(settings.header_timeout);
     let graceful = GracefulShutdown::new();
     let service = hyper_util::service::TowerToHyperService::new(router);
     loop {

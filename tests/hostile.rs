@@ -210,6 +210,11 @@ fn cases() -> Vec<Case> {
             Dropped(Duration::from_secs(4), None),
         ),
         case(
+            "the whole HTTP/2 preface, then silence",
+            Send::Raw(vec![Step::Write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec())]),
+            Dropped(Duration::from_secs(6), None),
+        ),
+        case(
             "body stalls before the first part",
             Send::Raw(vec![Step::Write(post_head(10_000))]),
             Status(408, "stalled"),
