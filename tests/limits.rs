@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,18 +63,6 @@ async fn too_large_is_refused_while_streaming() {
     assert!(t.bucket_files("quarantine").is_empty());
 }
 
-/// Samples a process's resident memory until told to stop; returns the peak (KiB).
-fn sample_peak(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut peak = 0;
-        while !stop.load(Ordering::Relaxed) {
-            peak = peak.max(rss_kib(pid));
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        peak
-    })
-}
-
 /// Bytes made on the fly, never held whole: `total` bytes in `chunk`-sized pieces.
 fn generated(total: u64, chunk: usize) -> impl futures_util::Stream<Item = Vec<u8>> {
     let piece: Vec<u8> = (0..chunk).map(|i| (i % 253) as u8).collect();
@@ -96,8 +84,7 @@ async fn a_200_mib_rest_upload_keeps_memory_flat() {
     let data = tempfile::tempdir().unwrap();
     let gw = GatewayProcess::start(data.path(), &["--max-length", "1GiB"]);
     let idle = idle_rss(&gw).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_peak(gw.pid(), stop.clone());
+    let sampler = RssPeak::start(gw.pid());
 
     use futures_util::StreamExt;
     let total = 200 * MIB;
@@ -112,8 +99,7 @@ async fn a_200_mib_rest_upload_keeps_memory_flat() {
         .send()
         .await
         .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
+    let peak = sampler.peak();
     assert_eq!(resp.status(), 202);
     let id = resp.json::<serde_json::Value>().await.unwrap()["request_id"].as_str().unwrap().to_string();
     assert_eq!(std::fs::metadata(data.path().join("quarantine").join(id)).unwrap().len(), total);
@@ -127,8 +113,7 @@ async fn a_200_mib_grpc_upload_keeps_memory_flat() {
     let data = tempfile::tempdir().unwrap();
     let gw = GatewayProcess::start(data.path(), &["--max-length", "1GiB"]);
     let idle = idle_rss(&gw).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample_peak(gw.pid(), stop.clone());
+    let sampler = RssPeak::start(gw.pid());
 
     use futures_util::StreamExt;
     let total = 200 * MIB;
@@ -143,8 +128,7 @@ async fn a_200_mib_grpc_upload_keeps_memory_flat() {
     let msgs = futures_util::stream::iter([head]).chain(chunks);
     let mut client = pb::upload_gateway_client::UploadGatewayClient::connect(gw.base.clone()).await.unwrap();
     let r = client.upload(msgs).await;
-    stop.store(true, Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
+    let peak = sampler.peak();
     let r = r.unwrap().into_inner();
     assert_eq!(r.size, total);
     assert_eq!(std::fs::metadata(data.path().join("quarantine").join(&r.request_id)).unwrap().len(), total);

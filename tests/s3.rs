@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -459,33 +459,6 @@ impl Generated {
 
     fn sha256(&self) -> String {
         hex::encode(self.sha.lock().unwrap().clone().finalize())
-    }
-}
-
-/// Samples a process's resident memory until stopped; returns the peak, in KiB.
-struct RssPeak {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<u64>,
-}
-
-impl RssPeak {
-    fn start(pid: u32) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut peak = 0;
-            while !s.load(Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            peak
-        });
-        RssPeak { stop, handle }
-    }
-
-    fn peak(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
     }
 }
 

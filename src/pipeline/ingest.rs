@@ -208,6 +208,17 @@ impl Pipeline {
         Ok(msg)
     }
 
+    /// Announces a payload that quarantine holds (again, or for the first time after a
+    /// crash; without the metadata, which is not kept). None when it is not there.
+    pub(crate) async fn announce_stored(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let Some(meta) = self.inner.storage.head(Bucket::Quarantine, key).await? else {
+            return Ok(None);
+        };
+        let msg = self.announcement(&meta, None).await?;
+        self.inner.queue.publish(msg).await?;
+        Ok(Some(meta))
+    }
+
     /// At start-up, when the queue keeps nothing across restarts: announce again what
     /// quarantine holds, so no stored payload waits forever. Consumers de-duplicate
     /// by request id.
@@ -217,12 +228,9 @@ impl Pipeline {
         }
         let mut n = 0;
         for key in self.inner.storage.list(Bucket::Quarantine).await? {
-            let Some(meta) = self.inner.storage.head(Bucket::Quarantine, &key).await? else {
-                continue;
-            };
-            let msg = self.announcement(&meta, None).await?;
-            self.inner.queue.publish(msg).await?;
-            n += 1;
+            if self.announce_stored(&key).await?.is_some() {
+                n += 1;
+            }
         }
         if n > 0 {
             info!(count = n, "announced again what quarantine held at start-up");

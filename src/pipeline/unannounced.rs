@@ -40,10 +40,9 @@ impl Pipeline {
     /// One look: payloads in quarantine without any status become suspects; a suspect
     /// of the previous look that still has none is announced. Returns how many were.
     pub async fn sweep_quarantine(&self, suspects: &mut HashSet<String>) -> Result<usize> {
-        let storage = &self.inner.storage;
         let mut now = HashSet::new();
         let mut announced = 0;
-        for key in storage.list(Bucket::Quarantine).await? {
+        for key in self.inner.storage.list(Bucket::Quarantine).await? {
             if self.inner.status.history(&key).is_some() {
                 continue;
             }
@@ -52,11 +51,9 @@ impl Pipeline {
                 continue;
             }
             // Still there, still without a status, a whole period later.
-            let Some(meta) = storage.head(Bucket::Quarantine, &key).await? else {
+            let Some(meta) = self.announce_stored(&key).await? else {
                 continue;
             };
-            let msg = self.announcement(&meta, None).await?;
-            self.inner.queue.publish(msg).await?;
             self.record(
                 &meta,
                 "announced",

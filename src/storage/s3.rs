@@ -272,24 +272,10 @@ impl S3Storage {
     async fn abort_own_unfinished(&self, journal: &journal::Journal) {
         let mut aborted = 0;
         for (path, e) in journal.entries().await {
-            let res = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&e.bucket)
-                .key(&e.key)
-                .upload_id(&e.upload_id)
-                .send()
-                .await;
-            match res {
-                Ok(_) => aborted += 1,
-                // Completed (the crash came after) or already aborted.
-                Err(err) if err.code() == Some("NoSuchUpload") || status(&err) == Some(404) => {}
-                Err(err) => {
-                    tracing::warn!(key = %e.key, bucket = %e.bucket, error = %unavailable("aborting", err),
-                        "cannot abort an unfinished upload now; will try again");
-                    continue;
-                }
+            if !upload::abort(&self.client, &e.bucket, &e.key, &e.upload_id).await {
+                continue; // noted still: the next start or the stale-age sweep
             }
+            aborted += 1;
             let object = self.client.head_object().bucket(&e.bucket).key(&e.key).send().await;
             if object.as_ref().is_err_and(|err| status(err) == Some(404)) {
                 let _ = self.client.delete_object().bucket(&e.bucket).key(sidecar(&e.key)).send().await;
@@ -297,12 +283,14 @@ impl S3Storage {
             journal::Journal::done(&path).await;
         }
         if aborted > 0 {
-            tracing::info!(aborted, "aborted the multipart uploads a killed gateway left unfinished");
+            tracing::info!(aborted, "cleared the multipart uploads a killed gateway left unfinished");
         }
     }
 }
 
-async fn client(o: &S3Options) -> Client {
+/// The S3 client the gateway uses (region, credentials, timeouts, path-style for a
+/// custom endpoint); `upload-load s3-put` builds its baseline on the same one.
+pub async fn client(o: &S3Options) -> Client {
     use aws_config::timeout::TimeoutConfig;
     use aws_config::{BehaviorVersion, Region};
     let mut loader = aws_config::defaults(BehaviorVersion::latest())

@@ -240,3 +240,80 @@ pub fn required_env(name: &str) -> String {
         panic!("{name} is not set: run the test suite with scripts/test, which starts Kafka and the S3 server")
     })
 }
+
+/// A private instance of one of the repo's service scripts (`kafka.sh`, `garage.sh`)
+/// under a state folder of its own (UPLOAD_GATEWAY_STATE), for tests that stop and start
+/// the service without disturbing the instance the rest of the suite shares. Stopped,
+/// and its folder removed, when dropped.
+pub struct PrivateService {
+    script: PathBuf,
+    state: PathBuf,
+}
+
+impl PrivateService {
+    /// Runs `scripts/<script> start` for a fresh instance; returns it and what it printed.
+    pub fn start(script: &str) -> (PrivateService, String) {
+        let root = std::env::var("UPLOAD_GATEWAY_STATE").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+        let stem = script.trim_end_matches(".sh");
+        let service = PrivateService {
+            script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script),
+            state: PathBuf::from(root).join(format!("private-{stem}-{}", uuid::Uuid::new_v4().simple())),
+        };
+        let out = service.run("start");
+        (service, out)
+    }
+
+    /// Runs `scripts/<script> <cmd>` on this instance and returns its standard output;
+    /// fails the test when the script fails.
+    pub fn run(&self, cmd: &str) -> String {
+        let out = Command::new("bash")
+            .arg(&self.script)
+            .arg(cmd)
+            .env("UPLOAD_GATEWAY_STATE", &self.state)
+            .output()
+            .expect("bash runs the service script");
+        assert!(
+            out.status.success(),
+            "{} {cmd} failed: {}",
+            self.script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for PrivateService {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(&self.script).arg("stop").env("UPLOAD_GATEWAY_STATE", &self.state).status();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Samples a process's resident memory every 10 ms until asked for the peak (KiB).
+pub struct RssPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl RssPeak {
+    pub fn start(pid: u32) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !s.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        RssPeak { stop, handle }
+    }
+
+    /// Stops sampling; the highest resident memory seen, in KiB.
+    pub fn peak(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}

@@ -2,9 +2,6 @@
 //! test, an independent client to look at what the gateway stored, and a private
 //! server for tests that stop it.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::Client;
 
@@ -118,15 +115,13 @@ pub async fn stored_meta(c: &Client, bucket: &str, key: &str) -> Option<serde_js
 /// A Garage server of the test's own, under its own state folder, for tests that stop
 /// and start S3 (the shared one stays up for the other tests). Stopped when dropped.
 pub struct PrivateGarage {
-    state: PathBuf,
+    service: super::PrivateService,
     pub env: S3Env,
 }
 
 impl PrivateGarage {
     pub fn start() -> PrivateGarage {
-        let root = std::env::var("UPLOAD_GATEWAY_STATE").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
-        let state = PathBuf::from(root).join(format!("private-{}", uuid::Uuid::new_v4().simple()));
-        let out = garage(&state, "start");
+        let (service, out) = super::PrivateService::start("garage.sh");
         let vars: std::collections::HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
         let env = S3Env {
             endpoint: vars["S3_ENDPOINT_URL"].to_string(),
@@ -134,46 +129,16 @@ impl PrivateGarage {
             secret_key: vars["AWS_SECRET_ACCESS_KEY"].to_string(),
             region: vars["AWS_REGION"].to_string(),
         };
-        PrivateGarage { state, env }
+        PrivateGarage { service, env }
     }
 
     /// Kills the server, keeping its data and ports (an outage).
     pub fn down(&self) {
-        garage(&self.state, "down");
+        self.service.run("down");
     }
 
     /// Starts it again and waits until it is healthy.
     pub fn up(&self) {
-        garage(&self.state, "up");
+        self.service.run("up");
     }
-}
-
-impl Drop for PrivateGarage {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .env("UPLOAD_GATEWAY_STATE", &self.state)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/garage.sh")
-}
-
-fn garage(state: &std::path::Path, cmd: &str) -> String {
-    let out = Command::new("bash")
-        .arg(script())
-        .arg(cmd)
-        .env("UPLOAD_GATEWAY_STATE", state)
-        .output()
-        .expect("bash runs scripts/garage.sh");
-    assert!(
-        out.status.success(),
-        "scripts/garage.sh {cmd} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }

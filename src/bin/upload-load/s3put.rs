@@ -1,7 +1,8 @@
 //! The S3 baseline of P2: the same bytes uploaded straight to the S3 server with
-//! aws-sdk-s3, no gateway in between. Configured as the gateway configures its own
-//! client (path-style, payloads signed over plain HTTP, the same part size and parts in
-//! flight), so the ratio measures what the gateway adds: HTTP in, limits, sha256.
+//! aws-sdk-s3, no gateway in between. It uses the gateway's own client (path-style,
+//! payloads signed over plain HTTP as the SDK does by default) with the same part size
+//! and parts in flight, so the ratio measures what the gateway adds: HTTP in, limits,
+//! sha256.
 
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use anyhow::Context;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use upload_gateway::storage::s3::S3Options;
 use tokio::task::JoinSet;
 
 use crate::payload::PayloadSource;
@@ -47,7 +49,7 @@ pub struct S3PutArgs {
 pub async fn run(a: S3PutArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.part_size >= 5 << 20, "--part-size: at least 5MiB (S3's minimum part size)");
     anyhow::ensure!(a.inflight >= 1, "--inflight: at least 1");
-    let client = client(&a).await;
+    let client = client(&a).await?;
     match client.create_bucket().bucket(&a.bucket).send().await {
         Ok(_) => {}
         Err(e) => {
@@ -149,22 +151,16 @@ async fn put(client: &Client, a: &S3PutArgs, key: &str, part: bytes::Bytes) -> a
     Ok(())
 }
 
-async fn client(a: &S3PutArgs) -> Client {
-    use aws_config::{BehaviorVersion, Region};
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(a.region.clone()))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            a.access_key.clone(),
-            a.secret_key.clone(),
-            None,
-            None,
-            "upload-load",
-        ))
-        .load()
-        .await;
-    let conf = aws_sdk_s3::config::Builder::from(&shared)
-        .endpoint_url(&a.endpoint)
-        .force_path_style(true)
-        .build();
-    Client::from_conf(conf)
+/// The gateway's own S3 client, from the same settings the gateway would be given.
+async fn client(a: &S3PutArgs) -> anyhow::Result<Client> {
+    let config = upload_gateway::Config::from_args([
+        "upload-load",
+        "--storage-driver=s3",
+        &format!("--s3-endpoint-url={}", a.endpoint),
+        &format!("--s3-region={}", a.region),
+        &format!("--s3-access-key-id={}", a.access_key),
+        &format!("--s3-secret-access-key={}", a.secret_key),
+    ])?;
+    let options = S3Options::from_config(&config, a.size).map_err(anyhow::Error::msg)?;
+    Ok(upload_gateway::storage::s3::client(&options).await)
 }

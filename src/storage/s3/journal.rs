@@ -35,11 +35,15 @@ impl Journal {
     pub async fn add(&self, entry: &Entry) -> Option<PathBuf> {
         let path = self.dir.join(format!("{}.json", uuid::Uuid::new_v4().simple()));
         let bytes = serde_json::to_vec(entry).ok()?;
-        let written = async {
-            tokio::fs::create_dir_all(&self.dir).await?;
-            tokio::fs::write(&path, bytes).await
+        let written = match tokio::fs::write(&path, &bytes).await {
+            // The folder is made with the first upload.
+            Err(e) if e.kind() == ErrorKind::NotFound => match tokio::fs::create_dir_all(&self.dir).await {
+                Ok(()) => tokio::fs::write(&path, &bytes).await,
+                Err(e) => Err(e),
+            },
+            other => other,
         };
-        match written.await {
+        match written {
             Ok(()) => Some(path),
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e,

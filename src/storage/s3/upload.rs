@@ -314,7 +314,9 @@ async fn remove(client: Client, bucket: String, key: String, upload_id: Option<S
     }
 }
 
-pub(super) async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &str) {
+/// Aborts a multipart upload. True when it is gone (aborted now, or already finished
+/// or aborted); false, with a warning, when S3 could not be asked.
+pub(super) async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &str) -> bool {
     let res = client
         .abort_multipart_upload()
         .bucket(bucket)
@@ -323,11 +325,14 @@ pub(super) async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &
         .send()
         .await;
     match res {
-        Ok(_) => {}
-        Err(e) if aws_sdk_s3::error::ProvideErrorMetadata::code(&e) == Some("NoSuchUpload") => {}
-        Err(e) if super::status(&e) == Some(404) => {}
-        Err(e) => tracing::warn!(key, bucket, error = %unavailable("aborting an upload", e),
-            "could not abort an unfinished upload; the sweep will retry"),
+        Ok(_) => true,
+        Err(e) if aws_sdk_s3::error::ProvideErrorMetadata::code(&e) == Some("NoSuchUpload") => true,
+        Err(e) if super::status(&e) == Some(404) => true,
+        Err(e) => {
+            tracing::warn!(key, bucket, error = %unavailable("aborting an upload", e),
+                "could not abort an unfinished upload; the sweep will retry");
+            false
+        }
     }
 }
 
