@@ -83,19 +83,26 @@ async fn every_readme_example_works_as_written() {
 }
 
 /// The README's first command, `cargo run --release`, starts the gateway: `cargo run`
-/// picks `upload-gateway` among the package's binaries. Run here in the test profile
-/// (a second release build is more than the suite can afford); the profile does not
-/// change which binary `cargo run` picks.
+/// picks the package's `default-run` binary, and that is `upload-gateway` (cargo's
+/// metadata says so without another build: a nested `cargo run` in the test profile
+/// would build the dependencies a second time, without the dev-dependencies' features).
 #[test]
 fn cargo_run_picks_the_gateway() {
     let readme = include_str!("../README.md");
     assert!(readme.contains("```sh\ncargo run --release\n```"), "the README's first command changed: update this test");
     let out = Command::new(env!("CARGO"))
-        .args(["run", "--locked", "--quiet", "--", "--version"])
+        .args(["metadata", "--locked", "--offline", "--no-deps", "--format-version", "1"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .expect("cargo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "cargo run failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.trim(), format!("upload-gateway {}", env!("CARGO_PKG_VERSION")));
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "cargo metadata failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let package = &meta["packages"][0];
+    assert_eq!(package["default_run"], "upload-gateway", "cargo run would not know which binary to run");
+    let bins: Vec<&str> = package["targets"].as_array().unwrap().iter()
+        .filter(|t| t["kind"][0] == "bin").map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(bins.contains(&"upload-gateway"), "{bins:?}");
+    // And that binary is the gateway.
+    let out = Command::new(env!("CARGO_BIN_EXE_upload-gateway")).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("upload-gateway {}", env!("CARGO_PKG_VERSION")));
 }
