@@ -402,6 +402,10 @@ async fn while_s3_is_down_uploads_get_503_and_succeed_again_once_it_is_back() {
     let status = grpc.upload(futures_util::stream::iter(msgs)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert_eq!(t.http.get(t.url("/readyz")).send().await.unwrap().status(), 503);
+    eventually(Duration::from_secs(30), "gRPC health should be NOT_SERVING while S3 is down", || async {
+        grpc_health(&t).await == tonic_health::ServingStatus::NotServing as i32
+    })
+    .await;
 
     garage.up();
     let resp = upload_with(&t, "outage-after", b"after".to_vec()).await;
@@ -410,8 +414,21 @@ async fn while_s3_is_down_uploads_get_503_and_succeed_again_once_it_is_back() {
     // the outage was announced in between.
     assert_eq!(message_json(&t, "platform.upload.testareno", group).await["request_id"], "outage-after");
     assert_eq!(t.http.get(t.url("/readyz")).send().await.unwrap().status(), 200);
+    // gRPC health follows on its own schedule (a periodic check): wait for it.
+    eventually(Duration::from_secs(30), "gRPC health should be SERVING once S3 is back", || async {
+        grpc_health(&t).await == tonic_health::ServingStatus::Serving as i32
+    })
+    .await;
     let keys = all_keys(&garage.env.client(), &b.quarantine).await;
     assert_eq!(keys, vec![".meta/outage-after.json", ".meta/outage-before.json", "outage-after", "outage-before"]);
+}
+
+/// The gateway's gRPC health (the whole server's status).
+async fn grpc_health(t: &TestApp) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(t.base.clone()).unwrap().connect().await.unwrap();
+    let mut c = tonic_health::pb::health_client::HealthClient::new(channel);
+    let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    c.check(req).await.expect("the health service answers").into_inner().status
 }
 
 /// 1 GiB made on the fly (never held whole), hashed as it goes out.

@@ -63,7 +63,7 @@ async fn an_unacked_delivery_comes_back_and_nothing_past_it_is_committed() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     drop(d1);
     drop(sub); // the member leaves its group; k1 was never acked
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_group_empty(&group, Duration::from_secs(30)).await;
 
     // A new member starts at the committed offset: k1 and everything after it.
     let mut sub = q.subscribe(&topic, &group).await.unwrap();
@@ -76,7 +76,7 @@ async fn an_unacked_delivery_comes_back_and_nothing_past_it_is_committed() {
     assert_eq!(keys, ["k1", "k2", "k3"]);
     wait_committed_to_end(&topic, &group, Duration::from_secs(30)).await;
     drop(sub);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_group_empty(&group, Duration::from_secs(30)).await;
 
     // Everything acked is committed: a new member gets only what is new.
     q.publish(msg(&topic, "k4")).await.unwrap();

@@ -338,3 +338,25 @@ pub async fn wait_committed_to_end(topic: &str, group: &str, within: Duration) {
     .await
     .unwrap()
 }
+
+/// Waits until consumer group `group` has no members (the last one left): a new
+/// member then starts from the group's committed offsets, without a rebalance with
+/// the one that left.
+pub async fn wait_group_empty(group: &str, within: Duration) {
+    let group = group.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config().create().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            let list = consumer.fetch_group_list(Some(&group), Duration::from_secs(10)).expect("group list");
+            let members = list.groups().iter().find(|g| g.name() == group).map_or(0, |g| g.members().len());
+            if members == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{group} still has {members} members after {within:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap()
+}
