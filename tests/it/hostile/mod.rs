@@ -2,7 +2,8 @@
 //! tricky requests against one gateway. Each gets a precise 4xx (or a closed
 //! connection where HTTP allows nothing better), never a panic, never a read of
 //! everything it throws; after each, a good upload still gets its 202 and nothing
-//! half-written is left in the data folder.
+//! half-written is left in the data folder. `HOSTILE_PROBE=1` prints what each case
+//! saw (with `--nocapture`), to write a new case's expectation from.
 
 mod grpc;
 mod raw;
