@@ -485,6 +485,6 @@ impl RssPeak {
     /// Stops sampling; the highest resident memory seen, in KiB.
     pub fn peak(self) -> u64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.join().unwrap()
+        self.handle.join().unwrap_or_else(|_| panic!("sampling resident memory failed: the process is gone (see above)"))
     }
 }
