@@ -17,4 +17,5 @@ mod readme;
 mod rest_upload;
 mod s3;
 mod tls;
+mod trust;
 mod validation;

@@ -4,6 +4,8 @@
 //! everything it throws; after each, a good upload still gets its 202 and nothing
 //! half-written is left in the data folder. `HOSTILE_PROBE=1` prints what each case
 //! saw (with `--nocapture`), to write a new case's expectation from.
+// The deprecated UploadHeader fields are still accepted; these tests send them.
+#![allow(deprecated)]
 
 mod grpc;
 mod raw;
