@@ -87,7 +87,7 @@ async fn every_readme_example_works_as_written() {
 /// change which binary `cargo run` picks.
 #[test]
 fn cargo_run_picks_the_gateway() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     assert!(readme.contains("```sh\ncargo run --release\n```"), "the README's first command changed: update this test");
     let out = Command::new(env!("CARGO"))
         .args(["run", "--locked", "--quiet", "--", "--version"])

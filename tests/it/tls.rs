@@ -57,20 +57,23 @@ async fn a_grpc_upload_and_its_verdict_over_tls() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key, der) = self_signed_der(certs.path());
     let t = spawn_app(&["--tls-cert", &cert, "--tls-key", &key]).await;
-    let mut client = pb::upload_gateway_client::UploadGatewayClient::new(tls_channel(t.app.addr().port(), der).await);
+    // A validator's client (its token on every call), which uploads too.
+    let channel = tls_channel(t.app.addr().port(), der).await;
+    let mut client = upload_gateway::validator::connect::client(channel, &validator_token(t.data.path())).unwrap();
     let body = b"over TLS with tonic".to_vec();
     let msgs = [
         pb::UploadRequest {
             part: Some(Part::Header(pb::UploadHeader {
                 content_type: "application/vnd.redhat.testareno.tls+tgz".into(),
-                request_id: "tls-grpc-1".into(),
                 expected_sha256: sha256_hex(&body),
                 ..Default::default()
             })),
         },
         pb::UploadRequest { part: Some(Part::Chunk(body.clone().into())) },
     ];
-    let receipt = client.upload(futures_util::stream::iter(msgs)).await.unwrap().into_inner();
+    let mut req = tonic::Request::new(futures_util::stream::iter(msgs));
+    req.metadata_mut().insert("x-rh-insights-request-id", "tls-grpc-1".parse().unwrap());
+    let receipt = client.upload(req).await.unwrap().into_inner();
     assert_eq!((receipt.request_id.as_str(), receipt.size), ("tls-grpc-1", body.len() as u64));
     assert_eq!(receipt.sha256, sha256_hex(&body));
 
