@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::common::pb::{upload_request::Part, UploadHeader, UploadRequest};
-use crate::common::{identity, pb};
+use crate::common::{identity, pb, Upload};
 
 pub const SERVICE: &str = "advisor";
 const CONTENT_TYPE: &str = "application/vnd.redhat.advisor.collection+tgz";
@@ -26,21 +26,13 @@ pub fn payload(i: usize, seed: u64) -> Vec<u8> {
 }
 
 pub async fn rest(http: &reqwest::Client, base: &str, id: &str, body: Vec<u8>) -> Outcome {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(body)
-                .file_name("insights-archive.tar.gz")
-                .mime_str(CONTENT_TYPE)
-                .unwrap(),
-        )
-        .part("metadata", reqwest::multipart::Part::text(r#"{"display_name":"chaos"}"#).file_name("metadata"));
-    let sent = http
-        .post(format!("{base}/api/ingress/v1/upload"))
-        .header("x-rh-identity", identity("0001234", "5556789"))
-        .header("x-rh-insights-request-id", id)
+    let sent = Upload::new(CONTENT_TYPE, body)
+        .file_name("insights-archive.tar.gz")
+        .metadata(r#"{"display_name":"chaos"}"#)
+        .identity("0001234", "5556789")
+        .request_id(id)
+        .request(http, base)
         .timeout(Duration::from_secs(120))
-        .multipart(form)
         .send()
         .await;
     match sent {

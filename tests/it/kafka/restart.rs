@@ -1,12 +1,10 @@
 //! The gateway killed (SIGKILL) between announce and verdict, then started again.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::common::*;
-use crate::support::*;
-use crate::{accepted_id, SVC, WAIT};
+use super::support::*;
+use super::{SVC, WAIT};
 
 fn start(data: &std::path::Path, flags: &[String]) -> GatewayProcess {
     GatewayProcess::start(data, &as_strs(flags))
@@ -41,14 +39,18 @@ async fn a_verdict_sent_while_the_gateway_was_killed_is_applied_once_after_resta
     assert!(!status.0.success());
     drop(status.1);
     v.send(&n.validation, &after, &json!({"request_id": after, "validation": "success"})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(list_bucket(&path, "quarantine").contains(&after), "nobody applied it while the gateway was down");
+    // The verdict is on the topic before any gateway runs again: only the restarted
+    // one can apply it, from its group's committed offset.
+    assert_eq!(records_for(&n.validation, &after).await.len(), 1, "the verdict was written while the gateway was down");
+    assert!(list_bucket(&path, "perm").iter().all(|f| f != &after), "applied with no gateway running");
 
     let (p, f) = (path.clone(), flags.clone());
     let gw = tokio::task::spawn_blocking(move || start(&p, &f)).await.unwrap();
     wait_file(&path, "perm", &after, WAIT).await;
-    // Whatever was read again after the restart changed nothing twice.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Whatever was read again after the restart changed nothing twice: once the
+    // gateway's group has committed the whole validation topic, every verdict it
+    // read again has been handled.
+    wait_committed_to_end(&n.validation, &n.group, WAIT).await;
     for id in [&before, &after] {
         assert_eq!(records_for(&n.available, id).await.len(), 1, "{id} advertised once");
         let statuses: Vec<String> = records_for(&n.status, id)
@@ -115,12 +117,21 @@ async fn a_payload_stored_but_never_announced_before_a_kill_is_announced_after_r
     assert_eq!(fetched.status(), 200);
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), body.as_slice());
 
-    // More sweeps pass: nothing is announced twice, the earlier payload not again.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // More sweeps pass: nothing is announced twice, the earlier payload not again. The
+    // marker: a copy of the orphan put into quarantine behind the gateway's back
+    // (stored, never announced) is announced by a later sweep, two looks on; every
+    // sweep that could have announced something again has run by then.
+    let q = path.join("quarantine");
+    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(q.join(format!(".meta/{orphan}.json"))).unwrap()).unwrap();
+    meta["request_id"] = json!("sweep-marker-1");
+    std::fs::write(q.join(".meta/sweep-marker-1.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    std::fs::copy(q.join(orphan), q.join("sweep-marker-1")).unwrap();
+    wait_records(&n.announce(SVC), "sweep-marker-1", 1, WAIT).await;
     assert_eq!(records_for(&n.announce(SVC), orphan).await.len(), 1, "announced once");
     assert_eq!(records_for(&n.announce(SVC), &before).await.len(), 1, "an announced payload is left alone");
     let metrics = http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l == "upload_gateway_reannounced_total 1"), "{metrics}");
+    // The orphan and the marker.
+    assert!(metrics.lines().any(|l| l == "upload_gateway_reannounced_total 2"), "{metrics}");
     let track = track(&http, &gw.base, orphan).await;
     assert_eq!(track["status"], "announced", "{track}");
 

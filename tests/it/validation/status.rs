@@ -1,6 +1,6 @@
 //! Status tracking: `WatchStatus`, `GetStatus`, `track`, and the status topic.
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test]
 async fn watch_status_follows_a_payload_from_received_to_advertised() {

@@ -1,15 +1,14 @@
 //! The README's examples, run as written (only the port differs: the test gateway
 //! listens on a free one), with the real curl and grpcurl.
 
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// The shell lines of the README's "Try it" section that a user would paste.
 fn readme_commands() -> Vec<String> {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let section = readme.split("## Try it").nth(1).expect("README has a Try it section");
     let section = section.split("\n## ").next().unwrap();
     let mut in_sh = false;
@@ -88,7 +87,7 @@ async fn every_readme_example_works_as_written() {
 /// would build the dependencies a second time, without the dev-dependencies' features).
 #[test]
 fn cargo_run_picks_the_gateway() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     assert!(readme.contains("```sh\ncargo run --release\n```"), "the README's first command changed: update this test");
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--locked", "--offline", "--no-deps", "--format-version", "1"])

@@ -1,6 +1,6 @@
 //! Signed URLs on the embedded storage and gRPC `Download`.
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test]
 async fn signed_urls_serve_the_bytes_and_refuse_tampering() {
@@ -140,4 +140,40 @@ async fn grpc_download_streams_the_same_bytes() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+/// PUBLIC_URL is where announced links point; URL_SIGNING_KEY signs them, so a link
+/// holds across restarts and replicas that share the key, and no longer once the key
+/// changes.
+#[tokio::test]
+async fn links_use_the_public_url_and_the_configured_signing_key() {
+    let public = "https://uploads.example.com:8443";
+    let t = spawn_app(&["--public-url", public, "--url-signing-key", "the-first-key-0123456789"]).await;
+    let body = b"linked bytes".to_vec();
+    let id = upload(&t, body.clone()).await;
+    let a: Value = serde_json::from_slice(&t.next_message("platform.upload.testareno", "test").await.payload).unwrap();
+    let url = a["url"].as_str().unwrap().to_string();
+    let path_and_query = url
+        .strip_prefix(public)
+        .unwrap_or_else(|| panic!("the link does not start with PUBLIC_URL: {url}"))
+        .to_string();
+    assert!(path_and_query.starts_with(&format!("/download/quarantine/{id}?expires=")), "{url}");
+    let local = |t: &TestApp| t.url(&path_and_query);
+    let got = reqwest::get(local(&t)).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), body);
+
+    // The same data folder under another key: the link is refused ...
+    let TestApp { app, data, .. } = t;
+    app.stop().await.unwrap();
+    let other = spawn_app_in(data, &["--url-signing-key", "the-second-key-0123456789"]).await;
+    assert_eq!(reqwest::get(local(&other)).await.unwrap().status(), 403);
+    // ... and under the first key again, it works (the key is the configured one, not
+    // the one the gateway would make and keep in its data folder).
+    let TestApp { app, data, .. } = other;
+    app.stop().await.unwrap();
+    let again = spawn_app_in(data, &["--url-signing-key", "the-first-key-0123456789"]).await;
+    let got = reqwest::get(local(&again)).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), body);
 }

@@ -8,12 +8,8 @@
 // The deprecated UploadHeader fields are still accepted; these tests send them.
 #![allow(deprecated)]
 
-mod common;
-#[path = "chaos/clients.rs"]
 mod clients;
-#[path = "chaos/reconcile.rs"]
 mod reconcile;
-#[path = "chaos/services.rs"]
 mod services;
 
 use std::collections::BTreeSet;
@@ -22,8 +18,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use clients::{Outcome, SERVICE};
-use common::s3::{s3_flags, Buckets, PrivateGarage};
-use common::GatewayProcess;
+use crate::common::s3::{s3_flags, Buckets, PrivateGarage};
+use crate::common::GatewayProcess;
 use services::{PrivateKafka, Rng};
 
 const CLIENTS: usize = 6;
@@ -81,12 +77,17 @@ struct Tally {
     /// How the unknown ones ended: stored and announced, stored only, neither.
     unknown_ends: (usize, usize, usize),
     lost: Vec<String>,
+    /// The run's seed (CHAOS_SEED repeats it), named in every failure.
+    seed: u64,
 }
 
 impl Tally {
+    /// Prints the tally straight to the process's standard error, past the test
+    /// harness's capture: every run's seed and figures stay in the log (CI included),
+    /// passed or failed.
     fn print(&self, name: &str, run: &Run, took: Duration, faults: &[Fault]) {
         let count = |f: Fault| faults.iter().filter(|x| **x == f).count();
-        println!(
+        let mut out = format!(
             "chaos {name}: seed {} · {} uploads from {CLIENTS} clients (REST+gRPC) in {:.0?} · faults: {} gateway kills, {} Kafka outages, {} S3 outages\n\
              answered 2xx:                {}\n  of those stored+announced:  {}\n\
              refused (explicit 4xx/5xx):  {}\n  of those left stored:       {}\n  of those announced anyway (not stored): {}\n\
@@ -110,26 +111,28 @@ impl Tally {
             self.lost.len(),
         );
         if !self.refused_left.is_empty() {
-            println!("  refused but left stored: {:?}", self.refused_left);
+            out += &format!("\n  refused but left stored: {:?}", self.refused_left);
         }
         if !self.refused_announced.is_empty() {
-            println!("  refused, not stored, but announced: {:?}", self.refused_announced);
+            out += &format!("\n  refused, not stored, but announced: {:?}", self.refused_announced);
         }
         if !self.lost.is_empty() {
-            println!("  LOST: {:?}", self.lost);
+            out += &format!("\n  LOST: {:?}", self.lost);
         }
         if !self.unknown.is_empty() {
-            println!("  unknown: {}", self.unknown.join(", "));
+            out += &format!("\n  unknown: {}", self.unknown.join(", "));
         }
+        uncaptured(&format!("{out}\n"));
     }
 
     /// Nothing accepted lost, nothing refused left in storage, nothing stored left
     /// unannounced (a kill between store and announce: the quarantine sweep announces it).
     fn assert_nothing_lost_nor_kept(&self) {
-        assert!(self.lost.is_empty(), "accepted uploads lost: {:?}", self.lost);
-        assert!(self.refused_left.is_empty(), "refused uploads left stored: {:?}", self.refused_left);
-        assert_eq!(self.unknown_ends.1, 0, "unanswered uploads left stored but never announced");
-        assert!(self.accepted > 0, "no upload was accepted: the run measured nothing");
+        let seed = self.seed;
+        assert!(self.lost.is_empty(), "seed {seed}: accepted uploads lost: {:?}", self.lost);
+        assert!(self.refused_left.is_empty(), "seed {seed}: refused uploads left stored: {:?}", self.refused_left);
+        assert_eq!(self.unknown_ends.1, 0, "seed {seed}: unanswered uploads left stored but never announced");
+        assert!(self.accepted > 0, "seed {seed}: no upload was accepted: the run measured nothing");
     }
 
     /// And nothing refused announced either (the issue's full promise).
@@ -137,7 +140,8 @@ impl Tally {
         self.assert_nothing_lost_nor_kept();
         assert!(
             self.refused_announced.is_empty(),
-            "refused uploads announced anyway: {:?}",
+            "seed {}: refused uploads announced anyway: {:?}",
+            self.seed,
             self.refused_announced
         );
     }
@@ -177,6 +181,31 @@ impl Gateway {
 
     fn url(&self) -> String {
         self.base.read().unwrap().clone().expect("the gateway runs")
+    }
+}
+
+/// Writes to the process's standard error, which the test harness does not capture.
+fn uncaptured(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// Prints the seed when a run starts, and again if the run fails anywhere (a panic
+/// in the run itself, not only in the final tally's checks).
+struct SeedOnFailure(String, u64);
+
+impl SeedOnFailure {
+    fn announce(name: &str, seed: u64) -> SeedOnFailure {
+        uncaptured(&format!("chaos {name}: seed {seed} (repeat with CHAOS_SEED={seed})\n"));
+        SeedOnFailure(name.to_string(), seed)
+    }
+}
+
+impl Drop for SeedOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            uncaptured(&format!("chaos {} FAILED: seed {} (repeat with CHAOS_SEED={})\n", self.0, self.1, self.1));
+        }
     }
 }
 
@@ -303,12 +332,13 @@ async fn drive(run: &Run, gateway: Gateway, cloud: Option<Arc<Cloud>>) -> (Vec<(
 /// Compares outcomes with what is stored (payload and its record), what left any
 /// trace in storage (on S3 also a lone sidecar), and what is announced.
 fn tally(
+    seed: u64,
     outcomes: &[(String, Outcome)],
     stored: &BTreeSet<String>,
     traces: &BTreeSet<String>,
     announced: &BTreeSet<String>,
 ) -> Tally {
-    let mut t = Tally::default();
+    let mut t = Tally { seed, ..Tally::default() };
     for (id, o) in outcomes {
         let (s, a) = (stored.contains(id), announced.contains(id));
         match o {
@@ -343,7 +373,7 @@ fn tally(
 }
 
 async fn cloud_run(name: &str, run: Run) -> Tally {
-    println!("chaos {name}: seed {} (repeat with CHAOS_SEED={})", run.seed, run.seed);
+    let _seed = SeedOnFailure::announce(name, run.seed);
     let (kafka, garage) = tokio::join!(blocking(PrivateKafka::start), blocking(PrivateGarage::start));
     let sfx = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let cloud = Arc::new(Cloud { kafka, garage, buckets: Buckets::unique("chaos"), prefix: format!("chaos.{sfx}.upload.") });
@@ -395,7 +425,7 @@ async fn cloud_run(name: &str, run: Run) -> Tally {
         let traces: BTreeSet<String> = payloads.union(&sidecars).cloned().collect();
         let (brokers, topic) = (cloud.kafka.brokers.clone(), format!("{}{SERVICE}", cloud.prefix));
         let announced = blocking(move || reconcile::topic_keys(&brokers, &topic)).await;
-        let t = tally(&outcomes, &stored, &traces, &announced);
+        let t = tally(run.seed, &outcomes, &stored, &traces, &announced);
         if (t.lost.is_empty() && t.refused_left.is_empty() && t.unknown_ends.1 == 0) || Instant::now() > deadline {
             break t;
         }
@@ -410,7 +440,7 @@ async fn cloud_run(name: &str, run: Run) -> Tally {
 
 async fn delete_buckets(c: &aws_sdk_s3::Client, b: &Buckets) {
     for bucket in [&b.quarantine, &b.perm, &b.reject] {
-        for key in common::s3::all_keys(c, bucket).await {
+        for key in crate::common::s3::all_keys(c, bucket).await {
             let _ = c.delete_object().bucket(bucket).key(key).send().await;
         }
         let _ = c.delete_bucket().bucket(bucket).send().await;
@@ -418,7 +448,7 @@ async fn delete_buckets(c: &aws_sdk_s3::Client, b: &Buckets) {
 }
 
 async fn embedded_run(name: &str, run: Run) -> Tally {
-    println!("chaos {name}: seed {} (repeat with CHAOS_SEED={})", run.seed, run.seed);
+    let _seed = SeedOnFailure::announce(name, run.seed);
     let data = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let gateway = blocking({
@@ -438,9 +468,9 @@ async fn embedded_run(name: &str, run: Run) -> Tally {
         gateway
     })
     .await;
-    let stored: BTreeSet<String> = common::list_bucket(data.path(), "quarantine").into_iter().collect();
+    let stored: BTreeSet<String> = crate::common::list_bucket(data.path(), "quarantine").into_iter().collect();
     let announced = reconcile::subscribed_ids(&gateway.url(), data.path(), SERVICE, &stored, Duration::from_secs(5)).await;
-    let t = tally(&outcomes, &stored, &stored, &announced);
+    let t = tally(run.seed, &outcomes, &stored, &stored, &announced);
     t.print(name, &run, took, &faults);
     gateway.kill();
     t

@@ -16,21 +16,7 @@ pub(crate) const SECS: Duration = Duration::from_secs(10);
 
 /// Uploads a testareno payload with an identity; returns its request id.
 pub(crate) async fn upload(t: &TestApp, bytes: Vec<u8>) -> String {
-    let part = reqwest::multipart::Part::bytes(bytes)
-        .file_name("test-archive.tar.gz")
-        .mime_str(TESTARENO)
-        .unwrap();
-    let resp = t
-        .http
-        .post(t.url("/api/ingress/v1/upload"))
-        .header("x-rh-identity", identity("acct-1", "org-1"))
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let json: Value = resp.json().await.unwrap();
-    json["request_id"].as_str().unwrap().to_string()
+    Upload::new(TESTARENO, bytes).identity("acct-1", "org-1").accepted(&t.http, &t.base).await
 }
 
 /// Runs the real binary's built-in validator against the gateway; its output lines.
@@ -147,17 +133,6 @@ pub(crate) async fn next_announcement(
         .expect("an announcement within 10 s")
         .unwrap()
         .unwrap()
-}
-
-/// Asserts that a consumer group gets nothing more on a topic for a while.
-pub(crate) async fn no_message(t: &TestApp, topic: &str, group: &str, within: Duration) {
-    let mut sub = t.app.queue().subscribe(topic, group).await.unwrap();
-    if let Ok(Some(Ok(d))) = tokio::time::timeout(within, sub.next()).await {
-        panic!(
-            "unexpected message on {topic}: {}",
-            String::from_utf8_lossy(&d.message.payload)
-        );
-    }
 }
 
 pub(crate) fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {

@@ -5,7 +5,6 @@
 //! accepted values that satisfy the rules. Bounded: a few hundred cases each.
 //! The coverage-guided fuzz targets for the same parsers are in `fuzz/`.
 
-mod common;
 
 use std::time::Duration;
 
@@ -179,7 +178,7 @@ fn nested(depth: usize) -> String {
 #[test]
 fn metadata_is_an_object_within_its_limit_or_refused() {
     let rt = runtime();
-    let t = rt.block_on(common::spawn_app(&["--metadata-limit", "2048"]));
+    let t = rt.block_on(crate::common::spawn_app(&["--metadata-limit", "2048"]));
     let pipeline = t.app.pipeline();
     let inputs = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..3000),
@@ -286,7 +285,7 @@ fn mutate(mut body: Vec<u8>, m: &Mutation) -> Vec<u8> {
 }
 
 /// Posts a body as a multipart form; returns the status and the body of the answer.
-async fn post(t: &common::TestApp, body: Vec<u8>) -> (u16, String) {
+async fn post(t: &crate::common::TestApp, body: Vec<u8>) -> (u16, String) {
     let resp = t
         .http
         .post(t.url("/api/ingress/v1/upload"))
@@ -301,7 +300,7 @@ async fn post(t: &common::TestApp, body: Vec<u8>) -> (u16, String) {
 fn any_multipart_body_gets_a_precise_answer_and_good_forms_are_stored() {
     let rt = runtime();
     let limit = LIMIT.to_string();
-    let t = rt.block_on(common::spawn_app(&["--max-length", &limit]));
+    let t = rt.block_on(crate::common::spawn_app(&["--max-length", &limit]));
     let accepted = std::sync::atomic::AtomicUsize::new(0);
     let inputs = prop_oneof![
         1 => prop::collection::vec(any::<u8>(), 0..2000).prop_map(|b| (Vec::new(), Mutation::None, Some(b))),
@@ -338,10 +337,10 @@ fn any_multipart_body_gets_a_precise_answer_and_good_forms_are_stored() {
     // What was refused left nothing behind (removal runs in the background).
     let want = accepted.load(std::sync::atomic::Ordering::SeqCst);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while common::list_bucket(t.data.path(), "quarantine").len() != want && std::time::Instant::now() < deadline {
+    while crate::common::list_bucket(t.data.path(), "quarantine").len() != want && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(common::list_bucket(t.data.path(), "quarantine").len(), want);
-    assert!(common::list_bucket(t.data.path(), ".tmp").is_empty());
+    assert_eq!(crate::common::list_bucket(t.data.path(), "quarantine").len(), want);
+    assert!(crate::common::list_bucket(t.data.path(), ".tmp").is_empty());
     eprintln!("{want} of 1000 generated forms were accepted");
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::common::{self, TestApp};
 
 pub fn brokers() -> String {
-    common::required_env("TEST_KAFKA_BROKERS")
+    crate::common::required_env("TEST_KAFKA_BROKERS")
 }
 
 /// Only one test at a time stops the broker; the others hold it up meanwhile.
@@ -48,9 +48,14 @@ impl Names {
 
     /// The gateway flags that point it at the broker and at these names.
     pub fn flags(&self) -> Vec<String> {
+        let mut v = vec!["--kafka-brokers".to_string(), brokers()];
+        v.extend(self.topic_flags());
+        v
+    }
+
+    /// The flags for these names alone (the broker set some other way).
+    pub fn topic_flags(&self) -> Vec<String> {
         [
-            "--kafka-brokers",
-            &brokers(),
             "--validation-topic",
             &self.validation,
             "--available-topic",
@@ -256,9 +261,21 @@ pub const IDENTITY_ACCOUNT: &str = "0001234";
 pub const IDENTITY_ORG: &str = "5556789";
 pub const METADATA: &str = r#"{"display_name":"host-1","branch_info":{"remote_leaf":-1}}"#;
 
-/// Uploads the way the real client does: identity, a metadata part, a chosen id.
+/// An upload the way the real client sends one: identity, a metadata part, the
+/// service's content type.
+pub fn client_upload(service: &str, id: Option<&str>, body: Vec<u8>) -> common::Upload {
+    let u = common::Upload::new(&format!("application/vnd.redhat.{service}.collection+tgz"), body)
+        .file_name("insights-archive.tar.gz")
+        .metadata(METADATA)
+        .identity(IDENTITY_ACCOUNT, IDENTITY_ORG);
+    match id {
+        Some(id) => u.request_id(id),
+        None => u,
+    }
+}
+
 pub async fn upload(t: &TestApp, service: &str, id: Option<&str>, body: Vec<u8>) -> reqwest::Response {
-    upload_to(&t.http, &t.base, service, id, body).await
+    client_upload(service, id, body).send(&t.http, &t.base).await
 }
 
 pub async fn upload_to(
@@ -268,29 +285,13 @@ pub async fn upload_to(
     id: Option<&str>,
     body: Vec<u8>,
 ) -> reqwest::Response {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(body)
-                .file_name("insights-archive.tar.gz")
-                .mime_str(&format!("application/vnd.redhat.{service}.collection+tgz"))
-                .unwrap(),
-        )
-        .part("metadata", reqwest::multipart::Part::text(METADATA).file_name("metadata"));
-    let mut req = http
-        .post(format!("{base}/api/ingress/v1/upload"))
-        .header("x-rh-identity", common::identity(IDENTITY_ACCOUNT, IDENTITY_ORG))
-        .multipart(form);
-    if let Some(id) = id {
-        req = req.header("x-rh-insights-request-id", id);
-    }
-    req.send().await.unwrap()
+    client_upload(service, id, body).send(http, base).await
 }
 
 /// Waits until a bucket folder holds a file.
 pub async fn wait_file(data: &std::path::Path, bucket: &str, id: &str, within: Duration) {
     let deadline = Instant::now() + within;
-    while !common::list_bucket(data, bucket).iter().any(|f| f == id) {
+    while !crate::common::list_bucket(data, bucket).iter().any(|f| f == id) {
         assert!(Instant::now() < deadline, "{id} did not reach {bucket} within {within:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -301,4 +302,61 @@ pub fn assert_utc_rfc3339(v: &Value, what: &str) {
     let s = v.as_str().unwrap_or_else(|| panic!("{what}: not a string: {v}"));
     let t = chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{what}: {s:?}: {e}"));
     assert_eq!(t.offset().local_minus_utc(), 0, "{what}: {s:?} is not UTC");
+}
+
+/// Waits until consumer group `group` has committed every message of `topic` (its
+/// committed offset is the end of each partition). The gateway commits only past
+/// messages it has handled, so this is the positive marker that everything on the
+/// topic was handled: what re-reading could have done twice has been done by then.
+pub async fn wait_committed_to_end(topic: &str, group: &str, within: Duration) {
+    let (topic, group) = (topic.to_string(), group.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config().set("group.id", &group).set("enable.auto.commit", "false").create().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, ends) = watermarks(&consumer, &topic, Duration::from_secs(10)).expect("topic watermarks");
+            let mut tpl = TopicPartitionList::new();
+            for p in ends.keys() {
+                tpl.add_partition(&topic, *p);
+            }
+            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+            let behind: Vec<String> = ends
+                .iter()
+                .filter(|(p, end)| match committed.find_partition(&topic, **p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o < **end,
+                    _ => true,
+                })
+                .map(|(p, end)| format!("partition {p} (end {end})"))
+                .collect();
+            if behind.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{group} has not committed {topic} to its end: {behind:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until consumer group `group` has no members (the last one left): a new
+/// member then starts from the group's committed offsets, without a rebalance with
+/// the one that left.
+pub async fn wait_group_empty(group: &str, within: Duration) {
+    let group = group.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config().create().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            let list = consumer.fetch_group_list(Some(&group), Duration::from_secs(10)).expect("group list");
+            let members = list.groups().iter().find(|g| g.name() == group).map_or(0, |g| g.members().len());
+            if members == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{group} still has {members} members after {within:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap()
 }

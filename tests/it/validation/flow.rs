@@ -1,7 +1,7 @@
 //! The original service's flow with the built-in validator, run as the real binary
 //! against a gateway: failure → reject, success → perm + available, check.
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test]
 async fn the_built_in_validator_with_failure_moves_the_payload_to_reject() {
@@ -110,21 +110,10 @@ async fn check_passes_a_real_tar_gz_and_fails_what_is_not_one() {
 async fn a_killed_gateway_restarted_on_its_data_gives_the_payload_to_the_built_in_validator() {
     let data = tempfile::tempdir().unwrap();
     let first = GatewayProcess::start(data.path(), &[]);
-    let part = reqwest::multipart::Part::bytes(b"survives kill -9".to_vec())
+    let id = Upload::new(TESTARENO, b"survives kill -9".to_vec())
         .file_name("a.tar.gz")
-        .mime_str(TESTARENO)
-        .unwrap();
-    let resp = reqwest::Client::new()
-        .post(format!("{}/api/ingress/v1/upload", first.base))
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.unwrap()["request_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .accepted(&reqwest::Client::new(), &first.base)
+        .await;
     drop(first); // SIGKILL: no verdict was given
 
     let second = GatewayProcess::start(data.path(), &[]);
@@ -138,41 +127,11 @@ async fn a_killed_gateway_restarted_on_its_data_gives_the_payload_to_the_built_i
 async fn the_built_in_validator_carries_on_across_a_gateway_restart() {
     use tokio::io::AsyncBufReadExt;
     let data = tempfile::tempdir().unwrap();
-    let port = free_port().to_string();
-    let start = |data: &std::path::Path| {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = GatewayProcess {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            data: data.to_path_buf(),
-        };
-        p.wait_ready(Duration::from_secs(30));
-        p
-    };
+    // The second gateway listens where the first did: the validator knows one address.
     let post = |base: String| async move {
-        let part = reqwest::multipart::Part::bytes(b"abc".to_vec())
-            .file_name("a")
-            .mime_str(TESTARENO)
-            .unwrap();
-        let resp = reqwest::Client::new()
-            .post(format!("{base}/api/ingress/v1/upload"))
-            .multipart(reqwest::multipart::Form::new().part("file", part))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        resp.json::<Value>().await.unwrap()["request_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        Upload::new(TESTARENO, b"abc".to_vec()).file_name("a").accepted(&reqwest::Client::new(), &base).await
     };
-    let mut first = start(data.path());
+    let mut first = GatewayProcess::start(data.path(), &[]);
     let mut validator = tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
         .args([
             "validate",
@@ -213,7 +172,7 @@ async fn the_built_in_validator_carries_on_across_a_gateway_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let second = start(data.path());
+    let second = GatewayProcess::start_on(&first.addr.to_string(), data.path(), &[]);
     let two = post(second.base.clone()).await;
     let line = next_line().await;
     assert!(

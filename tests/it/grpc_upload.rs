@@ -2,10 +2,9 @@
 // The deprecated UploadHeader fields are still accepted; these tests send them.
 #![allow(deprecated)]
 
-mod common;
 
-use common::pb::{upload_request::Part, UploadHeader, UploadRequest};
-use common::*;
+use crate::common::pb::{upload_request::Part, UploadHeader, UploadRequest};
+use crate::common::*;
 use tonic::Code;
 
 const ADVISOR: &str = "application/vnd.redhat.advisor.collection+tgz";
@@ -22,7 +21,7 @@ fn advisor() -> UploadHeader {
     UploadHeader { content_type: ADVISOR.into(), ..Default::default() }
 }
 
-async fn send(t: &TestApp, msgs: Vec<UploadRequest>) -> Result<common::pb::UploadReceipt, tonic::Status> {
+async fn send(t: &TestApp, msgs: Vec<UploadRequest>) -> Result<crate::common::pb::UploadReceipt, tonic::Status> {
     let mut client = t.grpc().await;
     client.upload(futures_util::stream::iter(msgs)).await.map(|r| r.into_inner())
 }
@@ -121,10 +120,9 @@ async fn every_refusal_has_its_code_and_leaves_nothing() {
         assert_eq!(e.code(), code, "{what}: {e:?}");
         assert!(e.message().contains(text), "{what}: {:?} should contain {text:?}", e.message());
     }
-    // Give the background removal of a dropped stage a moment, then look.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(t.bucket_files("quarantine").is_empty(), "left behind: {:?}", t.bucket_files("quarantine"));
-    assert!(std::fs::read_dir(t.data.path().join(".tmp")).unwrap().next().is_none(), "temp files left");
+    // A dropped stage is removed in the background: wait for the folders to empty.
+    let empty = || t.bucket_files("quarantine").is_empty() && std::fs::read_dir(t.data.path().join(".tmp")).unwrap().next().is_none();
+    eventually(std::time::Duration::from_secs(5), "left behind in quarantine or .tmp", || async { empty() }).await;
 }
 
 #[tokio::test]
@@ -134,17 +132,15 @@ async fn identity_can_be_required_over_grpc_too() {
     assert_eq!(e.code(), Code::Unauthenticated);
 }
 
-/// gRPC-Web (browsers, tonic-web) reaches the same services on the same port.
-#[tokio::test]
-async fn grpc_web_is_served_on_the_same_port() {
-    let t = spawn_app(&[]).await;
-    let msg = prost::Message::encode_to_vec(&common::pb::StatusRequest { request_id: "nosuchid".into() });
+/// One gRPC-Web call (HTTP/1.1, the way browsers and tonic-web clients make them):
+/// the grpc-status and the data frames of the answer.
+async fn grpc_web_call(t: &TestApp, path: &str, msg: Vec<u8>) -> (String, Vec<Vec<u8>>) {
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     framed.extend_from_slice(&msg);
     let resp = t
         .http
-        .post(t.url("/upload.v1.UploadGateway/GetStatus"))
+        .post(t.url(path))
         .header("content-type", "application/grpc-web+proto")
         .header("x-grpc-web", "1")
         .body(framed)
@@ -155,9 +151,40 @@ async fn grpc_web_is_served_on_the_same_port() {
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/grpc-web"));
     let in_headers = resp.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string());
     let body = resp.bytes().await.unwrap();
+    // Frames: a flag byte (0x80: trailers), a 4-byte length, the bytes.
+    let (mut frames, mut trailers, mut rest) = (Vec::new(), String::new(), &body[..]);
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let bytes = rest[5..5 + len].to_vec();
+        if rest[0] & 0x80 != 0 {
+            trailers = String::from_utf8_lossy(&bytes).to_string();
+        } else {
+            frames.push(bytes);
+        }
+        rest = &rest[5 + len..];
+    }
     let status = in_headers.unwrap_or_else(|| {
-        let text = String::from_utf8_lossy(&body).to_string();
-        text.split("grpc-status:").nth(1).unwrap_or("").trim().chars().take_while(|c| c.is_ascii_digit()).collect()
+        trailers.split("grpc-status:").nth(1).unwrap_or("").trim().chars().take_while(|c| c.is_ascii_digit()).collect()
     });
+    (status, frames)
+}
+
+/// gRPC-Web (browsers, tonic-web) reaches the same services on the same port: a
+/// payload's status, and a NotFound for an unknown id.
+#[tokio::test]
+async fn grpc_web_is_served_on_the_same_port() {
+    let t = spawn_app(&[]).await;
+    let msg = |id: &str| prost::Message::encode_to_vec(&crate::common::pb::StatusRequest { request_id: id.into() });
+    let (status, _) = grpc_web_call(&t, "/upload.v1.UploadGateway/GetStatus", msg("nosuchid")).await;
     assert_eq!(status, "5", "NotFound expected");
+
+    let id = accepted_id(t.upload("file", ADVISOR, b"seen over grpc-web".to_vec()).await).await;
+    let (status, frames) = grpc_web_call(&t, "/upload.v1.UploadGateway/GetStatus", msg(&id)).await;
+    assert_eq!(status, "0", "OK expected");
+    assert_eq!(frames.len(), 1, "one StatusHistory message");
+    let history: pb::StatusHistory = prost::Message::decode(&frames[0][..]).unwrap();
+    assert_eq!(history.request_id, id);
+    let statuses: Vec<&str> = history.events.iter().map(|e| e.status.as_str()).collect();
+    assert_eq!(statuses, ["received", "announced"]);
+    assert_eq!(history.events[0].service, "ingress", "the status events come from the ingress service");
 }

@@ -1,8 +1,7 @@
 //! The REST upload as existing clients use it (contract §2).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const TESTARENO: &str = "application/vnd.redhat.testareno.something+tgz";
@@ -11,17 +10,7 @@ const TESTARENO: &str = "application/vnd.redhat.testareno.something+tgz";
 async fn the_original_readme_curl_form_is_accepted_and_announced() {
     let t = spawn_app(&[]).await;
     let body = b"not really a tarball".to_vec();
-    let part = reqwest::multipart::Part::bytes(body.clone())
-        .file_name("test-archive.tar.gz")
-        .mime_str(TESTARENO)
-        .unwrap();
-    let resp = t
-        .http
-        .post(t.url("/api/v1/upload"))
-        .multipart(reqwest::multipart::Form::new().part("upload", part))
-        .send()
-        .await
-        .unwrap();
+    let resp = Upload::new(TESTARENO, body.clone()).field("upload").path("/api/v1/upload").send(&t.http, &t.base).await;
     assert_eq!(resp.status(), 202);
     let header_id = resp.headers()["x-rh-insights-request-id"].to_str().unwrap().to_string();
     let json: Value = resp.json().await.unwrap();
@@ -54,24 +43,14 @@ async fn the_real_client_form_with_metadata_and_identity() {
     let t = spawn_app(&[]).await;
     let payload = vec![7u8; 4096];
     let metadata = r#"{"branch_info":{"remote_leaf":-1},"display_name":"host1"}"#;
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(payload.clone())
-                .file_name("insights-archive.tar.gz")
-                .mime_str("application/vnd.redhat.advisor.collection+tgz")
-                .unwrap(),
-        )
-        .part("metadata", reqwest::multipart::Part::text(metadata).file_name("metadata"));
-    let resp = t
-        .http
-        .post(t.url("/r/insights/platform/ingress/v1/upload"))
-        .header("x-rh-identity", identity("12345", "67890"))
-        .header("x-rh-insights-request-id", "client-chosen-id-1")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = Upload::new("application/vnd.redhat.advisor.collection+tgz", payload.clone())
+        .path("/r/insights/platform/ingress/v1/upload")
+        .file_name("insights-archive.tar.gz")
+        .metadata(metadata)
+        .identity("12345", "67890")
+        .request_id("client-chosen-id-1")
+        .send(&t.http, &t.base)
+        .await;
     assert_eq!(resp.status(), 202);
     let json: Value = resp.json().await.unwrap();
     assert_eq!(json["request_id"], "client-chosen-id-1");
@@ -216,10 +195,7 @@ async fn every_refusal_has_its_status_and_sentence() {
 }
 
 fn form(t: &TestApp, field: &str, ct: &str, bytes: &[u8]) -> reqwest::RequestBuilder {
-    let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("x.tgz").mime_str(ct).unwrap();
-    t.http
-        .post(t.url("/api/ingress/v1/upload"))
-        .multipart(reqwest::multipart::Form::new().part(field.to_string(), part))
+    Upload::new(ct, bytes).file_name("x.tgz").field(field).request(&t.http, &t.base)
 }
 
 #[tokio::test]
@@ -265,4 +241,28 @@ async fn track_shows_the_history_of_an_upload() {
     let v: Value = t.http.get(t.url(&format!("/api/ingress/v1/track/{id}"))).send().await.unwrap().json().await.unwrap();
     let statuses: Vec<&str> = v["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["received", "announced"]);
+}
+
+/// What a crash leaves half-written (a temp file, a record without its payload) is
+/// removed when the gateway starts on that data folder; whole payloads stay.
+#[tokio::test]
+async fn half_written_files_a_crash_left_are_removed_at_start_up() {
+    let t = spawn_app(&[]).await;
+    let kept = accepted_id(t.upload("file", TESTARENO, b"whole".to_vec()).await).await;
+    let TestApp { app, data, .. } = t;
+    app.stop().await.unwrap();
+    let d = data.path();
+    std::fs::write(d.join(".tmp/crashed-upload-1"), b"half of a payload").unwrap();
+    std::fs::write(d.join(".tmp/crashed-upload-2"), b"").unwrap();
+    std::fs::write(d.join("quarantine/.meta/no-payload-1.json"), br#"{"size":1}"#).unwrap();
+    assert_eq!(list_bucket(d, ".tmp").len() + list_bucket(&d.join("quarantine"), ".meta").len(), 4);
+
+    let t = spawn_app_in(data, &[]).await;
+    assert!(list_bucket(t.data.path(), ".tmp").is_empty(), "{:?}", list_bucket(t.data.path(), ".tmp"));
+    let metas = list_bucket(&t.data.path().join("quarantine"), ".meta");
+    assert_eq!(metas, [format!("{kept}.json")]);
+    assert_eq!(t.bucket_files("quarantine"), [kept.clone()]);
+    // The whole payload is still served and announced again (the in-process queue
+    // does not outlive the process).
+    assert_eq!(t.next_message("platform.upload.testareno", "after-restart").await.key, kept);
 }

@@ -2,14 +2,12 @@
 //! status messages, bad validation messages, outages, restarts, gRPC validators.
 //! Needs TEST_KAFKA_BROKERS (scripts/test starts the broker).
 
-#[path = "../common/mod.rs"]
-mod common;
-mod support;
+pub(crate) mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use support::*;
 
@@ -28,12 +26,6 @@ async fn download(url: &str) -> Vec<u8> {
     let r = reqwest::get(url).await.unwrap();
     assert_eq!(r.status(), 200, "GET {url}");
     r.bytes().await.unwrap().to_vec()
-}
-
-async fn accepted_id(resp: reqwest::Response) -> String {
-    assert_eq!(resp.status(), 202, "upload refused: {:?}", resp.text().await);
-    let v: Value = resp.json().await.unwrap();
-    v["request_id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -326,6 +318,7 @@ async fn track_answers_on_every_replica() {
 mod outage;
 mod queue;
 mod restart;
+mod original_env;
 
 // Used by the outage module.
 pub(crate) fn count_by_key(recs: &[Record]) -> HashMap<String, usize> {

@@ -2,11 +2,9 @@
 //! and gRPC, for each kind of caller; identity and request id taken from the request,
 //! never from the body; a request id used once, whatever the timing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity as TlsIdentity};
 use tonic::Code;
@@ -136,17 +134,7 @@ impl Gateway {
 
     /// An advisor payload uploaded by org A over REST; its request id.
     async fn upload_as_org_a(&self, bytes: &'static [u8]) -> String {
-        let part = reqwest::multipart::Part::bytes(bytes).file_name("a.tgz").mime_str(ADVISOR).unwrap();
-        let resp = self
-            .http(Who::OrgA)
-            .post(format!("{}/api/ingress/v1/upload", self.https))
-            .header("x-rh-identity", identity("0001", "orgA"))
-            .multipart(reqwest::multipart::Form::new().part("file", part))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        resp.json::<serde_json::Value>().await.unwrap()["request_id"].as_str().unwrap().to_string()
+        Upload::new(ADVISOR, bytes).file_name("a.tgz").identity("0001", "orgA").accepted(&self.http(Who::OrgA), &self.https).await
     }
 
     fn quarantine(&self) -> Vec<String> {
@@ -292,16 +280,9 @@ async fn a_request_id_is_used_once_whatever_the_timing() {
     let id = "race-0000000000000000000000000001";
     let body = |i: usize| format!("payload number {i} of the race").into_bytes();
     let rest = (0..10).map(|i| {
-        let (http, url, bytes) = (t.http.clone(), t.url("/api/ingress/v1/upload"), body(i));
+        let (http, base, bytes) = (t.http.clone(), t.base.clone(), body(i));
         async move {
-            let part = reqwest::multipart::Part::bytes(bytes).file_name("a.tgz").mime_str(ADVISOR).unwrap();
-            let resp = http
-                .post(url)
-                .header("x-rh-insights-request-id", id)
-                .multipart(reqwest::multipart::Form::new().part("file", part))
-                .send()
-                .await
-                .unwrap();
+            let resp = Upload::new(ADVISOR, bytes).file_name("a.tgz").request_id(id).send(&http, &base).await;
             (i, resp.status().as_u16(), resp.text().await.unwrap())
         }
     });

@@ -1,7 +1,7 @@
 //! gRPC `Subscribe`: shared work, redelivery when a subscriber leaves or stays
 //! silent, and streams that end at shutdown.
 
-use crate::support::*;
+use super::support::*;
 
 #[tokio::test]
 async fn a_payload_left_by_a_disconnected_subscriber_goes_to_another() {

@@ -6,7 +6,6 @@
 // The deprecated UploadHeader fields are still accepted; these tests send them.
 #![allow(deprecated)]
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,29 +13,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::pb::{upload_request::Part, UploadHeader, UploadRequest};
-use common::*;
+use crate::common::pb::{upload_request::Part, UploadHeader, UploadRequest};
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ADVISOR: &str = "application/vnd.redhat.advisor.drain+tgz";
 const B: &str = "drain-b0undary";
 /// Each slow upload sends this many pieces, one every `GAP`: about 3 s in all.
-const PIECES: usize = 30;
-const PIECE: usize = 1000;
+pub(crate) const PIECES: usize = 30;
+pub(crate) const PIECE: usize = 1000;
 const GAP: Duration = Duration::from_millis(100);
 const DRAIN_TIMEOUT_SECS: u64 = 20;
 
-fn payload(id: &str) -> Vec<u8> {
+pub(crate) fn payload(id: &str) -> Vec<u8> {
     id.bytes().cycle().take(PIECES * PIECE).collect()
-}
-
-fn addr_of(gw: &GatewayProcess) -> SocketAddr {
-    gw.base.strip_prefix("http://").unwrap().parse().unwrap()
 }
 
 /// A REST upload whose file part arrives a piece at a time; returns the status line
 /// and body of the answer.
-async fn slow_rest_upload(addr: SocketAddr, id: String, started: Arc<AtomicUsize>) -> Result<String, String> {
+pub(crate) async fn slow_rest_upload(addr: SocketAddr, id: String, started: Arc<AtomicUsize>) -> Result<String, String> {
     let data = payload(&id);
     let head = format!(
         "--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.tgz\"\r\nContent-Type: {ADVISOR}\r\n\r\n"
@@ -45,10 +40,23 @@ async fn slow_rest_upload(addr: SocketAddr, id: String, started: Arc<AtomicUsize
     let len = head.len() + data.len() + tail.len();
     let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let req = format!(
-        "POST /api/ingress/v1/upload HTTP/1.1\r\nHost: gw\r\nx-rh-insights-request-id: {id}\r\n\
+        "POST /api/ingress/v1/upload HTTP/1.1\r\nHost: gw\r\nx-rh-insights-request-id: {id}\r\nExpect: 100-continue\r\n\
          Content-Type: multipart/form-data; boundary={B}\r\nContent-Length: {len}\r\n\r\n{head}"
     );
     s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    // The gateway says "100 Continue" when it starts reading the body: from then on
+    // the upload is in flight.
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte)).await {
+            Ok(Ok(1)) => interim.push(byte[0]),
+            other => return Err(format!("{id}: no 100 Continue: {other:?} after {:?}", String::from_utf8_lossy(&interim))),
+        }
+    }
+    if !interim.starts_with(b"HTTP/1.1 100") {
+        return Err(format!("{id}: expected 100 Continue, got {}", String::from_utf8_lossy(&interim)));
+    }
     started.fetch_add(1, Ordering::SeqCst);
     for piece in data.chunks(PIECE) {
         tokio::time::sleep(GAP).await;
@@ -68,7 +76,7 @@ async fn slow_rest_upload(addr: SocketAddr, id: String, started: Arc<AtomicUsize
 }
 
 /// A gRPC upload whose chunks arrive a piece at a time.
-async fn slow_grpc_upload(base: String, id: String, started: Arc<AtomicUsize>) -> Result<String, String> {
+pub(crate) async fn slow_grpc_upload(base: String, id: String, started: Arc<AtomicUsize>) -> Result<String, String> {
     let data = payload(&id);
     let header = UploadRequest {
         part: Some(Part::Header(UploadHeader {
@@ -81,8 +89,9 @@ async fn slow_grpc_upload(base: String, id: String, started: Arc<AtomicUsize>) -
     let chunks = futures_util::stream::unfold(0, move |i| {
         let (data, started) = (data.clone(), started.clone());
         async move {
-            if i == 0 {
-                started.fetch_add(1, Ordering::SeqCst); // the call is open and sending
+            if i == 2 {
+                // The call is open and its header and first chunks have gone out.
+                started.fetch_add(1, Ordering::SeqCst);
             }
             if i == PIECES {
                 return None;
@@ -104,8 +113,22 @@ async fn slow_grpc_upload(base: String, id: String, started: Arc<AtomicUsize>) -
         .map_err(|s| format!("{id}: {:?} {}", s.code(), s.message()))
 }
 
+/// Waits until connecting to `addr` is refused (within 5 s).
+pub(crate) async fn refused(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            _ => {
+                assert!(Instant::now() < deadline, "still accepting connections 5 s after SIGTERM");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Waits for the process to exit; returns its code and when it exited.
-fn wait_exit(gw: &mut GatewayProcess, within: Duration) -> (Option<i32>, Instant) {
+pub(crate) fn wait_exit(gw: &mut GatewayProcess, within: Duration) -> (Option<i32>, Instant) {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = gw.child.try_wait().unwrap() {
@@ -121,7 +144,7 @@ async fn sigterm_drains_20_slow_uploads_refuses_new_connections_and_exits_0() {
     let data = tempfile::tempdir().unwrap();
     let drain = DRAIN_TIMEOUT_SECS.to_string();
     let mut gw = GatewayProcess::start(data.path(), &["--drain-timeout-secs", &drain]);
-    let addr = addr_of(&gw);
+    let addr = gw.addr;
 
     let (started, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut uploads = Vec::new();
@@ -138,26 +161,21 @@ async fn sigterm_drains_20_slow_uploads_refuses_new_connections_and_exits_0() {
             (id, r)
         }));
     }
-    // Every upload is sending its body when the signal comes.
+    // Every upload is sending its body when the signal comes: the clients have
+    // started, and the gateway is writing each one (20 files in its temp folder).
     let deadline = Instant::now() + Duration::from_secs(10);
     while started.load(Ordering::SeqCst) < 20 {
         assert!(Instant::now() < deadline, "the 20 uploads did not all start");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    being_written(data.path(), 20).await;
     gw.signal("TERM");
     let signalled = Instant::now();
 
     // New connections are refused at once, while the uploads are still in flight.
-    let refused_after = loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break signalled.elapsed(),
-            _ => {
-                assert!(signalled.elapsed() < Duration::from_secs(1), "still accepting connections 1 s after SIGTERM");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
+    refused(addr).await;
+    let refused_after = signalled.elapsed();
+    assert!(refused_after < Duration::from_secs(1), "still accepting connections {refused_after:?} after SIGTERM");
     assert_eq!(finished.load(Ordering::SeqCst), 0, "an upload finished before new connections were refused");
 
     let mut accepted = BTreeSet::new();
@@ -198,15 +216,22 @@ async fn sigterm_drains_20_slow_uploads_refuses_new_connections_and_exits_0() {
     assert_eq!(announced, accepted);
 }
 
-/// Opens an upload that sends its head and a few bytes, then stalls.
-async fn stalled_upload(addr: SocketAddr) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+/// Waits until the gateway is writing `n` uploads (their files in its temp folder).
+async fn being_written(data: &std::path::Path, n: usize) {
+    let what = format!("the gateway should be writing {n} uploads");
+    eventually(Duration::from_secs(10), &what, || async { list_bucket(data, ".tmp").len() >= n }).await;
+}
+
+/// Opens an upload that sends its head and a few bytes, then stalls; returns once the
+/// gateway is writing it.
+async fn stalled_upload(gw: &GatewayProcess) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let head = format!(
         "POST /api/ingress/v1/upload HTTP/1.1\r\nHost: gw\r\nContent-Type: multipart/form-data; boundary={B}\r\n\
          Content-Length: 100000\r\n\r\n--{B}\r\nContent-Disposition: form-data; name=\"file\"\r\nContent-Type: {ADVISOR}\r\n\r\nsome"
     );
     s.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    being_written(&gw.data, 1).await;
     s
 }
 
@@ -214,7 +239,7 @@ async fn stalled_upload(addr: SocketAddr) -> tokio::net::TcpStream {
 async fn the_drain_timeout_bounds_the_wait_for_a_stalled_upload() {
     let data = tempfile::tempdir().unwrap();
     let mut gw = GatewayProcess::start(data.path(), &["--drain-timeout-secs", "2", "--body-idle-timeout-secs", "60"]);
-    let _stalled = stalled_upload(addr_of(&gw)).await;
+    let _stalled = stalled_upload(&gw).await;
     gw.signal("TERM");
     let signalled = Instant::now();
     let (code, exited) = wait_exit(&mut gw, Duration::from_secs(10));
@@ -229,9 +254,11 @@ async fn a_second_signal_exits_at_once() {
     let data = tempfile::tempdir().unwrap();
     let mut gw = GatewayProcess::start(data.path(), &["--drain-timeout-secs", "60", "--body-idle-timeout-secs", "60"]);
     // An upload that stalls: the drain alone would wait a minute for it.
-    let _stalled = stalled_upload(addr_of(&gw)).await;
+    let _stalled = stalled_upload(&gw).await;
     gw.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first signal was handled once new connections are refused; the gateway
+    // drains then, and does not exit while the upload is in flight.
+    refused(gw.addr).await;
     assert!(gw.child.try_wait().unwrap().is_none(), "the first signal drains; it does not exit while an upload is in flight");
     let second = Instant::now();
     gw.signal("TERM");
@@ -241,4 +268,67 @@ async fn a_second_signal_exits_at_once() {
     assert_ne!(code, Some(0), "a forced exit does not claim a clean drain");
     // The stalled upload was not accepted, and nothing half-written is visible.
     assert!(list_bucket(data.path(), "quarantine").is_empty());
+}
+
+/// The same drain on Kafka and S3: every upload in flight at SIGTERM is stored in the
+/// S3 quarantine (with its sidecar) and announced on the broker, once, before the
+/// gateway exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_uploads_on_kafka_and_s3() {
+    use crate::common::s3::*;
+    use crate::kafka::support::{as_strs, records_for, Names, BROKER};
+    let _broker = BROKER.read().await;
+    let n = Names::new("drain");
+    let env = S3Env::from_test_env();
+    let b = Buckets::unique("drain");
+    let mut flags = s3_flags(&env, &b, &["--drain-timeout-secs", &DRAIN_TIMEOUT_SECS.to_string()]);
+    flags.extend(n.flags());
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().to_path_buf();
+    let mut gw = tokio::task::spawn_blocking(move || GatewayProcess::start(&path, &as_strs(&flags))).await.unwrap();
+    let addr = gw.addr;
+
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut uploads = Vec::new();
+    for i in 0..6 {
+        let (started, base, id) = (started.clone(), gw.base.clone(), format!("drain-cloud-{i}"));
+        uploads.push(tokio::spawn(async move {
+            let r = if i % 3 == 2 {
+                slow_grpc_upload(base, id.clone(), started).await.map(|got| format!("grpc-accepted {got}"))
+            } else {
+                slow_rest_upload(addr, id.clone(), started).await
+            };
+            (id, r)
+        }));
+    }
+    eventually(Duration::from_secs(10), "the 6 uploads should all be in flight", || async {
+        started.load(Ordering::SeqCst) == 6
+    })
+    .await;
+    gw.signal("TERM");
+    let signalled = Instant::now();
+    refused(addr).await;
+
+    let mut accepted = Vec::new();
+    for u in uploads {
+        let (id, r) = u.await.unwrap();
+        let answer = r.unwrap_or_else(|e| panic!("upload {id} failed during the drain: {e}"));
+        assert!(
+            answer.starts_with("HTTP/1.1 202") || answer == format!("grpc-accepted {id}"),
+            "upload {id} got: {answer}"
+        );
+        accepted.push(id);
+    }
+    let (code, exited) = wait_exit(&mut gw, Duration::from_secs(DRAIN_TIMEOUT_SECS + 5));
+    assert_eq!(code, Some(0), "exit code after a graceful drain");
+    assert!(exited - signalled < Duration::from_secs(DRAIN_TIMEOUT_SECS));
+
+    let c = env.client();
+    for id in &accepted {
+        let meta = stored_meta(&c, &b.quarantine, id).await.unwrap_or_else(|| panic!("{id}: no sidecar in quarantine"));
+        assert_eq!(meta["size"], (PIECES * PIECE) as u64, "{id}");
+        assert_eq!(meta["sha256"], sha256_hex(&payload(id)), "{id}");
+        assert_eq!(records_for(&n.announce("advisor"), id).await.len(), 1, "{id} announced once");
+    }
+    n.cleanup().await;
 }

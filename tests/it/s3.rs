@@ -4,15 +4,14 @@
 // The deprecated UploadHeader fields are still accepted; these tests send them.
 #![allow(deprecated)]
 
-mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::s3::*;
-use common::*;
+use crate::common::s3::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
 use sha2::Digest;
@@ -36,18 +35,13 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 }
 
 async fn upload_with(t: &TestApp, id: &str, body: Vec<u8>) -> reqwest::Response {
-    let part = reqwest::multipart::Part::bytes(body).file_name("a.tgz").mime_str(TESTARENO).unwrap();
-    let form = reqwest::multipart::Form::new()
-        .part("file", part)
-        .text("metadata", r#"{"display_name":"host-s3"}"#);
-    t.http
-        .post(t.url("/api/ingress/v1/upload"))
-        .header("x-rh-identity", identity("acct-1", "org-1"))
-        .header("x-rh-insights-request-id", id)
-        .multipart(form)
-        .send()
+    Upload::new(TESTARENO, body)
+        .file_name("a.tgz")
+        .metadata(r#"{"display_name":"host-s3"}"#)
+        .identity("acct-1", "org-1")
+        .request_id(id)
+        .send(&t.http, &t.base)
         .await
-        .unwrap()
 }
 
 /// Sends one verdict over the gRPC ValidationResult stream; returns the ack.
@@ -74,19 +68,6 @@ async fn fetch(url: &str) -> (u16, String, usize) {
 
 async fn message_json(t: &TestApp, topic: &str, group: &str) -> Value {
     serde_json::from_slice(&t.next_message(topic, group).await.payload).unwrap()
-}
-
-/// Waits until `check` holds, up to `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]
@@ -308,7 +289,6 @@ async fn a_gateway_killed_mid_upload_aborts_its_own_unfinished_upload_when_it_st
     let _ = gw.child.wait();
     drop(sock);
     drop(gw);
-    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(unfinished_uploads(&c, &b.quarantine).await, ["killed-1"], "the kill left it unfinished");
 
     let _again = GatewayProcess::start(data.path(), &as_strs(&flags));
@@ -341,12 +321,15 @@ async fn unfinished_form(addr: &str, id: &str, seed: u64) -> tokio::net::TcpStre
     sock
 }
 
-/// The announce topic has nothing more for this group within a second.
+/// Nothing was announced to this group so far: a marker uploaded now must be the next
+/// announcement it gets (the topic keeps its order), not something before it.
 async fn nothing_announced(t: &TestApp, group: &str) {
     let mut sub = t.app.queue().subscribe("platform.upload.testareno", group).await.unwrap();
-    if let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
-        panic!("unexpected announcement: {:?}", d.map(|d| d.message.clone()));
-    }
+    let marker = format!("marker-{group}");
+    assert_eq!(upload_with(t, &marker, b"marker".to_vec()).await.status(), 202);
+    let d = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("the marker is announced").unwrap().unwrap();
+    assert_eq!(d.message.key, marker, "unexpected announcement: {:?}", d.message);
+    d.ack();
 }
 
 async fn wait_for_multipart_upload(c: &aws_sdk_s3::Client, bucket: &str, key: &str) {
@@ -421,15 +404,33 @@ async fn while_s3_is_down_uploads_get_503_and_succeed_again_once_it_is_back() {
     let status = grpc.upload(futures_util::stream::iter(msgs)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert_eq!(t.http.get(t.url("/readyz")).send().await.unwrap().status(), 503);
-    nothing_announced(&t, group).await;
+    eventually(Duration::from_secs(30), "gRPC health should be NOT_SERVING while S3 is down", || async {
+        grpc_health(&t).await == tonic_health::ServingStatus::NotServing as i32
+    })
+    .await;
 
     garage.up();
     let resp = upload_with(&t, "outage-after", b"after".to_vec()).await;
     assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
+    // The next announcement after "outage-before" is this one: nothing refused during
+    // the outage was announced in between.
     assert_eq!(message_json(&t, "platform.upload.testareno", group).await["request_id"], "outage-after");
     assert_eq!(t.http.get(t.url("/readyz")).send().await.unwrap().status(), 200);
+    // gRPC health follows on its own schedule (a periodic check): wait for it.
+    eventually(Duration::from_secs(30), "gRPC health should be SERVING once S3 is back", || async {
+        grpc_health(&t).await == tonic_health::ServingStatus::Serving as i32
+    })
+    .await;
     let keys = all_keys(&garage.env.client(), &b.quarantine).await;
     assert_eq!(keys, vec![".meta/outage-after.json", ".meta/outage-before.json", "outage-after", "outage-before"]);
+}
+
+/// The gateway's gRPC health (the whole server's status).
+async fn grpc_health(t: &TestApp) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(t.base.clone()).unwrap().connect().await.unwrap();
+    let mut c = tonic_health::pb::health_client::HealthClient::new(channel);
+    let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    c.check(req).await.expect("the health service answers").into_inner().status
 }
 
 /// 1 GiB made on the fly (never held whole), hashed as it goes out.
@@ -472,7 +473,8 @@ async fn one_gib_through_rest_and_grpc_into_s3_in_bounded_memory() {
     let flags = s3_flags(&env, &b, &["--max-length", "2GiB"]);
     let gw = GatewayProcess::start(data.path(), &as_strs(&flags));
     let c = env.client();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One small upload first, so buffers that stay allocated count as idle.
+    Upload::new(TESTARENO, vec![0u8; 100_000]).accepted(&reqwest::Client::new(), &gw.base).await;
     let idle = gw.rss_kib();
 
     // REST: a multipart form whose file part streams.

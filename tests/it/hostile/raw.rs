@@ -16,7 +16,9 @@ pub enum Step {
     Write(Vec<u8>),
     /// Write these bytes one at a time, this far apart.
     Trickle(Vec<u8>, Duration),
-    /// Write `total` bytes of `byte` as fast as the server takes them.
+    /// Write `total` bytes of `byte` as fast as the server reads them: each 64 KiB
+    /// once the server has read everything before it, so that what the client has
+    /// written when the answer comes is, within 64 KiB, what the server read.
     Flood(u8, u64),
 }
 
@@ -56,6 +58,8 @@ impl Step {
 pub async fn exchange(addr: SocketAddr, script: Vec<Step>, patience: Duration) -> Exchange {
     let started = Instant::now();
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let client = stream.local_addr().expect("a local address");
     let (mut rd, mut wr) = stream.into_split();
     let sent = Arc::new(AtomicU64::new(0));
     let script_len = script.iter().map(Step::len).sum();
@@ -80,8 +84,11 @@ pub async fn exchange(addr: SocketAddr, script: Vec<Step>, patience: Duration) -
                         let mut left = total;
                         while left > 0 {
                             let n = left.min(chunk.len() as u64) as usize;
+                            if !crate::common::tcp::wait_read(fd, client, addr).await {
+                                break; // the server answered and closed
+                            }
+                            sent.fetch_add(n as u64, Ordering::SeqCst); // never behind the socket
                             wr.write_all(&chunk[..n]).await?;
-                            sent.fetch_add(n as u64, Ordering::Relaxed);
                             left -= n as u64;
                         }
                     }
@@ -93,7 +100,7 @@ pub async fn exchange(addr: SocketAddr, script: Vec<Step>, patience: Duration) -
         })
     };
     let read = tokio::time::timeout(patience, read_response(&mut rd)).await;
-    let sent_when_answered = sent.load(Ordering::Relaxed);
+    let sent_when_answered = sent.load(Ordering::SeqCst);
     writer.abort();
     let answer = read.unwrap_or(Answer::Hung);
     Exchange {

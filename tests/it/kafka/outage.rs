@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::support::*;
-use crate::{count_by_key, SVC};
+use super::support::*;
+use super::{count_by_key, SVC};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_during_a_broker_outage_are_announced_once_or_refused_with_nothing_kept() {
@@ -21,10 +21,12 @@ async fn uploads_during_a_broker_outage_are_announced_once_or_refused_with_nothi
 
     let next = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));
+    let refused_count = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         let (next, accepted, base) = (next.clone(), accepted.clone(), t.base.clone());
+        let refused_count = refused_count.clone();
         clients.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut results = Vec::new();
@@ -39,6 +41,8 @@ async fn uploads_during_a_broker_outage_are_announced_once_or_refused_with_nothi
                 let retry_after = r.headers().contains_key("retry-after");
                 if r.status() == 202 {
                     accepted.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    refused_count.fetch_add(1, Ordering::Relaxed);
                 }
                 results.push((i, id, r.status().as_u16(), retry_after));
             }
@@ -50,7 +54,13 @@ async fn uploads_during_a_broker_outage_are_announced_once_or_refused_with_nothi
     }
     let down_at = Instant::now();
     kafka_script(&["down"]).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The broker stays down until the outage has refused uploads (their delivery
+    // reports timed out), then comes back while the clients go on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused_count.load(Ordering::Relaxed) < CLIENTS {
+        assert!(Instant::now() < deadline, "no upload was refused within 60 s of the broker going down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     kafka_script(&["up"]).await;
     let outage = down_at.elapsed();
 

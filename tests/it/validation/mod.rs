@@ -2,8 +2,6 @@
 //! flow on the embedded default, client → gateway → validator → verdict → perm or
 //! reject → `platform.upload.available`.
 
-#[path = "../common/mod.rs"]
-mod common;
 
 mod support;
 
