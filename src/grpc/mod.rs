@@ -7,7 +7,7 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
-use crate::messages::{Validation, ValidationResult};
+use crate::messages::{Echoed, Validation, ValidationResult};
 use crate::pipeline::{Outcome, Pipeline, UploadHeader};
 
 pub mod pb {
@@ -159,11 +159,9 @@ impl UploadGateway for GatewayService {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusHistory>, Status> {
         let id = request.into_inner().request_id;
-        let history = self
-            .pipeline
-            .status()
-            .history(&id)
-            .ok_or_else(|| Status::not_found(format!("no payload with request id {id} is known")))?;
+        let history = self.pipeline.history(&id).await?.ok_or_else(|| {
+            Status::not_found(format!("no payload with request id {:?} is known", id.chars().take(80).collect::<String>()))
+        })?;
         Ok(Response::new(pb::StatusHistory {
             request_id: id,
             events: history.into_iter().map(event).collect(),
@@ -225,7 +223,15 @@ async fn ack(pipeline: &Pipeline, v: pb::Verdict) -> pb::VerdictAck {
             request_id: v.request_id.clone(),
             validation,
             reason: non_empty(v.reason),
-            satellite_managed: None,
+            satellite_managed: v.satellite_managed,
+            id: non_empty(v.id),
+            echo: Echoed {
+                service: non_empty(v.service),
+                category: non_empty(v.category),
+                account: non_empty(v.account),
+                org_id: non_empty(v.org_id),
+                b64_identity: non_empty(v.b64_identity),
+            },
         })
         .await;
     let outcome = match report.outcome {

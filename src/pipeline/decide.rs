@@ -130,7 +130,7 @@ impl Pipeline {
         };
         let meta = match found {
             None => return VerdictReport::new(id, Outcome::UnknownId, "no stored payload has this request id"),
-            Some((Bucket::Quarantine, meta)) => meta,
+            Some((Bucket::Quarantine, meta)) => completed(meta, &result),
             Some((b, _)) => {
                 return VerdictReport::new(id, Outcome::AlreadyDecided, format!("already decided: the payload is in {}", b.as_str()))
             }
@@ -175,7 +175,7 @@ impl Pipeline {
         self.inner.storage.copy(Bucket::Quarantine, Bucket::Perm, key).await?;
         let url = self.url(Bucket::Perm, key).await?;
         let available = Available {
-            id: key.clone(),
+            id: result.id.clone().unwrap_or_else(|| key.clone()),
             url,
             service: meta.service.clone(),
             category: meta.category.clone(),
@@ -230,4 +230,27 @@ impl Pipeline {
         })
         .await
     }
+}
+
+/// The meta of a payload stored without the gateway's (by the services it replaces),
+/// completed from the fields its validator echoed: service and category (else
+/// `unknown`), identity, and account and org when the object's own metadata had none.
+/// The gateway's own record is never overridden.
+fn completed(mut meta: ObjectMeta, result: &ValidationResult) -> ObjectMeta {
+    if !meta.derived {
+        return meta;
+    }
+    let echo = &result.echo;
+    let or_unknown = |have: String, echoed: &Option<String>| match have.is_empty() {
+        true => echoed.clone().unwrap_or_else(|| "unknown".into()),
+        false => have,
+    };
+    meta.service = or_unknown(std::mem::take(&mut meta.service), &echo.service);
+    meta.category = or_unknown(std::mem::take(&mut meta.category), &echo.category);
+    if meta.b64_identity.is_empty() {
+        meta.b64_identity = echo.b64_identity.clone().unwrap_or_default();
+    }
+    meta.account = meta.account.or_else(|| echo.account.clone());
+    meta.org_id = meta.org_id.or_else(|| echo.org_id.clone());
+    meta
 }

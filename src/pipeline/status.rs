@@ -157,6 +157,38 @@ impl StatusBook {
 }
 
 impl Pipeline {
+    /// A payload's history for `track` and GetStatus, oldest first; `None` when the id
+    /// is unknown (a malformed id is just an unknown one). A payload stored with no
+    /// history here (stored by the services the gateway replaces, or forgotten: the
+    /// book is bounded, and in memory on the embedded default) gets one event from
+    /// the bucket that holds it.
+    pub async fn history(&self, request_id: &str) -> crate::Result<Option<Vec<PayloadStatus>>> {
+        if let Some(h) = self.inner.status.history(request_id) {
+            return Ok(Some(h));
+        }
+        if !super::request_id::is_valid(request_id) {
+            return Ok(None);
+        }
+        let Some((bucket, meta)) = self.locate(request_id).await? else {
+            return Ok(None);
+        };
+        let (status, where_) = match bucket {
+            crate::storage::Bucket::Quarantine => ("received", "waiting in quarantine for its verdict"),
+            crate::storage::Bucket::Perm => ("success", "validated: kept in perm"),
+            crate::storage::Bucket::Reject => ("rejected", "refused: kept in reject"),
+        };
+        Ok(Some(vec![PayloadStatus {
+            service: "ingress".into(),
+            status: status.into(),
+            status_msg: format!("{where_} (no earlier history is recorded here)"),
+            account: meta.account,
+            org_id: meta.org_id,
+            request_id: meta.request_id.clone(),
+            payload_id: meta.request_id,
+            date: meta.received_at,
+        }]))
+    }
+
     /// Records a milestone: in the book at once, on the status topic through the
     /// outbox (retried until delivered, in order per payload).
     pub(crate) fn record(&self, meta: &ObjectMeta, status: &str, msg: &str) {

@@ -9,7 +9,6 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::Error;
-use crate::pipeline::RequestId;
 
 pub async fn root() -> &'static str {
     "lubdub"
@@ -75,13 +74,11 @@ pub async fn accepted(State(app): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
+/// `GET {p}/v1/track/{id}`: 404 for an unknown id, a malformed one included (contract §2).
 pub async fn track(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
-    RequestId::parse(&id)?;
-    let history = app
-        .pipeline
-        .status()
-        .history(&id)
-        .ok_or_else(|| Error::NotFound(format!("no payload with request id {id} is known")))?;
+    let history = app.pipeline.history(&id).await?.ok_or_else(|| {
+        Error::NotFound(format!("no payload with request id {:?} is known", id.chars().take(80).collect::<String>()))
+    })?;
     let last = history.last().map(|e| e.status.clone());
     Ok(Json(json!({ "request_id": id, "status": last, "history": history })).into_response())
 }

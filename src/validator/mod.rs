@@ -205,6 +205,7 @@ async fn report(
             request_id: request_id.to_string(),
             validation: d.validation.to_string(),
             reason: d.reason.clone(),
+            ..Default::default()
         };
         verdicts
             .send(verdict)
