@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and run a single-node Garage (S3-compatible) server for integration tests.
 #
-# Usage: scripts/garage.sh <install|start|down|up|stop|status|env|key|deny>
+# Usage: scripts/garage.sh <install|start|down|up|stop|status|env|bucket|key|deny>
 #
 #   install  build garage with `cargo install` into $CACHE/garage-$GARAGE_VERSION (cached)
 #   start    install if needed, write config (first time), start server, wait until
@@ -12,9 +12,13 @@
 #   stop     kill the server and remove all state (idempotent)
 #   status   exit 0 if the server is running and healthy
 #   env      print the env file of a running setup
+#   bucket NAME...
+#            create buckets every key can be allowed on (global aliases; a bucket made
+#            with S3 CreateBucket is named for its creator's key only), owned by the
+#            default key
 #   key NAME BUCKET=PERMS...
 #            make an access key NAME with no right to create buckets, allowed PERMS
-#            (r, w or rw) on each existing BUCKET; print AWS_ACCESS_KEY_ID= and
+#            (r, w or rw) on each BUCKET made by `bucket`; print AWS_ACCESS_KEY_ID= and
 #            AWS_SECRET_ACCESS_KEY= lines (least-privilege tests)
 #   deny KEY_ID BUCKET=PERMS...
 #            take those permissions away from a key again
@@ -351,6 +355,16 @@ grant() {
 	done
 }
 
+cmd_bucket() {
+	local b
+	load_settings
+	is_running || die "garage is not running (run '$0 start')"
+	for b in "$@"; do
+		garage_cli bucket create "$b" >/dev/null
+		garage_cli bucket allow --read --write --owner --key "$ACCESS_KEY" "$b" >/dev/null
+	done
+}
+
 cmd_key() {
 	[[ $# -ge 1 ]] || die "usage: $0 key NAME BUCKET=PERMS..."
 	local name=$1 id secret
@@ -392,10 +406,11 @@ down) lock && cmd_down ;;
 stop) lock && cmd_stop ;;
 status) cmd_status ;;
 env) cmd_env ;;
+bucket) shift && cmd_bucket "$@" ;;
 key) shift && cmd_key "$@" ;;
 deny) shift && cmd_deny "$@" ;;
 *)
-	echo "usage: $0 {install|start|down|up|stop|status|env|key|deny}" >&2
+	echo "usage: $0 {install|start|down|up|stop|status|env|bucket|key|deny}" >&2
 	exit 2
 	;;
 esac

@@ -1,5 +1,5 @@
 //! S3 under least privilege (item 5), on Garage: a key made by `scripts/garage.sh key`
-//! with read and write on the three existing buckets and no right to create buckets
+//! with read and write on the three buckets (made by `scripts/garage.sh bucket`) and no right to create buckets
 //! (Garage cannot limit finer). The gateway starts with S3_CREATE_BUCKETS=false and
 //! takes uploads and verdicts. Then read on reject is taken away, so S3 answers 403 for
 //! a missing key there, as AWS does under a policy without s3:ListBucket: lookups read
@@ -58,9 +58,7 @@ async fn the_gateway_works_with_a_key_limited_to_its_buckets() {
     let admin = S3Env::from_test_env();
     let b = Buckets::unique("least");
     let c = admin.client();
-    for name in [&b.quarantine, &b.perm, &b.reject] {
-        c.create_bucket().bucket(name).send().await.expect("the admin key creates the buckets");
-    }
+    garage(&["bucket", &b.quarantine, &b.perm, &b.reject]);
     let name = format!("ugw-least-{}", &b.quarantine[10..22]);
     let out = garage(&["key", &name, &format!("{}=rw", b.quarantine), &format!("{}=rw", b.perm), &format!("{}=rw", b.reject)]);
     let vars: std::collections::HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();

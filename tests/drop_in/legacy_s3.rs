@@ -160,12 +160,12 @@ async fn the_quarantine_sweep_re_announces_with_the_metadata() {
     t.app.stop().await.unwrap();
 
     // A gateway that knows no status for it (another status topic): its sweep, at two
-    // looks a second apart, announces the payload again, metadata and all.
+    // looks 3 s apart, announces the payload again, metadata and all.
     let mut other = Names::new("sweepmd2");
     other.prefix = n.prefix.clone();
     let mut flags = s3_flags(&env, &b, &[]);
     flags.extend(other.flags());
-    flags.extend(["--quarantine-sweep-secs", "1"].map(String::from));
+    flags.extend(["--kafka-publish-timeout-secs", "2", "--quarantine-sweep-secs", "3"].map(String::from));
     let t = spawn_app(&as_strs(&flags)).await;
     let again = wait_records(&n.announce("testareno"), id, 2, WAIT).await;
     assert_eq!(again[1].json()["request_id"], id);
