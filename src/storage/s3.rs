@@ -114,7 +114,7 @@ impl S3Storage {
         let name = self.name(bucket);
         let out = match self.client.get_object().bucket(name).key(sidecar(key)).send().await {
             Ok(o) => o,
-            Err(e) if absent(&e) => return Ok(None),
+            Err(e) if self.absent(&e).await => return Ok(None),
             Err(e) => return Err(unavailable(&format!("meta of {key} in {name}"), e)),
         };
         let bytes = out
@@ -146,7 +146,7 @@ impl S3Storage {
         let name = self.name(bucket);
         match self.client.head_object().bucket(name).key(key).send().await {
             Ok(h) => Ok(Some(h)),
-            Err(e) if absent(&e) => Ok(None),
+            Err(e) if self.absent(&e).await => Ok(None),
             Err(e) => Err(unavailable(&format!("{key} in {name}"), e)),
         }
     }
@@ -171,7 +171,6 @@ impl Storage for S3Storage {
 
     async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
         let (object, meta) = tokio::join!(self.head_object(bucket, key), self.read_meta(bucket, key));
-        // The sidecar's answer first: its error code tells refused credentials apart.
         let meta = meta?;
         let Some(h) = object? else {
             return Ok(None);
@@ -212,7 +211,7 @@ impl Storage for S3Storage {
         let name = self.name(bucket);
         let out = match self.client.get_object().bucket(name).key(key).send().await {
             Ok(o) => o,
-            Err(e) if absent(&e) => return Ok(None),
+            Err(e) if self.absent(&e).await => return Ok(None),
             Err(e) => return Err(unavailable(&format!("{key} in {name}"), e)),
         };
         let meta = meta.unwrap_or_else(|| {
@@ -318,7 +317,11 @@ impl S3Storage {
             }
             aborted += 1;
             let object = self.client.head_object().bucket(&e.bucket).key(&e.key).send().await;
-            if object.as_ref().is_err_and(absent) {
+            let gone = match &object {
+                Ok(_) => false,
+                Err(err) => self.absent(err).await,
+            };
+            if gone {
                 let _ = self.client.delete_object().bucket(&e.bucket).key(sidecar(&e.key)).send().await;
             }
             journal::Journal::done(&path).await;
@@ -383,25 +386,31 @@ impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
-/// Whether S3 said "no such key" to HeadObject, GetObject or CopyObject: 404, or 403
-/// under a policy without s3:ListBucket on the bucket (S3 then hides whether the key
-/// exists; the gateway's policy allows s3:GetObject on every bucket, so such a 403
-/// means the key is not there). A 403 whose code says the credentials were refused is
-/// an outage, not an absence; HeadObject's answer has no body and so no code, which
-/// is why `head` reads the sidecar with GetObject beside it.
-fn absent<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkError<E, R>) -> bool {
-    const REFUSED: [&str; 6] = [
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-        "RequestTimeTooSkewed",
-    ];
-    match status(e) {
-        Some(404) => true,
-        Some(403) => !e.code().is_some_and(|c| REFUSED.contains(&c)),
-        _ => false,
+impl S3Storage {
+    /// Whether S3 said "no such key" to HeadObject, GetObject or CopyObject: 404, or
+    /// 403 under a policy without s3:ListBucket on the bucket (S3 then hides whether
+    /// the key exists; the gateway's policy allows s3:GetObject on every bucket, so
+    /// such a 403 means the key is not there). A 403 is taken for "absent" only while
+    /// S3 takes the gateway's credentials at all: its code does not say they were
+    /// refused (AWS: InvalidAccessKeyId, SignatureDoesNotMatch...; HeadObject's answer
+    /// has no body, so no code), and HeadBucket on quarantine, which the policy allows,
+    /// answers (some stores, Garage among them, say AccessDenied for a bad key too).
+    /// Otherwise it is an outage, and a verdict is retried, not dropped.
+    async fn absent<E: ProvideErrorMetadata, R: HasStatus>(&self, e: &SdkError<E, R>) -> bool {
+        const REFUSED: [&str; 6] = [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "InvalidToken",
+            "TokenRefreshRequired",
+            "RequestTimeTooSkewed",
+        ];
+        match status(e) {
+            Some(404) => true,
+            Some(403) if e.code().is_some_and(|c| REFUSED.contains(&c)) => false,
+            Some(403) => self.client.head_bucket().bucket(&self.options.quarantine).send().await.is_ok(),
+            _ => false,
+        }
     }
 }
 

@@ -101,6 +101,19 @@ async fn the_gateway_works_with_a_key_limited_to_its_buckets() {
     // Writing to reject still works.
     assert_eq!(verdict(&t, "least-ok-2", "failure").await.0, Rejected);
     assert!(exists(&c, &b.reject, "least-ok-2").await);
+
+    // S3 refusing the gateway everything (Garage answers AccessDenied to a bad key as
+    // well) is an outage, not an absence: not ready, and a verdict is to be retried
+    // rather than dropped as an unknown id.
+    garage(&["deny", &limited.access_key, &format!("{}=r", b.quarantine)]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while head_status(&lc, &b.quarantine, "least-ok-2").await != 403 {
+        assert!(Instant::now() < deadline, "Garage did not start refusing reads on quarantine");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(t.http.get(t.url("/readyz")).send().await.unwrap().status(), 503);
+    let (outcome, msg) = verdict(&t, "least-never-stored", "success").await;
+    assert_eq!(outcome, Retry, "{msg}");
     t.app.stop().await.unwrap();
 }
 

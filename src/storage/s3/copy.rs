@@ -8,7 +8,7 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::copy_object::{CopyObjectError, CopyObjectOutput};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 
-use super::{absent, sidecar, unavailable, upload::abort, S3Storage, MAX_PARTS};
+use super::{sidecar, unavailable, upload::abort, S3Storage, MAX_PARTS};
 use crate::error::{Error, Result};
 use crate::storage::Bucket;
 
@@ -16,7 +16,7 @@ pub(super) async fn copy(s: &S3Storage, from: Bucket, to: Bucket, key: &str) -> 
     let (src, dst) = (s.name(from), s.name(to));
     let head = match s.client.head_object().bucket(src).key(key).send().await {
         Ok(h) => h,
-        Err(e) if absent(&e) => {
+        Err(e) if s.absent(&e).await => {
             return Err(Error::NotFound(format!("{key} is not in {src}")));
         }
         Err(e) => return Err(unavailable(&format!("{key} in {src}"), e)),
@@ -24,7 +24,7 @@ pub(super) async fn copy(s: &S3Storage, from: Bucket, to: Bucket, key: &str) -> 
     let size = head.content_length().unwrap_or(0).max(0) as u64;
     match copy_object(s, src, dst, &sidecar(key)).await {
         Ok(_) => {}
-        Err(e) if absent(&e) => {}
+        Err(e) if s.absent(&e).await => {}
         Err(e) => return Err(unavailable(&format!("copying the meta of {key} from {src} to {dst}"), e)),
     }
     if size <= s.options.multipart_copy_threshold {
