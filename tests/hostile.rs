@@ -373,12 +373,12 @@ fn cases() -> Vec<Case> {
         case(
             "a track id with encoded path tricks",
             once(b"GET /api/ingress/v1/track/..%2F..%2F.signing-key HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec()),
-            Status(400, "request id"),
+            Status(404, "no payload"),
         ),
         case(
             "a track id that is not UTF-8",
             once(b"GET /api/ingress/v1/track/%FF%FE HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec()),
-            Status(400, ""),
+            Status(404, "no payload"),
         ),
         case(
             "a download of the signing key by path tricks",

@@ -74,8 +74,15 @@ pub async fn accepted(State(app): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-/// `GET {p}/v1/track/{id}`: 404 for an unknown id, a malformed one included (contract §2).
-pub async fn track(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+/// `GET {p}/v1/track/{id}`: 404 for an unknown id, a malformed one included (contract §2),
+/// even one that is not UTF-8 once decoded.
+pub async fn track(
+    State(app): State<AppState>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, Error> {
+    let Ok(Path(id)) = id else {
+        return Err(Error::NotFound("no payload with this request id is known: it is not UTF-8".into()));
+    };
     let history = app.pipeline.history(&id).await?.ok_or_else(|| {
         Error::NotFound(format!("no payload with request id {:?} is known", id.chars().take(80).collect::<String>()))
     })?;

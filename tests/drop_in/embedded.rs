@@ -196,6 +196,7 @@ async fn a_malformed_id_is_an_unknown_one() {
         ("-starts-with-a-dash", "-starts-with-a-dash"),
         (".hidden", ".hidden"),
         ("%C3%A9t%C3%A9", "\u{e9}t\u{e9}"),
+        ("..%2F..%2F.signing-key", "../../.signing-key"),
         (long.as_str(), long.as_str()),
         ("never-used-1", "never-used-1"),
     ];
@@ -205,6 +206,9 @@ async fn a_malformed_id_is_an_unknown_one() {
         let err = client.get_status(pb::StatusRequest { request_id: id.to_string() }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "GetStatus {id:?}: {err}");
     }
+    // Not UTF-8 once decoded: unknown too.
+    let resp = t.http.get(t.url("/api/ingress/v1/track/%FF%FE")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
     for id in ["", "a/b", "../x", "a\u{0}b"] {
         let err = client.get_status(pb::StatusRequest { request_id: id.into() }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "GetStatus {id:?}: {err}");
