@@ -15,8 +15,8 @@
 //! stored has no sidecar; its meta comes from the object itself (`legacy.rs`).
 //!
 //! Least privilege: S3 answers 403 rather than 404 for a missing key when the policy
-//! lacks `s3:ListBucket` on the bucket, so a 403 on HeadObject or GetObject reads as
-//! "absent" (README: the IAM policy).
+//! lacks `s3:ListBucket` on the bucket, so a 403 on a key reads as "absent" while S3
+//! takes the gateway's credentials (`S3Storage::absent`; README: the IAM policy).
 
 use std::time::Duration;
 
