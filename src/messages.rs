@@ -101,6 +101,16 @@ pub struct ValidationResult {
     pub echo: Echoed,
 }
 
+/// What a verdict carries besides its id and validation word: the rest of
+/// [`ValidationResult`], as a gRPC validator sends it field by field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerdictDetails {
+    pub reason: Option<String>,
+    pub satellite_managed: Option<bool>,
+    pub id: Option<String>,
+    pub echo: Echoed,
+}
+
 /// Announce fields a validator echoes back. The gateway's own record of a payload wins;
 /// these fill in only what it lacks: a payload the replaced services stored, without
 /// the gateway's record, is known by its key, size and S3 user metadata alone.

@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::auth::PeerNames;
 use crate::error::Error;
 
 pub async fn root() -> &'static str {
@@ -19,7 +20,7 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    if app.draining() {
+    if app.pipeline.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down").into_response();
     }
     match app.pipeline.check().await {
@@ -79,13 +80,14 @@ pub async fn accepted(State(app): State<AppState>) -> Json<serde_json::Value> {
 pub async fn track(
     State(app): State<AppState>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: http::HeaderMap,
+    peer: Option<axum::Extension<PeerNames>>,
 ) -> Result<Response, Error> {
     let Ok(Path(id)) = id else {
         return Err(Error::NotFound("no payload with this request id is known: it is not UTF-8".into()));
     };
-    let history = app.pipeline.history(&id).await?.ok_or_else(|| {
-        Error::NotFound(format!("no payload with request id {:?} is known", id.chars().take(80).collect::<String>()))
-    })?;
+    let caller = super::caller(&app.pipeline, &headers, peer.as_ref().map(|p| &p.0))?;
+    let history = app.pipeline.history(&caller, &id).await?;
     let last = history.last().map(|e| e.status.clone());
     Ok(Json(json!({ "request_id": id, "status": last, "history": history })).into_response())
 }

@@ -75,7 +75,7 @@ impl KafkaQueue {
     /// each valid service's announce topic (or the single announce topic).
     pub fn topics(settings: &Settings) -> Vec<String> {
         let t = &settings.topics;
-        let mut v = vec![t.validation.clone(), t.available.clone(), t.status.clone()];
+        let mut v = vec![t.validation.clone(), t.available.clone(), t.status.clone(), t.dead_letter.clone()];
         for s in &settings.valid_services {
             let a = t.announce(s);
             if !v.contains(&a) {
@@ -207,6 +207,9 @@ impl Queue for KafkaQueue {
         let sent = tokio::time::timeout(wait + Duration::from_secs(1), producer.send(record, wait)).await;
         match sent {
             Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) if refused_for_good(&e) => {
+                Err(Error::QueueRefused(format!("publishing to {}: {e}", message.topic)))
+            }
             Ok(Err((e, _))) => {
                 self.replace_if_fatal(&producer);
                 Err(Error::QueueUnavailable(format!("publishing to {}: {e}", message.topic)))
@@ -256,4 +259,14 @@ impl Queue for KafkaQueue {
             .map_err(|e| Error::Internal(format!("flush: {e}")))?
             .map_err(|e| Error::QueueUnavailable(format!("flushing the Kafka producer: {e}")))
     }
+}
+
+/// Whether the broker (or the producer's own checks) refused a message in a way that
+/// sending it again cannot change: too large, or not a valid record.
+fn refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessage | C::InvalidMessageSize | C::InvalidRecord)
+    )
 }
