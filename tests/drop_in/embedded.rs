@@ -26,8 +26,18 @@ async fn json_message(t: &TestApp, topic: &str, group: &str) -> Value {
     serde_json::from_slice(&t.next_message(topic, group).await.payload).unwrap()
 }
 
+/// `track` as a caller without identity (it sees payloads stored without one).
 async fn track(t: &TestApp, id: &str) -> (u16, Value) {
-    let resp = t.http.get(t.url(&format!("/api/ingress/v1/track/{id}"))).send().await.unwrap();
+    track_as(t, id, None).await
+}
+
+/// `track` as the org that owns the payload (status is tenant-scoped).
+async fn track_as(t: &TestApp, id: &str, identity: Option<&str>) -> (u16, Value) {
+    let mut req = t.http.get(t.url(&format!("/api/ingress/v1/track/{id}")));
+    if let Some(i) = identity {
+        req = req.header("x-rh-identity", i);
+    }
+    let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -90,7 +100,10 @@ async fn a_payload_file_without_meta_is_read_decided_and_tracked() {
     assert_eq!(a["sha256"], "", "the gateway did not see these bytes arrive");
     let fetched = reqwest::get(a["url"].as_str().unwrap()).await.unwrap();
     assert_eq!(fetched.bytes().await.unwrap().to_vec(), body);
-    assert_eq!(statuses(&track(&t, kept).await.1), ["success", "advertised"]);
+    // Its history now names the org the verdict gave it: that org reads it.
+    let owner = identity("acct-old", "org-old");
+    assert_eq!(statuses(&track_as(&t, kept, Some(&owner)).await.1), ["success", "advertised"]);
+    assert_eq!(track(&t, kept).await.0, 404, "another caller does not see it");
 
     // A failure moves the other one to reject, with nothing echoed: service unknown.
     let ack = verdict(&t, pb::Verdict { request_id: refused.into(), validation: "FAILURE".into(), ..Default::default() }).await;
@@ -170,7 +183,7 @@ async fn grpc_verdicts_carry_every_validation_field_into_the_messages() {
     assert_eq!(a["id"], "host-42");
     assert_eq!(a["satellite_managed"], true);
     assert_eq!((a["service"].as_str(), a["account"].as_str()), (Some("testareno"), Some("acct-1")));
-    let (_, v) = track(&t, &id).await;
+    let (_, v) = track_as(&t, &id, Some(&identity("acct-1", "org-1"))).await;
     let success = v["history"].as_array().unwrap().iter().find(|e| e["status"] == "success").cloned().unwrap();
     assert_eq!(success["status_msg"], "looks fine");
 

@@ -29,8 +29,15 @@ async fn put_legacy(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]
         .expect("PutObject as the old service did");
 }
 
-async fn track(t: &TestApp, id: &str) -> Value {
-    let resp = t.http.get(t.url(&format!("/api/ingress/v1/track/{id}"))).send().await.unwrap();
+/// `track` as the payload's owner (status is tenant-scoped).
+async fn track(t: &TestApp, id: &str, owner: &str) -> Value {
+    let resp = t
+        .http
+        .get(t.url(&format!("/api/ingress/v1/track/{id}")))
+        .header("x-rh-identity", owner)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200, "track {id}");
     resp.json().await.unwrap()
 }
@@ -74,10 +81,13 @@ async fn payloads_the_old_services_stored_get_their_verdicts_over_kafka() {
         put_legacy(&c, q, key, &go_body, Some("application/gzip"), &md).await;
     }
 
-    // Before any verdict, `track` finds them.
-    for key in [&py_ok, &go_ok] {
-        assert_eq!(statuses(&track(&t, key).await), ["received"]);
-    }
+    // Before any verdict, `track` finds them, for their owners: the Python service's
+    // by account (it knew no org), the Go service's by org.
+    use base64::Engine;
+    let py_owner = base64::engine::general_purpose::STANDARD.encode(r#"{"identity":{"account_number":"0000001","type":"User"}}"#);
+    let go_owner = identity("0000002", "org-go");
+    assert_eq!(statuses(&track(&t, &py_ok, &py_owner).await), ["received"]);
+    assert_eq!(statuses(&track(&t, &go_ok, &go_owner).await), ["received"]);
 
     // The validators answer on the validation topic as they always did: echoing the
     // announce fields the old service sent them (or not).
@@ -130,8 +140,8 @@ async fn payloads_the_old_services_stored_get_their_verdicts_over_kafka() {
     }
 
     // Their status, on `track` and the status topic.
-    assert_eq!(statuses(&track(&t, &py_ok).await), ["success", "advertised"]);
-    assert_eq!(statuses(&track(&t, &go_bad).await), ["rejected"]);
+    assert_eq!(statuses(&track(&t, &py_ok, &ident).await), ["success", "advertised"]);
+    assert_eq!(statuses(&track(&t, &go_bad, &go_owner).await), ["rejected"]);
     let rejected = wait_records(&n.status, &py_bad, 1, WAIT).await[0].json();
     assert_eq!((rejected["status"].as_str(), rejected["status_msg"].as_str()), (Some("rejected"), Some("not a tarball")));
     assert_eq!(rejected["account"], "0000001");
