@@ -45,7 +45,8 @@ pub struct Staged {
     request_id: RequestId,
     identity: Identity,
     meta: ObjectMeta,
-    metadata: Option<Value>,
+    /// `metadata` came after the bytes: the stored meta must be written again.
+    metadata_late: bool,
     done: bool,
 }
 
@@ -183,6 +184,8 @@ impl Pipeline {
             size: 0,
             sha256: String::new(),
             received_at: now_rfc3339(),
+            metadata,
+            derived: false,
         };
         // The storage consumes the payload; the payload's own failure (too large,
         // stalled, short) is what the client hears about, not the storage's echo.
@@ -197,13 +200,13 @@ impl Pipeline {
             request_id: caller.request_id,
             identity: caller.identity,
             meta,
-            metadata,
+            metadata_late: false,
             done: false,
         })
     }
 
     /// The announce message of a stored payload, with a fresh URL.
-    pub(crate) async fn announcement(&self, meta: &ObjectMeta, metadata: Option<Value>) -> Result<Message> {
+    pub(crate) async fn announcement(&self, meta: &ObjectMeta) -> Result<Message> {
         let url = self.url(Bucket::Quarantine, &meta.request_id).await?;
         let announce = Announce {
             account: meta.account.clone(),
@@ -217,7 +220,7 @@ impl Pipeline {
             category: meta.category.clone(),
             content_type: meta.content_type.clone(),
             b64_identity: meta.b64_identity.clone(),
-            metadata,
+            metadata: meta.metadata.clone(),
             url,
             timestamp: now_rfc3339(),
             sha256: meta.sha256.clone(),
@@ -229,12 +232,18 @@ impl Pipeline {
     }
 
     /// Announces a payload that quarantine holds (again, or for the first time after a
-    /// crash; without the metadata, which is not kept). None when it is not there.
+    /// crash), with the metadata it was sent with. None when it is not there, or when
+    /// its service is unknown: a payload the replaced services stored without the
+    /// gateway's meta was announced by them, and waits for its verdict.
     pub(crate) async fn announce_stored(&self, key: &str) -> Result<Option<ObjectMeta>> {
         let Some(meta) = self.inner.storage.head(Bucket::Quarantine, key).await? else {
             return Ok(None);
         };
-        let msg = self.announcement(&meta, None).await?;
+        if meta.service.is_empty() {
+            tracing::debug!(request_id = key, "not announced again: stored without the gateway's meta, its service is unknown");
+            return Ok(None);
+        }
+        let msg = self.announcement(&meta).await?;
         self.inner.queue.publish(msg).await?;
         Ok(Some(meta))
     }
@@ -264,9 +273,11 @@ impl Staged {
         &self.request_id
     }
 
-    /// Metadata that arrived after the bytes (REST sends it in a later part).
+    /// Metadata that arrived after the bytes (REST sends it in a later part); it is
+    /// kept with the stored payload's meta before the announcement.
     pub fn set_metadata(&mut self, metadata: Value) {
-        self.metadata = Some(metadata);
+        self.meta.metadata = Some(metadata);
+        self.metadata_late = true;
     }
 
     /// Removes the stored payload now, unannounced (a later form part replaced it).
@@ -282,7 +293,11 @@ impl Staged {
     /// the client gets as its 2xx. On error the payload is removed from quarantine.
     pub async fn announce(mut self) -> Result<Receipt> {
         let p = self.pipeline.clone();
-        let msg = p.announcement(&self.meta, self.metadata.take()).await?;
+        if self.metadata_late {
+            let key = &self.meta.request_id;
+            p.inner.storage.set_meta(Bucket::Quarantine, key, &self.meta).await?; // Drop removes the object.
+        }
+        let msg = p.announcement(&self.meta).await?;
         if let Err(e) = p.inner.queue.publish(msg).await {
             warn!(error = %e, "announce failed; removing the stored payload");
             p.metrics().upload_refused(e.kind());

@@ -46,7 +46,7 @@ async fn upload_with(t: &TestApp, id: &str, body: Vec<u8>) -> reqwest::Response 
 
 /// Sends one verdict over the gRPC ValidationResult stream; returns the ack.
 async fn verdict(t: &TestApp, id: &str, validation: &str) -> pb::VerdictAck {
-    let v = pb::Verdict { request_id: id.into(), validation: validation.into(), reason: String::new() };
+    let v = pb::Verdict { request_id: id.into(), validation: validation.into(), reason: String::new(), ..Default::default() };
     let mut acks = t.grpc().await.validation_result(futures_util::stream::iter([v])).await.unwrap().into_inner();
     acks.next().await.expect("one ack").expect("ack")
 }

@@ -209,7 +209,7 @@ async fn every_verb_answers_each_caller_as_the_trust_table_says() {
     // ValidationResult: refused without a validator credential; a verdict from a
     // validator of another service is acked FORBIDDEN and changes nothing.
     for who in EVERYONE {
-        let verdicts = futures_util::stream::iter(vec![pb::Verdict { request_id: p.clone(), validation: "success".into(), reason: String::new() }]);
+        let verdicts = futures_util::stream::iter(vec![pb::Verdict { request_id: p.clone(), validation: "success".into(), reason: String::new(), ..Default::default() }]);
         let got = g.grpc(who).await.validation_result(g.request(who, verdicts)).await;
         match who {
             Who::ComplianceToken => {
@@ -225,7 +225,7 @@ async fn every_verb_answers_each_caller_as_the_trust_table_says() {
         assert!(g.t.bucket_files("perm").is_empty() && g.t.bucket_files("reject").is_empty());
     }
     // The advisor validator (by certificate) decides, and that is the only decision.
-    let verdicts = futures_util::stream::iter(vec![pb::Verdict { request_id: p.clone(), validation: "failure".into(), reason: "checked".into() }]);
+    let verdicts = futures_util::stream::iter(vec![pb::Verdict { request_id: p.clone(), validation: "failure".into(), reason: "checked".into(), ..Default::default() }]);
     let mut acks = g.grpc(Who::AdvisorCert).await.validation_result(g.request(Who::AdvisorCert, verdicts)).await.unwrap().into_inner();
     assert_eq!(acks.next().await.unwrap().unwrap().outcome, pb::verdict_ack::Outcome::Rejected as i32);
     assert_eq!(g.t.bucket_files("reject"), [p.clone()]);

@@ -102,6 +102,7 @@ pub async fn subscribed_ids(base: &str, data: &std::path::Path, service: &str, w
                     request_id: a.request_id.clone(),
                     validation: "handoff".into(),
                     reason: "chaos reconciliation".into(),
+                    ..Default::default()
                 });
                 seen.insert(a.request_id);
             }

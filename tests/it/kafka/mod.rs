@@ -226,7 +226,7 @@ async fn a_grpc_subscriber_gets_work_from_the_service_topic_and_its_verdict_is_a
     assert_eq!(j["metadata"], serde_json::from_str::<Value>(METADATA).unwrap());
 
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::Verdict { request_id: id.clone(), validation: "success".into(), reason: "ok by gRPC".into() })
+    tx.send(pb::Verdict { request_id: id.clone(), validation: "success".into(), reason: "ok by gRPC".into(), ..Default::default() })
         .await
         .unwrap();
     let mut acks = client

@@ -96,6 +96,7 @@ impl Verdicts {
             request_id: id.into(),
             validation: validation.into(),
             reason: String::new(),
+            ..Default::default()
         };
         self.tx.send(v).await.unwrap();
     }
