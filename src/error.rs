@@ -45,6 +45,11 @@ pub enum Error {
     /// The queue failed; nothing was kept. Retry later.
     #[error("queue unavailable: {0}")]
     QueueUnavailable(String),
+    /// The queue did not confirm a message in time, and may have written it (its
+    /// request was in flight). An upload refused with it keeps its payload in
+    /// quarantine, where the quarantine sweep announces it. Retry later.
+    #[error("queue unavailable: {0}")]
+    QueueUnconfirmed(String),
     /// The gateway is shutting down or over its concurrency limit.
     #[error("{0}")]
     Overloaded(String),
@@ -69,7 +74,10 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::StorageUnavailable(_) | Error::QueueUnavailable(_) | Error::Overloaded(_) => {
+            Error::StorageUnavailable(_)
+            | Error::QueueUnavailable(_)
+            | Error::QueueUnconfirmed(_)
+            | Error::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -89,7 +97,10 @@ impl Error {
             Error::NotFound(_) => Code::NotFound,
             Error::Timeout(_) => Code::DeadlineExceeded,
             Error::ClientGone(_) => Code::Cancelled,
-            Error::StorageUnavailable(_) | Error::QueueUnavailable(_) | Error::Overloaded(_) => {
+            Error::StorageUnavailable(_)
+            | Error::QueueUnavailable(_)
+            | Error::QueueUnconfirmed(_)
+            | Error::Overloaded(_) => {
                 Code::Unavailable
             }
             Error::Internal(_) => Code::Internal,
@@ -117,6 +128,7 @@ impl Error {
             Error::ClientGone(_) => "client_gone",
             Error::StorageUnavailable(_) => "storage_unavailable",
             Error::QueueUnavailable(_) => "queue_unavailable",
+            Error::QueueUnconfirmed(_) => "queue_unconfirmed",
             Error::Overloaded(_) => "overloaded",
             Error::Internal(_) => "internal",
         }

@@ -163,6 +163,7 @@ impl Pipeline {
             size: 0,
             sha256: String::new(),
             received_at: now_rfc3339(),
+            unconfirmed: None,
         };
         // The storage consumes the payload; the payload's own failure (too large,
         // stalled, short) is what the client hears about, not the storage's echo.
@@ -259,14 +260,34 @@ impl Staged {
     }
 
     /// Publishes the announcement and records the status. Returns the receipt, which
-    /// the client gets as its 2xx. On error the payload is removed from quarantine.
+    /// the client gets as its 2xx. When the announcement was surely not written, the
+    /// payload is removed from quarantine; when it may have been (`QueueUnconfirmed`),
+    /// the payload is kept, marked, for the quarantine sweep to announce: an
+    /// announcement never points at a payload that was thrown away.
+    ///
+    /// The publish and what follows from its outcome run in a task of their own, so a
+    /// client that goes away meanwhile cannot cut them short between the two.
     pub async fn announce(mut self) -> Result<Receipt> {
         let p = self.pipeline.clone();
         let msg = p.announcement(&self.meta, self.metadata.take()).await?;
-        if let Err(e) = p.inner.queue.publish(msg).await {
-            warn!(error = %e, "announce failed; removing the stored payload");
+        let settled = tokio::spawn(async move {
+            let published = p.inner.queue.publish(msg).await;
+            self.settle(published).await
+        });
+        settled.await.map_err(|e| Error::Internal(format!("announcing: {e}")))?
+    }
+
+    async fn settle(mut self, published: Result<()>) -> Result<Receipt> {
+        let p = self.pipeline.clone();
+        if let Err(e) = published {
             p.metrics().upload_refused(e.kind());
-            return Err(e); // Drop removes the object.
+            if let Error::QueueUnconfirmed(why) = &e {
+                self.done = true;
+                self.keep_unconfirmed(why).await;
+            } else {
+                warn!(error = %e, "announce failed; removing the stored payload");
+            }
+            return Err(e); // Drop removes the object unless kept.
         }
         self.done = true;
         let m = &self.meta;
@@ -282,6 +303,20 @@ impl Staged {
             size: m.size,
             sha256: m.sha256.clone(),
         })
+    }
+
+    /// Marks a payload whose announcement is unconfirmed, in its meta. Unmarked (the
+    /// storage failing too) it is still kept: the sweep finds it at its second look.
+    async fn keep_unconfirmed(&self, why: &str) {
+        let key = &self.meta.request_id;
+        warn!(request_id = %key, reason = why,
+            "announcement unconfirmed; keeping the payload for the quarantine sweep to announce");
+        let meta = ObjectMeta { unconfirmed: Some(why.to_string()), ..self.meta.clone() };
+        match self.pipeline.inner.storage.set_meta(Bucket::Quarantine, key, &meta).await {
+            Ok(true) => {}
+            Ok(false) => info!(request_id = %key, "the payload left quarantine meanwhile (a verdict)"),
+            Err(e) => warn!(request_id = %key, error = %e, "could not mark an unconfirmed payload"),
+        }
     }
 }
 

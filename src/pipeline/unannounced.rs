@@ -9,6 +9,13 @@
 //! off uploads in flight: by the second look such a payload has its `announced` status
 //! (in this replica's book, or from another replica through the status topic) or was
 //! removed after a failed announcement.
+//!
+//! A payload whose client was answered 503 while the broker had not confirmed its
+//! announcement (`unconfirmed` in its meta: the broker may have written it, or not) is
+//! no upload in flight: it is announced at the first look. Whether the first
+//! announcement reached the topic is not asked (it cannot be told cheaply); announcing
+//! again is what at least once allows, and a phantom (an announcement whose payload
+//! was thrown away) is what keeping the payload rules out.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -38,7 +45,8 @@ impl Pipeline {
     }
 
     /// One look: payloads in quarantine without any status become suspects; a suspect
-    /// of the previous look that still has none is announced. Returns how many were.
+    /// of the previous look that still has none, or one marked unconfirmed, is
+    /// announced. Returns how many were.
     pub async fn sweep_quarantine(&self, suspects: &mut HashSet<String>) -> Result<usize> {
         let mut now = HashSet::new();
         let mut announced = 0;
@@ -46,19 +54,24 @@ impl Pipeline {
             if self.inner.status.history(&key).is_some() {
                 continue;
             }
-            if !suspects.contains(&key) {
-                now.insert(key);
-                continue;
-            }
-            // Still there, still without a status, a whole period later.
+            let why = if suspects.contains(&key) {
+                // Still there, still without a status, a whole period later.
+                "announced by the quarantine sweep: stored, but its announcement was never confirmed"
+            } else {
+                match self.inner.storage.head(Bucket::Quarantine, &key).await? {
+                    Some(meta) if meta.unconfirmed.is_some() => {
+                        "announced by the quarantine sweep: its client was answered 503 before the broker confirmed its announcement"
+                    }
+                    _ => {
+                        now.insert(key);
+                        continue;
+                    }
+                }
+            };
             let Some(meta) = self.announce_stored(&key).await? else {
                 continue;
             };
-            self.record(
-                &meta,
-                "announced",
-                "announced by the quarantine sweep: stored, but its announcement was never confirmed",
-            );
+            self.record(&meta, "announced", why);
             self.metrics().reannounced();
             announced += 1;
         }

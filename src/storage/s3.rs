@@ -160,6 +160,14 @@ impl Storage for S3Storage {
         upload::put(self, bucket, key, meta, payload).await
     }
 
+    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool> {
+        if !self.exists(bucket, key).await? {
+            return Ok(false);
+        }
+        self.write_meta(self.name(bucket), key, meta).await?;
+        Ok(true)
+    }
+
     async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
         let (exists, meta) = tokio::join!(self.exists(bucket, key), self.read_meta(bucket, key));
         if !exists? {
