@@ -63,8 +63,9 @@ impl App {
             Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
             None => None,
         };
+        let metrics = Arc::new(Metrics::default());
         let storage = open_storage(&config, &settings).await?;
-        let queue = open_queue(&config, &settings).await?;
+        let queue = open_queue(&config, &settings, &metrics).await?;
         storage.recover().await.context("recovering storage")?;
 
         let public = match &config.public_url {
@@ -74,7 +75,6 @@ impl App {
         };
         let key = signing_key(&config, &settings.data_dir).await?;
         let links = Links::new(key, &public, settings.url_expiry);
-        let metrics = Arc::new(Metrics::default());
         let pipeline = Pipeline::new(settings.clone(), storage.clone(), queue.clone(), links, metrics);
         pipeline
             .reannounce_quarantine()
@@ -167,9 +167,9 @@ async fn open_storage(config: &Config, settings: &Settings) -> anyhow::Result<Ar
     }
 }
 
-async fn open_queue(_config: &Config, settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+async fn open_queue(_config: &Config, settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Queue>> {
     let Some(kafka) = &settings.kafka else {
-        return Ok(Arc::new(MemoryQueue::default()));
+        return Ok(Arc::new(MemoryQueue::default().counting_into(Arc::clone(metrics))));
     };
     let queue = Arc::new(
         KafkaQueue::new(kafka, &settings.topics.validation)
