@@ -4,6 +4,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::payload::{BodyStream, Checks, Payload};
+use super::unannounced::Hold;
 use super::{content_type, identity, Identity, Pipeline, RequestId};
 use crate::error::{Error, Result};
 use crate::messages::{now_rfc3339, Announce};
@@ -47,6 +48,8 @@ pub struct Staged {
     meta: ObjectMeta,
     metadata: Option<Value>,
     done: bool,
+    /// Keeps the quarantine sweep off this payload until it is settled (removal included).
+    hold: Option<Hold>,
 }
 
 /// Checks a request's identity and id before any byte is read; shared by the
@@ -169,6 +172,7 @@ impl Pipeline {
         // stalled, short) is what the client hears about, not the storage's echo.
         let failure = PayloadFailure::default();
         let watched = failure.watch(payload);
+        let hold = self.inner.in_hand.hold(&key);
         let meta = match self.inner.storage.put(Bucket::Quarantine, &key, meta, watched).await {
             Ok(meta) => meta,
             Err(e) => return Err(failure.take().unwrap_or(e)),
@@ -180,6 +184,7 @@ impl Pipeline {
             meta,
             metadata,
             done: false,
+            hold: Some(hold),
         })
     }
 
@@ -327,10 +332,12 @@ impl Drop for Staged {
         }
         let storage = self.pipeline.inner.storage.clone();
         let key = self.meta.request_id.clone();
+        let hold = self.hold.take();
         tokio::spawn(async move {
             if let Err(e) = storage.delete(Bucket::Quarantine, &key).await {
                 warn!(request_id = %key, error = %e, "could not remove an unannounced payload");
             }
+            drop(hold); // the sweep may look at what is left (removal failed: stored, announced later)
         });
     }
 }

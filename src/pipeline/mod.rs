@@ -48,6 +48,8 @@ struct Inner {
     outbox: outbox::Outbox,
     leases: dispatch::Leases,
     decisions: decide::DecisionLocks,
+    /// Keys this process is storing, announcing or removing (the sweep skips them).
+    in_hand: unannounced::InHand,
     metrics: Arc<Metrics>,
     /// Cancelled when shutdown begins: the endless server streams end.
     closing: tokio_util::sync::CancellationToken,
@@ -73,6 +75,7 @@ impl Pipeline {
                 outbox,
                 leases: dispatch::Leases::default(),
                 decisions: decide::DecisionLocks::default(),
+                in_hand: Default::default(),
                 metrics,
                 closing: Default::default(),
             }),

@@ -10,6 +10,11 @@
 //! (in this replica's book, or from another replica through the status topic) or was
 //! removed after a failed announcement.
 //!
+//! Neither look touches a payload this process still has in hand: being stored,
+//! announced, or removed after a refusal ([`InHand`]). Without that, a look could
+//! announce a refused payload whose removal was still under way (slow during an outage)
+//! and leave an announcement that points at nothing.
+//!
 //! A payload whose client was answered 503 while the broker had not confirmed its
 //! announcement (`unconfirmed` in its meta: the broker may have written it, or not) is
 //! no upload in flight: it is announced at the first look. Whether the first
@@ -17,7 +22,8 @@
 //! again is what at least once allows, and a phantom (an announcement whose payload
 //! was thrown away) is what keeping the payload rules out.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -51,7 +57,7 @@ impl Pipeline {
         let mut now = HashSet::new();
         let mut announced = 0;
         for key in self.inner.storage.list(Bucket::Quarantine).await? {
-            if self.inner.status.history(&key).is_some() {
+            if self.inner.status.history(&key).is_some() || self.inner.in_hand.holds(&key) {
                 continue;
             }
             let why = if suspects.contains(&key) {
@@ -77,5 +83,39 @@ impl Pipeline {
         }
         *suspects = now;
         Ok(announced)
+    }
+}
+
+/// The keys this process is storing, announcing, or removing after a refusal.
+#[derive(Default, Clone)]
+pub(crate) struct InHand(Arc<Mutex<HashMap<String, usize>>>);
+
+impl InHand {
+    /// Holds `key` until the returned guard is dropped (the same key may be held twice:
+    /// two uploads with one supplied id).
+    pub fn hold(&self, key: &str) -> Hold {
+        *self.0.lock().unwrap().entry(key.to_string()).or_default() += 1;
+        Hold { set: self.clone(), key: key.to_string() }
+    }
+
+    pub fn holds(&self, key: &str) -> bool {
+        self.0.lock().unwrap().contains_key(key)
+    }
+}
+
+pub(crate) struct Hold {
+    set: InHand,
+    key: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = self.set.0.lock().unwrap();
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
     }
 }
