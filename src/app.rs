@@ -2,8 +2,6 @@
 //! both protocols on one router, the verdict consumer, and shutdown.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,28 +10,16 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Settings, StorageDriver};
+use crate::config::{Config, Settings, StorageChoice};
 use crate::metrics::Metrics;
 use crate::pipeline::{links::Links, Pipeline};
 use crate::queue::{kafka::KafkaQueue, memory::MemoryQueue, Queue};
-use crate::storage::{local::LocalDisk, s3::{S3Options, S3Storage}, Storage};
+use crate::storage::{local::LocalDisk, s3::S3Storage, Storage};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub pipeline: Pipeline,
-    draining: Arc<AtomicBool>,
-}
-
-impl AppState {
-    /// True once shutdown has begun: readiness answers 503.
-    pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn draining_flag(&self) -> Arc<AtomicBool> {
-        self.draining.clone()
-    }
 }
 
 /// A running gateway.
@@ -51,6 +37,11 @@ impl App {
     /// a crash left, and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<App> {
         let settings = config.settings().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        Self::start_with(settings).await
+    }
+
+    /// Starts a gateway on settings already checked.
+    pub async fn start_with(settings: Settings) -> anyhow::Result<App> {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -60,49 +51,52 @@ impl App {
             .with_context(|| format!("cannot create the data folder {}", settings.data_dir.display()))?;
 
         let tls = match &settings.tls {
-            Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+            Some((cert, key)) => Some(crate::tls::acceptor(cert, key, settings.tls_client_ca.as_deref())?),
             None => None,
         };
+        // The one shutdown signal: every loop below ends on it.
+        let shutdown = CancellationToken::new();
+        let credentials = crate::auth::source::open(settings.validator_credentials.as_deref(), &settings.data_dir).await?;
+        if let Some(file) = &settings.validator_credentials {
+            tokio::spawn(crate::auth::source::watch(credentials.clone(), file.clone(), shutdown.clone()));
+        }
         let metrics = Arc::new(Metrics::default());
-        let storage = open_storage(&config, &settings).await?;
-        let queue = open_queue(&config, &settings, &metrics).await?;
-        storage.recover().await.context("recovering storage")?;
+        let storage = open_storage(&settings).await?;
+        let queue = open_queue(&settings, &shutdown, &metrics).await?;
+        storage.recover(shutdown.clone()).await.context("recovering storage")?;
 
-        let public = match &config.public_url {
+        let public = match &settings.public_url {
             Some(u) => u.clone(),
             None if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
             None => format!("http://{addr}"),
         };
-        let key = signing_key(&config, &settings.data_dir).await?;
+        let key = signing_key(&settings).await?;
         let links = Links::new(key, &public, settings.url_expiry);
-        let pipeline = Pipeline::new(settings.clone(), storage.clone(), queue.clone(), links, metrics);
+        let pipeline = Pipeline::new(
+            settings.clone(),
+            storage.clone(),
+            queue.clone(),
+            links,
+            metrics,
+            credentials,
+            shutdown.clone(),
+        );
         pipeline
             .reannounce_quarantine()
             .await
             .context("announcing again what quarantine holds")?;
 
-        let shutdown = CancellationToken::new();
-        let state = AppState {
-            pipeline: pipeline.clone(),
-            draining: Arc::new(AtomicBool::new(false)),
-        };
-        tokio::spawn(pipeline.clone().run_verdict_consumer(shutdown.child_token()));
-        let (closing, ending) = (shutdown.clone(), pipeline.clone());
-        tokio::spawn(async move { closing.cancelled().await; ending.end_streams() });
+        tokio::spawn(pipeline.clone().run_verdict_consumer(shutdown.clone()));
         if let Some(kafka) = &settings.kafka {
             // Replicas share one broker: each builds its status view from the topic.
-            tokio::spawn(pipeline.clone().run_status_feed(shutdown.child_token()));
+            tokio::spawn(pipeline.clone().run_status_feed(shutdown.clone()));
             // What a killed gateway stored but never announced gets announced.
-            tokio::spawn(pipeline.clone().run_quarantine_sweep(kafka.quarantine_sweep, shutdown.child_token()));
+            tokio::spawn(pipeline.clone().run_quarantine_sweep(kafka.quarantine_sweep, shutdown.clone()));
         }
-        let server = tokio::spawn(crate::server::serve(
-            listener,
-            state,
-            settings.clone(),
-            shutdown.clone(),
-            tls,
-        ));
-        tracing::info!(%addr, storage = ?config.storage_driver, kafka = config.kafka_brokers.is_some(), "upload-gateway listening");
+        let state = AppState { pipeline: pipeline.clone() };
+        let server = tokio::spawn(crate::server::serve(listener, state, settings.clone(), shutdown.clone(), tls));
+        let on_s3 = matches!(settings.storage, StorageChoice::S3(_));
+        tracing::info!(%addr, storage = if on_s3 { "s3" } else { "localdisk" }, kafka = settings.kafka.is_some(), "upload-gateway listening");
         Ok(App {
             addr,
             pipeline,
@@ -151,23 +145,24 @@ impl App {
     }
 }
 
-async fn open_storage(config: &Config, settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
-    match config.storage_driver {
-        StorageDriver::Localdisk => Ok(Arc::new(
+async fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
+    match &settings.storage {
+        StorageChoice::Local => Ok(Arc::new(
             LocalDisk::open(&settings.data_dir)
                 .await
                 .map_err(|e| anyhow::anyhow!("local storage in {}: {e}", settings.data_dir.display()))?,
         )),
-        StorageDriver::S3 => {
-            let largest = settings.service_limits.values().copied().fold(settings.default_limit, u64::max);
-            let mut options = S3Options::from_config(config, largest).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-            options.journal_dir = Some(settings.data_dir.join("s3-uploads"));
-            Ok(Arc::new(S3Storage::open(options).await.map_err(|e| anyhow::anyhow!("S3 storage: {e}"))?))
-        }
+        StorageChoice::S3(options) => Ok(Arc::new(
+            S3Storage::open(options.clone()).await.map_err(|e| anyhow::anyhow!("S3 storage: {e}"))?,
+        )),
     }
 }
 
-async fn open_queue(_config: &Config, settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Queue>> {
+async fn open_queue(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn Queue>> {
     let Some(kafka) = &settings.kafka else {
         return Ok(Arc::new(MemoryQueue::default().counting_into(Arc::clone(metrics))));
     };
@@ -180,31 +175,36 @@ async fn open_queue(_config: &Config, settings: &Settings, metrics: &Arc<Metrics
     let topics = KafkaQueue::topics(settings);
     if let Err(e) = queue.ensure_topics(&topics, Duration::from_secs(10)).await {
         tracing::warn!(error = %e, "cannot create the Kafka topics yet; retrying in the background");
-        let q = queue.clone();
+        let (q, shutdown) = (queue.clone(), shutdown.clone());
         tokio::spawn(async move {
-            while let Err(e) = q.ensure_topics(&topics, Duration::from_secs(10)).await {
-                tracing::warn!(error = %e, "cannot create the Kafka topics yet; retrying");
-                tokio::time::sleep(Duration::from_secs(5)).await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                match q.ensure_topics(&topics, Duration::from_secs(10)).await {
+                    Ok(()) => return tracing::info!("Kafka topics are in place"),
+                    Err(e) => tracing::warn!(error = %e, "cannot create the Kafka topics yet; retrying"),
+                }
             }
         });
     }
     Ok(queue)
 }
 
-/// The URL signing key: from config, else made once and kept in the data folder so
-/// URLs survive a restart.
-async fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Some(k) = &config.url_signing_key {
-        anyhow::ensure!(k.len() >= 16, "URL_SIGNING_KEY: use at least 16 characters");
-        return Ok(k.as_bytes().to_vec());
+/// The URL signing key: from the settings, else made once and kept in the data folder
+/// (readable by the gateway's user only) so URLs survive a restart.
+async fn signing_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(k) = &settings.signing_key {
+        return Ok(k.clone());
     }
-    let path = data_dir.join(".signing-key");
+    let path = settings.data_dir.join(".signing-key");
     match tokio::fs::read(&path).await {
         Ok(k) if k.len() >= 32 => Ok(k),
         _ => {
             let key: [u8; 32] = rand::random();
             let hexed = hex::encode(key).into_bytes();
-            tokio::fs::write(&path, &hexed)
+            crate::auth::write_private(&path, &hexed)
                 .await
                 .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(hexed)

@@ -28,11 +28,15 @@ pub enum Error {
     /// Identity is required by configuration and was not sent.
     #[error("{0}")]
     Unauthenticated(String),
-    /// A signed URL whose signature is wrong or expired.
+    /// The caller may not do this: a signed URL whose signature is wrong or expired,
+    /// a credential for another service, an identity that is not the request's.
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request id was used before (or is being used right now).
+    #[error("{0}")]
+    Conflict(String),
     /// The client stopped sending the body for longer than the idle timeout.
     #[error("{0}")]
     Timeout(String),
@@ -50,6 +54,10 @@ pub enum Error {
     /// quarantine, where the quarantine sweep announces it. Retry later.
     #[error("queue unavailable: {0}")]
     QueueUnconfirmed(String),
+    /// The queue refused a message for good (too large, invalid): sending it again
+    /// cannot succeed.
+    #[error("queue refused the message: {0}")]
+    QueueRefused(String),
     /// The gateway is shutting down or over its concurrency limit.
     #[error("{0}")]
     Overloaded(String),
@@ -73,6 +81,7 @@ impl Error {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::StorageUnavailable(_)
             | Error::QueueUnavailable(_)
@@ -80,7 +89,7 @@ impl Error {
             | Error::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::QueueRefused(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -95,6 +104,7 @@ impl Error {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Forbidden(_) => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,
+            Error::Conflict(_) => Code::AlreadyExists,
             Error::Timeout(_) => Code::DeadlineExceeded,
             Error::ClientGone(_) => Code::Cancelled,
             Error::StorageUnavailable(_)
@@ -103,7 +113,7 @@ impl Error {
             | Error::Overloaded(_) => {
                 Code::Unavailable
             }
-            Error::Internal(_) => Code::Internal,
+            Error::Internal(_) | Error::QueueRefused(_) => Code::Internal,
         }
     }
 
@@ -124,11 +134,13 @@ impl Error {
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
             Error::Timeout(_) => "timeout",
             Error::ClientGone(_) => "client_gone",
             Error::StorageUnavailable(_) => "storage_unavailable",
             Error::QueueUnavailable(_) => "queue_unavailable",
             Error::QueueUnconfirmed(_) => "queue_unconfirmed",
+            Error::QueueRefused(_) => "queue_refused",
             Error::Overloaded(_) => "overloaded",
             Error::Internal(_) => "internal",
         }

@@ -5,7 +5,9 @@
 //! into it, and it talks to [`storage`] and [`queue`] through traits.
 
 pub mod app;
+pub mod auth;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod messages;

@@ -19,6 +19,16 @@ enum Command {
     /// Run the built-in validator against a gateway: subscribe to a service's
     /// payloads, decide, report the verdicts.
     Validate(upload_gateway::validator::ValidateArgs),
+    /// Make a validator token: prints the token (for the validator) and its line for
+    /// the gateway's VALIDATOR_CREDENTIALS_FILE (which keeps only the token's hash).
+    Token {
+        /// The credential's name (in logs and answers).
+        #[arg(long)]
+        name: String,
+        /// The services it may act for, comma separated, or * for all.
+        #[arg(long)]
+        services: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +39,7 @@ fn main() -> std::process::ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.config).await,
             Command::Validate(args) => upload_gateway::validator::run(args).await,
+            Command::Token { name, services } => token(&name, &services),
         }
     });
     match result {
@@ -52,6 +63,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     app.wait().await
+}
+
+fn token(name: &str, services: &str) -> anyhow::Result<()> {
+    use upload_gateway::auth::{make_token, token_hash, Table};
+    let token = make_token();
+    let line = format!("{name} sha256:{} {services}", token_hash(&token));
+    Table::parse(&line).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("token (give it to the validator; it is not kept anywhere): {token}");
+    println!("line for VALIDATOR_CREDENTIALS_FILE: {line}");
+    Ok(())
 }
 
 async fn wait_for_signal() {

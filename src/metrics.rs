@@ -13,6 +13,8 @@ pub struct Metrics {
     bytes_stored: AtomicU64,
     outbox_retries: AtomicU64,
     reannounced: AtomicU64,
+    dead_lettered: AtomicU64,
+    dropped: AtomicU64,
     store_seconds_sum_micros: AtomicU64,
     store_count: AtomicU64,
     labelled: Mutex<BTreeMap<(&'static str, String), u64>>,
@@ -66,6 +68,16 @@ impl Metrics {
         self.outbox_retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A message refused for good, sent to the dead-letter topic.
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message that could be neither delivered nor dead-lettered.
+    pub fn dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn reannounced(&self) {
         self.reannounced.fetch_add(1, Ordering::Relaxed);
     }
@@ -94,6 +106,8 @@ impl Metrics {
             ("upload_gateway_stored_bytes_total", "Payload bytes of accepted uploads.", &self.bytes_stored),
             ("upload_gateway_outbox_retries_total", "Publishes retried after the 2xx (status messages).", &self.outbox_retries),
             ("upload_gateway_reannounced_total", "Payloads found stored but unannounced in quarantine, and announced.", &self.reannounced),
+            ("upload_gateway_dead_lettered_messages_total", "Messages the queue refused for good, sent to the dead-letter topic.", &self.dead_lettered),
+            ("upload_gateway_dropped_messages_total", "Messages that could be neither delivered nor dead-lettered.", &self.dropped),
         ];
         for (name, help, v) in plain {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));

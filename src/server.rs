@@ -1,7 +1,6 @@
 //! The listener: one port, HTTP/1.1 and h2c (gRPC, gRPC-Web and REST) routed by path,
 //! with the request-id span, a concurrency limit and graceful shutdown.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -9,13 +8,17 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
+use crate::auth::PeerNames;
 use crate::config::Settings;
 use crate::error::Error;
 
@@ -60,7 +63,6 @@ pub async fn serve(
     shutdown: CancellationToken,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<()> {
-    let draining = state.draining_flag();
     let pipeline = state.pipeline.clone();
     let (router, health) = router(state, &settings);
     tokio::spawn(watch_readiness(pipeline, health.clone(), shutdown.clone()));
@@ -80,7 +82,7 @@ pub async fn serve(
         .keep_alive_interval(settings.header_timeout)
         .keep_alive_timeout(settings.header_timeout);
     let graceful = GracefulShutdown::new();
-    let service = hyper_util::service::TowerToHyperService::new(router);
+    let service = TowerToHyperService::new(router.clone());
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -95,6 +97,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+        let router = router.clone();
         let (handshake_timeout, shutdown) = (settings.header_timeout, shutdown.clone());
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -116,6 +119,12 @@ pub async fn serve(
                         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                     };
+                    // The client certificate's names travel with every request.
+                    let peer = PeerNames(crate::tls::peer_names(stream.get_ref().1));
+                    let service = TowerToHyperService::new(router.map_request(move |mut req: Request<Incoming>| {
+                        req.extensions_mut().insert(peer.clone());
+                        req
+                    }));
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }
@@ -125,7 +134,6 @@ pub async fn serve(
             }
         });
     }
-    draining.store(true, Ordering::Release);
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     drop(listener);
     tracing::info!("draining connections");

@@ -5,6 +5,8 @@
 //!
 //! A short run is a normal test; the full run (`scripts/chaos`) is ignored here and
 //! takes CHAOS_UPLOADS (default 1000) and CHAOS_SEED (default: from the clock).
+// The deprecated UploadHeader fields are still accepted; these tests send them.
+#![allow(deprecated)]
 
 mod common;
 #[path = "chaos/clients.rs"]
@@ -445,7 +447,7 @@ async fn embedded_run(name: &str, run: Run) -> Tally {
     })
     .await;
     let stored: BTreeSet<String> = common::list_bucket(data.path(), "quarantine").into_iter().collect();
-    let announced = reconcile::subscribed_ids(&gateway.url(), SERVICE, &stored, Duration::from_secs(5)).await;
+    let announced = reconcile::subscribed_ids(&gateway.url(), data.path(), SERVICE, &stored, Duration::from_secs(5)).await;
     let t = tally(&outcomes, &stored, &stored, &announced);
     t.print(name, &run, took, &faults);
     gateway.kill();

@@ -3,6 +3,8 @@
 //! new connections at once, and exits 0 well within the drain timeout; what was
 //! accepted is stored, and announced again when the gateway restarts on the same
 //! data. A second signal exits at once.
+// The deprecated UploadHeader fields are still accepted; these tests send them.
+#![allow(deprecated)]
 
 mod common;
 

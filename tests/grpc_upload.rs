@@ -1,4 +1,6 @@
 //! The gRPC `Upload` as internal services use it: a header message, then chunks.
+// The deprecated UploadHeader fields are still accepted; these tests send them.
+#![allow(deprecated)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! connection where HTTP allows nothing better), never a panic, never a read of
 //! everything it throws; after each, a good upload still gets its 202 and nothing
 //! half-written is left in the data folder.
+// The deprecated UploadHeader fields are still accepted; these tests send them.
+#![allow(deprecated)]
 
 mod common;
 #[path = "hostile/grpc.rs"]

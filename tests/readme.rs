@@ -37,12 +37,17 @@ async fn every_readme_example_works_as_written() {
     );
     let t = spawn_app(&[]).await;
     let dir = tempfile::tempdir().unwrap();
+    // "From the same folder as the gateway": ./data is the gateway's data folder.
+    std::os::unix::fs::symlink(t.data.path(), dir.path().join("data")).unwrap();
     let port = t.app.addr().port().to_string();
     let commands = readme_commands();
     assert!(commands.iter().filter(|c| c.starts_with("grpcurl")).count() >= 4);
     assert!(commands.iter().any(|c| c.starts_with("curl -F \"upload=@")));
     for cmd in &commands {
-        let cmd_here = cmd.replace("localhost:8080", &format!("localhost:{port}"));
+        // `cargo run --release --` is the binary this test suite built.
+        let cmd_here = cmd
+            .replace("localhost:8080", &format!("localhost:{port}"))
+            .replace("cargo run --release --", env!("CARGO_BIN_EXE_upload-gateway"));
         let out = tokio::task::spawn_blocking({
             let dir = dir.path().to_path_buf();
             move || Command::new("sh").arg("-c").arg(&cmd_here).current_dir(dir).output().unwrap()
@@ -61,6 +66,8 @@ async fn every_readme_example_works_as_written() {
             &["\"SERVING\""]
         } else if cmd.contains("UploadGateway/Upload") {
             &["\"requestId\"", "\"sha256\"", "\"service\": \"advisor\""]
+        } else if cmd.contains(" validate ") {
+            &["service=testareno", "outcome=promoted"]
         } else {
             &[]
         };
@@ -68,6 +75,27 @@ async fn every_readme_example_works_as_written() {
             assert!(stdout.contains(e), "{cmd}\nshould print {e:?}, printed:\n{stdout}");
         }
     }
-    // Both curl forms and the grpcurl upload each stored a payload.
-    assert_eq!(t.bucket_files("quarantine").len(), 3);
+    // Both curl forms and the grpcurl upload each stored a payload; the validator
+    // promoted the testareno one.
+    assert_eq!(t.bucket_files("quarantine").len(), 2);
+    assert_eq!(t.bucket_files("perm").len(), 1);
+    assert!(commands.iter().any(|c| c.contains(" validate ")), "the README shows the built-in validator");
+}
+
+/// The README's first command, `cargo run --release`, starts the gateway: `cargo run`
+/// picks `upload-gateway` among the package's binaries. Run here in the test profile
+/// (a second release build is more than the suite can afford); the profile does not
+/// change which binary `cargo run` picks.
+#[test]
+fn cargo_run_picks_the_gateway() {
+    let readme = include_str!("../README.md");
+    assert!(readme.contains("```sh\ncargo run --release\n```"), "the README's first command changed: update this test");
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "--locked", "--quiet", "--", "--version"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "cargo run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), format!("upload-gateway {}", env!("CARGO_PKG_VERSION")));
 }

@@ -1,6 +1,8 @@
 //! S3 storage through a real S3 server (Garage, started by scripts/test): what is
 //! stored and where, verdicts moving payloads, presigned URLs, bounded memory on 1 GiB,
 //! nothing left behind by a client that goes away, and an S3 outage (contract §3).
+// The deprecated UploadHeader fields are still accepted; these tests send them.
+#![allow(deprecated)]
 
 mod common;
 
@@ -581,4 +583,24 @@ async fn one_gib_through_rest_and_grpc_into_s3_in_bounded_memory() {
 
 async fn t_delete(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(), String> {
     c.delete_object().bucket(bucket).key(key).send().await.map(drop).map_err(|e| e.to_string())
+}
+
+/// The storage contract (`storage::conformance`), the same suite the unit tests run on
+/// local disk, on the real S3 server.
+#[tokio::test]
+async fn s3_keeps_the_storage_contract() {
+    use upload_gateway::config::Config;
+    use upload_gateway::storage::{conformance, s3::S3Storage};
+    let env = S3Env::from_test_env();
+    let b = Buckets::unique("conf");
+    let data = tempfile::tempdir().unwrap();
+    let mut args = vec!["gw".to_string(), "--data-dir".into(), data.path().display().to_string()];
+    args.extend(s3_flags(&env, &b, &["--s3-part-size", "5MiB"]));
+    let settings = Config::from_args(args).unwrap().settings().unwrap();
+    let upload_gateway::config::StorageChoice::S3(options) = settings.storage else { panic!("S3 settings") };
+    let s3 = S3Storage::open(options).await.expect("S3 storage opens");
+    conformance::run(&s3, "s3").await;
+    // The failed put left no unfinished multipart upload behind either.
+    let unfinished = env.client().list_multipart_uploads().bucket(&b.quarantine).send().await.unwrap();
+    assert!(unfinished.uploads().is_empty(), "{:?}", unfinished.uploads());
 }

@@ -7,8 +7,8 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
-use crate::messages::{Validation, ValidationResult};
-use crate::pipeline::{Outcome, Pipeline, UploadHeader};
+use crate::auth::{Caller, PeerNames, Validator};
+use crate::pipeline::{one_value, Outcome, Pipeline, UploadHeader};
 
 pub mod pb {
     tonic::include_proto!("upload.v1");
@@ -54,6 +54,14 @@ fn stream_error(s: Status) -> Error {
     }
 }
 
+/// Who is calling: identity metadata, `authorization` metadata, client certificate.
+fn caller<T>(pipeline: &Pipeline, req: &Request<T>) -> Result<Caller, Status> {
+    let identity = metadata_str(req.metadata(), "x-rh-identity")?;
+    let authorization = metadata_str(req.metadata(), "authorization")?;
+    let names = req.extensions().get::<PeerNames>().map(|p| p.0.as_slice()).unwrap_or_default();
+    Ok(pipeline.caller(identity.as_deref(), authorization.as_deref(), names)?)
+}
+
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -76,11 +84,13 @@ impl UploadGateway for GatewayService {
         let Some(Part::Header(h)) = first.part else {
             return Err(Status::invalid_argument("the first message must carry the header"));
         };
+        #[allow(deprecated)] // read only to refuse a value that differs from the metadata's
+        let (body_identity, body_request_id) = (h.identity, h.request_id);
         let header = UploadHeader {
             content_type: h.content_type,
             file_name: non_empty(h.file_name),
-            identity: non_empty(h.identity).or(identity),
-            request_id: non_empty(h.request_id).or(request_id),
+            identity: one_value("x-rh-identity", identity, non_empty(body_identity))?,
+            request_id: one_value("x-rh-insights-request-id", request_id, non_empty(body_request_id))?,
             metadata: non_empty(h.metadata_json).map(String::into_bytes),
             expected_size: (h.expected_size > 0).then_some(h.expected_size),
             expected_sha256: non_empty(h.expected_sha256),
@@ -113,7 +123,8 @@ impl UploadGateway for GatewayService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let work = self.pipeline.subscribe(&request.into_inner().service).await?;
+        let caller = caller(&self.pipeline, &request)?;
+        let work = self.pipeline.subscribe(&caller, &request.into_inner().service).await?;
         let out = work.map(|w| {
             let w = w?;
             let a = w.announce;
@@ -141,14 +152,15 @@ impl UploadGateway for GatewayService {
         &self,
         request: Request<Streaming<pb::Verdict>>,
     ) -> Result<Response<Self::ValidationResultStream>, Status> {
+        let validator = caller(&self.pipeline, &request)?.validator()?.clone();
         let pipeline = self.pipeline.clone();
         // At shutdown no new verdict is taken; the one being applied is finished.
         let verdicts = request.into_inner().take_until(self.pipeline.closing());
         let acks = verdicts.then(move |v| {
-            let pipeline = pipeline.clone();
+            let (pipeline, validator) = (pipeline.clone(), validator.clone());
             async move {
                 let v = v?;
-                Ok(ack(&pipeline, v).await)
+                Ok(ack(&pipeline, &validator, v).await)
             }
         });
         Ok(Response::new(Box::pin(acks)))
@@ -158,12 +170,9 @@ impl UploadGateway for GatewayService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusHistory>, Status> {
+        let caller = caller(&self.pipeline, &request)?;
         let id = request.into_inner().request_id;
-        let history = self
-            .pipeline
-            .status()
-            .history(&id)
-            .ok_or_else(|| Status::not_found(format!("no payload with request id {id} is known")))?;
+        let history = self.pipeline.history(&caller, &id)?;
         Ok(Response::new(pb::StatusHistory {
             request_id: id,
             events: history.into_iter().map(event).collect(),
@@ -176,13 +185,8 @@ impl UploadGateway for GatewayService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        let id = request.into_inner().request_id;
-        let events = self
-            .pipeline
-            .status()
-            .follow(&id)
-            .ok_or_else(|| Status::not_found(format!("no payload with request id {id} is known")))?;
-        let events = events.take_until(self.pipeline.closing());
+        let caller = caller(&self.pipeline, &request)?;
+        let events = self.pipeline.follow(&caller, &request.into_inner().request_id)?;
         Ok(Response::new(Box::pin(events.map(|e| Ok(event(e))))))
     }
 
@@ -192,7 +196,8 @@ impl UploadGateway for GatewayService {
         &self,
         request: Request<pb::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let (bucket, meta, bytes) = self.pipeline.download(&request.into_inner().request_id).await?;
+        let caller = caller(&self.pipeline, &request)?;
+        let (bucket, meta, bytes) = self.pipeline.download(&caller, &request.into_inner().request_id).await?;
         // The first message says what follows (also for an empty payload); the rest
         // carry the bytes.
         let first = pb::DownloadChunk { data: Default::default(), size: meta.size, bucket: bucket.as_str().into() };
@@ -202,32 +207,9 @@ impl UploadGateway for GatewayService {
 }
 
 /// Applies one verdict from a gRPC validator and says what happened.
-async fn ack(pipeline: &Pipeline, v: pb::Verdict) -> pb::VerdictAck {
+async fn ack(pipeline: &Pipeline, validator: &Validator, v: pb::Verdict) -> pb::VerdictAck {
     use verdict_ack::Outcome as O;
-    let invalid = |msg: String| pb::VerdictAck {
-        request_id: v.request_id.clone(),
-        outcome: O::Invalid as i32,
-        message: msg,
-    };
-    if v.request_id.is_empty() {
-        pipeline.metrics().verdict(Outcome::Invalid.as_str());
-        return invalid("the verdict names no request_id".into());
-    }
-    let Some(validation) = Validation::parse(&v.validation) else {
-        pipeline.metrics().verdict(Outcome::Invalid.as_str());
-        return invalid(format!(
-            "unknown validation {:?} (expected success, failure or handoff)",
-            v.validation
-        ));
-    };
-    let report = pipeline
-        .apply(ValidationResult {
-            request_id: v.request_id.clone(),
-            validation,
-            reason: non_empty(v.reason),
-            satellite_managed: None,
-        })
-        .await;
+    let report = pipeline.apply_verdict(validator, &v.request_id, &v.validation, non_empty(v.reason)).await;
     let outcome = match report.outcome {
         Outcome::Promoted => O::Promoted,
         Outcome::Rejected => O::Rejected,
@@ -236,6 +218,7 @@ async fn ack(pipeline: &Pipeline, v: pb::Verdict) -> pb::VerdictAck {
         Outcome::UnknownId => O::UnknownId,
         Outcome::Invalid => O::Invalid,
         Outcome::Retry => O::Retry,
+        Outcome::Forbidden => O::Forbidden,
     };
     pb::VerdictAck {
         request_id: report.request_id,

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::consume::pause;
 use super::Pipeline;
+use crate::auth::Validator;
 use crate::error::Result;
 use crate::messages::{now_rfc3339, Available, Validation, ValidationResult};
 use crate::queue::Message;
@@ -26,6 +27,8 @@ pub enum Outcome {
     Invalid,
     /// Storage or queue failed; nothing was lost, apply the verdict again later.
     Retry,
+    /// The validator's credential does not cover the payload's service.
+    Forbidden,
 }
 
 impl Outcome {
@@ -38,6 +41,7 @@ impl Outcome {
             Outcome::UnknownId => "unknown_id",
             Outcome::Invalid => "invalid",
             Outcome::Retry => "retry",
+            Outcome::Forbidden => "forbidden",
         }
     }
 }
@@ -106,20 +110,51 @@ impl Pipeline {
         }
     }
 
+    /// Applies a verdict as a gRPC validator sends it (its validation word not yet
+    /// parsed); the same path as a Kafka validation message.
+    /// The validator's credential must cover the payload's service.
+    pub async fn apply_verdict(&self, validator: &Validator, request_id: &str, validation: &str, reason: Option<String>) -> VerdictReport {
+        let Some(validation) = Validation::parse(validation) else {
+            self.metrics().verdict(Outcome::Invalid.as_str());
+            return VerdictReport::new(
+                request_id,
+                Outcome::Invalid,
+                format!("unknown validation {validation:?} (expected success, failure or handoff)"),
+            );
+        };
+        let result = ValidationResult {
+            request_id: request_id.to_string(),
+            validation,
+            reason,
+            satellite_managed: None,
+        };
+        self.apply_as(result, Some(validator)).await
+    }
+
     /// Applies one verdict. Safe to repeat: a verdict on a decided payload changes nothing.
     pub async fn apply(&self, result: ValidationResult) -> VerdictReport {
+        self.apply_as(result, None).await
+    }
+
+    /// Applies one verdict, from a validator whose credential is checked against the
+    /// payload's service (`None`: from the validation topic, whose access the broker
+    /// controls).
+    async fn apply_as(&self, result: ValidationResult, validator: Option<&Validator>) -> VerdictReport {
         let id = result.request_id.clone();
         let span = tracing::info_span!("verdict", request_id = %id, validation = result.validation.as_str());
-        let report = tracing::Instrument::instrument(self.apply_inner(result), span).await;
+        let report = tracing::Instrument::instrument(self.apply_inner(result, validator), span).await;
         self.metrics().verdict(report.outcome.as_str());
-        if report.outcome != Outcome::Retry {
+        if !matches!(report.outcome, Outcome::Retry | Outcome::Forbidden) {
             self.inner.leases.settle(&id);
         }
         report
     }
 
-    async fn apply_inner(&self, result: ValidationResult) -> VerdictReport {
+    async fn apply_inner(&self, result: ValidationResult, validator: Option<&Validator>) -> VerdictReport {
         let id = result.request_id.as_str();
+        if id.is_empty() {
+            return VerdictReport::new(id, Outcome::Invalid, "the verdict names no request_id");
+        }
         if !super::request_id::is_valid(id) {
             return VerdictReport::new(id, Outcome::Invalid, "not a request id the gateway gives out");
         }
@@ -128,6 +163,13 @@ impl Pipeline {
             Ok(f) => f,
             Err(e) => return VerdictReport::new(id, Outcome::Retry, e.to_string()),
         };
+        if let Some(v) = validator {
+            let service = found.as_ref().map(|(_, m)| m.service.as_str());
+            if service.is_some_and(|s| !v.services.allows(s)) {
+                let msg = format!("the credential {:?} may act for {}, not for {:?}", v.name, v.services, service.unwrap_or_default());
+                return VerdictReport::new(id, Outcome::Forbidden, msg);
+            }
+        }
         let meta = match found {
             None => return VerdictReport::new(id, Outcome::UnknownId, "no stored payload has this request id"),
             Some((Bucket::Quarantine, meta)) => meta,

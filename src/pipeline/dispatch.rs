@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::Pipeline;
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::messages::Announce;
 use crate::queue::{Delivery, Subscription};
@@ -147,14 +148,17 @@ struct State {
 }
 
 impl Pipeline {
-    /// A validator's share of one service's announcements.
-    pub async fn subscribe(&self, service: &str) -> Result<impl Stream<Item = Result<Work>> + Send + 'static> {
+    /// A validator's share of one service's announcements; its credential must cover
+    /// the service.
+    pub async fn subscribe(&self, caller: &Caller, service: &str) -> Result<impl Stream<Item = Result<Work>> + Send + 'static> {
+        caller.validator()?;
         if !self.settings().valid_services.iter().any(|s| s == service) {
             return Err(Error::bad_request(format!(
                 "{service:?} is not a valid service ({})",
                 self.settings().valid_services.join(", ")
             )));
         }
+        caller.may_validate(service)?;
         let topic = self.settings().topics.announce(service);
         let group = format!("{}.subscribe.{service}", self.settings().consumer_group);
         let sub = self.inner.queue.subscribe(&topic, &group).await?;

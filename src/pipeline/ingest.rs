@@ -3,9 +3,9 @@
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::payload::{BodyStream, Checks, Payload};
 use super::unannounced::Hold;
-use super::{content_type, identity, Identity, Pipeline, RequestId};
+use super::Pipeline;
+use crate::domain::{content_type, identity, BodyStream, Checks, Identity, Payload, RequestId};
 use crate::error::{Error, Result};
 use crate::messages::{now_rfc3339, Announce};
 use crate::queue::Message;
@@ -61,6 +61,19 @@ pub(crate) struct Checked {
     pub supplied: bool,
 }
 
+/// A value a client may send in two places (request metadata, and the deprecated
+/// field of the gRPC upload header): taken when only one place has it or both agree,
+/// refused when they differ (a client may not name another identity or id in its body
+/// than the one its request carries).
+pub fn one_value(name: &str, metadata: Option<String>, body: Option<String>) -> Result<Option<String>> {
+    match (metadata, body) {
+        (Some(m), Some(b)) if m != b => Err(Error::Forbidden(format!(
+            "the upload header's {name} differs from the request's {name} metadata: send it once, as metadata"
+        ))),
+        (m, b) => Ok(m.or(b)),
+    }
+}
+
 impl Pipeline {
     /// The header checks that need no bytes: request id, identity.
     pub(crate) fn check_caller(&self, header: &UploadHeader) -> Result<Checked> {
@@ -114,6 +127,10 @@ impl Pipeline {
     async fn store_inner(&self, header: UploadHeader, body: BodyStream) -> Result<Staged> {
         let caller = self.check_caller(&header)?;
         tracing::Span::current().record("request_id", caller.request_id.as_str());
+        // Bounded like every field that reaches a message (README "Trust").
+        if header.content_type.len() > 256 {
+            return Err(Error::UnsupportedMediaType);
+        }
         let route = content_type::route(&header.content_type)?;
         let settings = self.settings();
         if !settings.valid_services.contains(&route.service) {
@@ -139,8 +156,11 @@ impl Pipeline {
             .map(|m| self.parse_metadata(m))
             .transpose()?;
         let key = caller.request_id.as_str().to_string();
+        // A request id is used once. Storage refuses a second put of the key while
+        // the payload is in quarantine (or being stored); a payload already decided
+        // lives in perm or reject, so a supplied id is looked up there too.
         if caller.supplied && self.locate(&key).await?.is_some() {
-            return Err(Error::bad_request(format!(
+            return Err(Error::Conflict(format!(
                 "request id {key} was already used for another payload"
             )));
         }

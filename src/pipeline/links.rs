@@ -8,6 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::Pipeline;
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::storage::{Bucket, ByteStream, ObjectMeta};
 
@@ -82,14 +83,17 @@ impl Pipeline {
         }
     }
 
-    /// Reads a payload back from whichever bucket holds it.
-    pub async fn download(&self, request_id: &str) -> Result<(Bucket, ObjectMeta, ByteStream)> {
+    /// Reads a payload back from whichever bucket holds it, for a validator of its
+    /// service.
+    pub async fn download(&self, caller: &Caller, request_id: &str) -> Result<(Bucket, ObjectMeta, ByteStream)> {
+        caller.validator()?;
         let not_found = || Error::NotFound(format!("no stored payload has request id {request_id}"));
         if !super::request_id::is_valid(request_id) {
             return Err(not_found());
         }
         for b in Bucket::ALL {
             if let Some((meta, bytes)) = self.inner.storage.get(b, request_id).await? {
+                caller.may_validate(&meta.service)?;
                 return Ok((b, meta, bytes));
             }
         }

@@ -4,31 +4,32 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Caller, Credentials};
 use crate::config::Settings;
+use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::storage::Storage;
 
-pub mod content_type;
 mod consume;
 mod decide;
 mod dispatch;
-pub mod identity;
 mod ingest;
 pub mod links;
 mod outbox;
-mod payload;
-pub mod request_id;
 pub mod status;
 mod status_feed;
 mod unannounced;
 
+#[cfg(test)]
+mod tests;
+
 pub use decide::{Outcome, VerdictReport, VERDICT_GROUP};
 pub use dispatch::Work;
-pub use identity::Identity;
-pub use ingest::{Receipt, Staged, UploadHeader};
-pub use payload::{BodyStream, Checks, Payload};
-pub use request_id::RequestId;
+pub use ingest::{one_value, Receipt, Staged, UploadHeader};
+pub use crate::domain::{content_type, identity, request_id, BodyStream, Checks, Identity, Payload, RequestId};
 pub use status::{StatusBook, TERMINAL};
 
 /// The pipeline; cheap to clone (everything inside is shared).
@@ -51,8 +52,11 @@ struct Inner {
     /// Keys this process is storing, announcing or removing (the sweep skips them).
     in_hand: unannounced::InHand,
     metrics: Arc<Metrics>,
-    /// Cancelled when shutdown begins: the endless server streams end.
-    closing: tokio_util::sync::CancellationToken,
+    /// The validator credentials accepted (README, "Trust").
+    credentials: Arc<Credentials>,
+    /// The gateway's one shutdown signal: cancelled when the drain begins. The
+    /// endless server streams and every background loop end on it.
+    shutdown: CancellationToken,
 }
 
 impl Pipeline {
@@ -62,8 +66,11 @@ impl Pipeline {
         queue: Arc<dyn Queue>,
         links: links::Links,
         metrics: Arc<Metrics>,
+        credentials: Arc<Credentials>,
+        shutdown: CancellationToken,
     ) -> Self {
-        let outbox = outbox::Outbox::start(Arc::clone(&queue), Arc::clone(&metrics));
+        let dead_letter = settings.topics.dead_letter.clone();
+        let outbox = outbox::Outbox::start(Arc::clone(&queue), Arc::clone(&metrics), dead_letter);
         Pipeline {
             inner: Arc::new(Inner {
                 settings,
@@ -77,7 +84,8 @@ impl Pipeline {
                 decisions: decide::DecisionLocks::default(),
                 in_hand: Default::default(),
                 metrics,
-                closing: Default::default(),
+                credentials,
+                shutdown,
             }),
         }
     }
@@ -103,26 +111,44 @@ impl Pipeline {
         &self.inner.links
     }
 
+    /// Who is calling: the `x-rh-identity` value (decoded and checked), and the
+    /// validator behind an `authorization` value or a verified client certificate.
+    /// A malformed identity is refused (400), a bad credential too (401).
+    pub fn caller(&self, identity: Option<&str>, authorization: Option<&str>, cert_names: &[String]) -> Result<Caller> {
+        let validator = self.inner.credentials.validator(authorization, cert_names)?;
+        let identity = match identity {
+            Some(raw) if !raw.is_empty() => Some(identity::decode(raw)?),
+            _ => None,
+        };
+        Ok(Caller { identity, validator })
+    }
+
     /// Readiness: storage and queue both answer.
-    pub async fn check(&self) -> crate::Result<()> {
+    pub async fn check(&self) -> Result<()> {
         self.inner.storage.check().await?;
         self.inner.queue.check().await
     }
 
-    /// Ends the server streams (Subscribe, WatchStatus, ValidationResult once its
-    /// current verdict is applied), so a graceful shutdown need not wait for
-    /// validators to hang up; they connect again, and what they held goes back.
-    pub fn end_streams(&self) {
-        self.inner.closing.cancel();
+    /// Whether the drain has begun (readiness answers 503 from then on).
+    pub fn draining(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
     }
 
-    /// Resolves when the server streams should end.
+    /// Resolves when the drain begins: the server streams (Subscribe, WatchStatus,
+    /// ValidationResult once its current verdict is applied) end on it, so a graceful
+    /// shutdown need not wait for validators to hang up; they connect again, and
+    /// what they held goes back.
     pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.inner.closing.clone().cancelled_owned()
+        self.inner.shutdown.clone().cancelled_owned()
+    }
+
+    /// The shutdown signal, for the loops that run as long as the gateway does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
     }
 
     /// Waits until pending status and available messages are delivered (shutdown).
-    pub async fn flush(&self, timeout: std::time::Duration) -> crate::Result<()> {
+    pub async fn flush(&self, timeout: std::time::Duration) -> Result<()> {
         self.inner.outbox.drained(timeout).await;
         self.inner.queue.flush(timeout).await
     }

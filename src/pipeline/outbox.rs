@@ -1,5 +1,8 @@
 //! Messages that must go out after the client's 2xx (status, and nothing else yet):
-//! retried until delivered, in order per request id, counted.
+//! retried until delivered, in order per request id, counted. A message the queue
+//! refuses for good (too large, invalid) is not retried: it goes to the dead-letter
+//! topic (or, failing that, is dropped with an error log), counted, and the messages
+//! behind it go on.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,8 +11,37 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::queue::{Message, Queue};
+
+/// How much of a refused message's payload the dead-letter message keeps.
+const DEAD_LETTER_EXCERPT: usize = 4096;
+
+/// Sends a message the queue refused for good to the dead-letter topic: its topic,
+/// key and headers, why, and the start of its payload. When even that fails, the
+/// message is dropped, loudly.
+async fn set_aside(queue: &dyn Queue, metrics: &Metrics, topic: &str, msg: &Message, why: &str) {
+    let excerpt = String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(DEAD_LETTER_EXCERPT)]).to_string();
+    let letter = serde_json::json!({
+        "topic": msg.topic,
+        "key": msg.key,
+        "headers": msg.headers,
+        "reason": why,
+        "size": msg.payload.len(),
+        "payload_excerpt": excerpt,
+    });
+    match queue.publish(Message::json(topic, &msg.key, &letter)).await {
+        Ok(()) => {
+            metrics.dead_lettered();
+            tracing::error!(topic = %msg.topic, request_id = %msg.key, reason = why, dead_letter = topic, "message refused for good: sent to the dead-letter topic");
+        }
+        Err(e) => {
+            metrics.dropped();
+            tracing::error!(topic = %msg.topic, request_id = %msg.key, reason = why, error = %e, "message refused for good and not dead-lettered: dropped");
+        }
+    }
+}
 
 const SHARDS: usize = 8;
 
@@ -20,7 +52,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn start(queue: Arc<dyn Queue>, metrics: Arc<Metrics>) -> Self {
+    pub fn start(queue: Arc<dyn Queue>, metrics: Arc<Metrics>, dead_letter: String) -> Self {
         let pending = Arc::new(AtomicUsize::new(0));
         let idle = Arc::new(Notify::new());
         let shards = (0..SHARDS)
@@ -28,10 +60,15 @@ impl Outbox {
                 let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
                 let (queue, metrics) = (queue.clone(), metrics.clone());
                 let (pending, idle) = (pending.clone(), idle.clone());
+                let dead_letter = dead_letter.clone();
                 tokio::spawn(async move {
                     while let Some(msg) = rx.recv().await {
                         let mut backoff = Duration::from_millis(100);
                         while let Err(e) = queue.publish(msg.clone()).await {
+                            if let Error::QueueRefused(why) = &e {
+                                set_aside(&*queue, &metrics, &dead_letter, &msg, why).await;
+                                break;
+                            }
                             metrics.outbox_retry();
                             tracing::warn!(topic = %msg.topic, request_id = %msg.key, error = %e,
                                 "publish failed; retrying");

@@ -4,10 +4,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast;
 
 use super::Pipeline;
+use crate::auth::Caller;
+use crate::error::{Error, Result};
 use crate::messages::{now_rfc3339, PayloadStatus};
 use crate::queue::Message;
 use crate::storage::ObjectMeta;
@@ -17,6 +19,23 @@ pub const DEFAULT_CAPACITY: usize = 200_000;
 
 /// Header of a status message naming the gateway replica that recorded it.
 pub const ORIGIN_HEADER: &str = "upload-gateway-replica";
+
+/// The longest `status_msg` kept (bytes); longer ones are cut, with a marker saying so.
+pub const STATUS_MSG_LIMIT: usize = 4096;
+
+/// `text` cut to at most `limit` bytes (on a character boundary), with a marker that
+/// says how much was left out; unchanged when it fits.
+pub fn cut(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= limit {
+        return text.into();
+    }
+    let marker = format!(" [cut: {} bytes]", text.len());
+    let mut end = limit.saturating_sub(marker.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &text[..end]).into()
+}
 
 /// Statuses after which nothing more happens to a payload.
 pub const TERMINAL: [&str; 4] = ["advertised", "rejected", "handoff", "error"];
@@ -157,20 +176,50 @@ impl StatusBook {
 }
 
 impl Pipeline {
+    /// A payload's history, oldest first, as `track` and `GetStatus` answer it: to
+    /// the org that owns it, or a validator of its service. To anyone else, and for
+    /// an id that is not one the gateway gives out, it is as unknown as any other.
+    pub fn history(&self, caller: &Caller, request_id: &str) -> Result<Vec<PayloadStatus>> {
+        let history = self.status().history(request_id).ok_or_else(|| unknown(request_id))?;
+        self.readable(caller, request_id, &history)?;
+        Ok(history)
+    }
+
+    /// A payload's events so far and then as they happen, until a terminal status or
+    /// the drain (`WatchStatus`); to the same callers as [`Pipeline::history`].
+    pub fn follow(&self, caller: &Caller, request_id: &str) -> Result<impl Stream<Item = PayloadStatus> + Send + 'static> {
+        self.history(caller, request_id)?;
+        let events = self.status().follow(request_id).ok_or_else(|| unknown(request_id))?;
+        Ok(events.take_until(self.closing()))
+    }
+
+    fn readable(&self, caller: &Caller, request_id: &str, history: &[PayloadStatus]) -> Result<()> {
+        let first = history.first().ok_or_else(|| unknown(request_id))?;
+        let owner = first.org_id.as_deref().or(first.account.as_deref());
+        if caller.may_read(owner) {
+            Ok(())
+        } else {
+            Err(unknown(request_id))
+        }
+    }
+
     /// Records a milestone: in the book at once, on the status topic through the
     /// outbox (retried until delivered, in order per payload).
+    /// The message is cut to [`STATUS_MSG_LIMIT`] (a validator's reason can be long),
+    /// so every status message stays far below what a broker accepts.
     pub(crate) fn record(&self, meta: &ObjectMeta, status: &str, msg: &str) {
+        let msg = &cut(msg, STATUS_MSG_LIMIT);
         let event = PayloadStatus {
             service: "ingress".into(),
             status: status.into(),
-            status_msg: msg.into(),
+            status_msg: msg.to_string(),
             account: meta.account.clone(),
             org_id: meta.org_id.clone(),
             request_id: meta.request_id.clone(),
             payload_id: meta.request_id.clone(),
             date: now_rfc3339(),
         };
-        tracing::info!(request_id = %meta.request_id, status, msg, "status");
+        tracing::info!(request_id = %meta.request_id, status, msg = %msg, "status");
         let mut message = Message::json(&self.settings().topics.status, &meta.request_id, &event);
         message.headers.push((ORIGIN_HEADER.into(), self.inner.replica.clone()));
         self.inner.status.add(event);
@@ -181,6 +230,15 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_with_a_marker() {
+        assert_eq!(cut("short", 10), "short");
+        let long = "é".repeat(3_000_000);
+        let c = cut(&long, STATUS_MSG_LIMIT);
+        assert!(c.len() <= STATUS_MSG_LIMIT, "{}", c.len());
+        assert!(c.ends_with(" [cut: 6000000 bytes]"), "{}", &c[c.len() - 30..]);
+    }
 
     fn ev(id: &str, status: &str) -> PayloadStatus {
         PayloadStatus {
@@ -256,4 +314,11 @@ mod tests {
         assert!(book.history("a").is_none());
         assert!(book.history("c").is_some());
     }
+}
+
+/// The one answer for an id with no history here (malformed ids included, so the
+/// answer says nothing about which ids exist).
+fn unknown(request_id: &str) -> Error {
+    let shown: String = request_id.chars().take(80).collect();
+    Error::NotFound(format!("no payload with request id {shown} is known"))
 }

@@ -8,8 +8,8 @@ use axum::Json;
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::auth::PeerNames;
 use crate::error::Error;
-use crate::pipeline::RequestId;
 
 pub async fn root() -> &'static str {
     "lubdub"
@@ -20,7 +20,7 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    if app.draining() {
+    if app.pipeline.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down").into_response();
     }
     match app.pipeline.check().await {
@@ -75,13 +75,14 @@ pub async fn accepted(State(app): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-pub async fn track(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
-    RequestId::parse(&id)?;
-    let history = app
-        .pipeline
-        .status()
-        .history(&id)
-        .ok_or_else(|| Error::NotFound(format!("no payload with request id {id} is known")))?;
+pub async fn track(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: http::HeaderMap,
+    peer: Option<axum::Extension<PeerNames>>,
+) -> Result<Response, Error> {
+    let caller = super::caller(&app.pipeline, &headers, peer.as_ref().map(|p| &p.0))?;
+    let history = app.pipeline.history(&caller, &id)?;
     let last = history.last().map(|e| e.status.clone());
     Ok(Json(json!({ "request_id": id, "status": last, "history": history })).into_response())
 }

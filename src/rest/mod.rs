@@ -5,11 +5,27 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::app::AppState;
+use crate::auth::{Caller, PeerNames};
+use crate::error::Error;
+use crate::pipeline::Pipeline;
 
 mod download;
 mod form_guard;
 mod info;
 mod upload;
+
+/// Who is calling: the `x-rh-identity` and `authorization` headers, and the client
+/// certificate's names when the connection has one.
+pub(crate) fn caller(pipeline: &Pipeline, headers: &http::HeaderMap, peer: Option<&PeerNames>) -> Result<Caller, Error> {
+    let text = |name: &str| -> Result<Option<&str>, Error> {
+        headers
+            .get(name)
+            .map(|v| v.to_str().map_err(|_| Error::bad_request(format!("the {name} header is not visible ASCII"))))
+            .transpose()
+    };
+    let names = peer.map(|p| p.0.as_slice()).unwrap_or_default();
+    pipeline.caller(text("x-rh-identity")?, text("authorization")?, names)
+}
 
 /// Every REST path is served under each of these.
 pub const PREFIXES: [&str; 3] = ["/api/ingress", "/r/insights/platform/ingress", "/api"];

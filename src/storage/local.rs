@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{Bucket, ByteStream, ObjectMeta, Storage};
 use crate::error::{Error, Result};
-use crate::pipeline::Payload;
+use crate::domain::Payload;
 
 /// Buffer between the socket's small chunks and the disk.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -74,6 +74,22 @@ impl LocalDisk {
         Ok(())
     }
 
+    /// Takes `key` in `bucket` for one put: creates its (empty) meta file if absent.
+    async fn claim(&self, bucket: Bucket, key: &str) -> Result<TempFile> {
+        let path = self.meta(bucket, key);
+        let p = path.clone();
+        let created = tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).create_new(true).open(&p))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        match created {
+            Ok(_) => Ok(TempFile(path, false)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::Conflict(format!(
+                "request id {key} is already used by a stored payload, or by one being stored right now"
+            ))),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     async fn read_meta(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
         match tokio::fs::read(self.meta(bucket, key)).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -94,6 +110,10 @@ impl Storage for LocalDisk {
         mut meta: ObjectMeta,
         mut payload: Payload,
     ) -> Result<ObjectMeta> {
+        // The key is claimed first: its meta's place, created only if absent, so a
+        // second put of the key (at the same time, or after) is refused before it
+        // writes anything. A failed put gives the claim back as it drops.
+        let claim = self.claim(bucket, key).await?;
         let tmp = self.temp();
         let file = tokio::fs::File::create(&tmp.0).await.map_err(io)?;
         let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
@@ -130,11 +150,12 @@ impl Storage for LocalDisk {
         meta_tmp.keep();
         let (from, to, dir) = (tmp.0.clone(), self.object(bucket, key), self.root.join(bucket.as_str()));
         blocking(move || {
-            std::fs::rename(&from, &to)?;
+            rename_noreplace(&from, &to)?;
             std::fs::File::open(&dir)?.sync_all()
         })
         .await?;
         tmp.keep();
+        claim.keep();
         Ok(meta)
     }
 
@@ -171,7 +192,9 @@ impl Storage for LocalDisk {
         tokio::fs::rename(&tmp.0, self.object(to, key))
             .await
             .map_err(io)?;
-        tmp.keep();
+        // Not kept: when `to` already was a link to the same file (a verdict applied
+        // twice), rename(2) does nothing and the temporary link stays; dropping removes it.
+        drop(tmp);
         sync_dir(&self.root.join(to.as_str())).await
     }
 
@@ -231,7 +254,7 @@ impl Storage for LocalDisk {
         Ok(())
     }
 
-    async fn recover(&self) -> Result<()> {
+    async fn recover(&self, _shutdown: tokio_util::sync::CancellationToken) -> Result<()> {
         let tmp = self.root.join(".tmp");
         let mut dir = tokio::fs::read_dir(&tmp).await.map_err(io)?;
         let mut removed = 0;
@@ -323,6 +346,29 @@ async fn start_writeback(file: &tokio::fs::File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
+/// Renames `from` to `to` unless `to` exists (Linux `renameat2(RENAME_NOREPLACE)`; a
+/// hard link and unlink where that is not supported): a stored payload is never
+/// replaced.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let (f, t) = (CString::new(from.as_os_str().as_bytes())?, CString::new(to.as_os_str().as_bytes())?);
+        // SAFETY: both paths are NUL-terminated C strings that live across the call.
+        let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
+}
+
 /// Writes `bytes` to `tmp`, fsyncs it, renames it to `dest` and fsyncs `dest`'s folder,
 /// so the rename itself survives a power loss (a meta must be durable before its object).
 fn write_synced(tmp: &Path, bytes: &[u8], dest: &Path) -> std::io::Result<()> {
@@ -347,4 +393,19 @@ async fn sync_dir(path: &Path) -> Result<()> {
 
 fn io(e: std::io::Error) -> Error {
     Error::StorageUnavailable(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_the_storage_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = LocalDisk::open(dir.path()).await.unwrap();
+        crate::storage::conformance::run(&disk, "local").await;
+        // Nothing left half-written behind the suite's failed put.
+        let tmp: Vec<_> = std::fs::read_dir(dir.path().join(".tmp")).unwrap().collect();
+        assert!(tmp.is_empty(), "temp files left: {tmp:?}");
+    }
 }

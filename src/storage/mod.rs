@@ -9,8 +9,9 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::pipeline::Payload;
+use crate::domain::Payload;
 
+pub mod conformance;
 pub mod local;
 pub mod s3;
 
@@ -73,6 +74,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Streams `payload` into `bucket/key`. Once the stream has ended, `payload.finish()`
     /// gives the size and sha256 to record in `meta`; the stored meta is returned.
     ///
+    /// `put` creates, it never replaces: while a put of `key` runs, and once it has
+    /// stored the object, another put of `key` fails with `Error::Conflict` and leaves
+    /// the first one's bytes and meta untouched (local disk: an `O_EXCL` claim and a
+    /// no-replace rename; S3: conditional writes, `If-None-Match: *`).
+    ///
     /// The object becomes visible only whole. When this returns an error, or the
     /// future is dropped part-way, nothing is left behind: no partial object, no
     /// temporary file, no unfinished multipart upload. When the payload stream yields
@@ -107,6 +113,7 @@ pub trait Storage: Send + Sync + 'static {
     /// Ok when the storage answers (readiness).
     async fn check(&self) -> Result<()>;
 
-    /// Called once at start-up: removes what a crash left half-written.
-    async fn recover(&self) -> Result<()>;
+    /// Called once at start-up: removes what a crash left half-written, and starts
+    /// the storage's own background clean-up, which ends when `shutdown` is cancelled.
+    async fn recover(&self, shutdown: tokio_util::sync::CancellationToken) -> Result<()>;
 }

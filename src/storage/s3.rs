@@ -20,22 +20,21 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::Client;
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::{Bucket, ByteStream, ObjectMeta, Storage};
 use crate::error::{Error, Result};
-use crate::pipeline::Payload;
+use crate::domain::Payload;
 
 mod copy;
 mod journal;
-mod options;
 mod parts;
 mod sweep;
 mod upload;
 
-pub use options::S3Options;
+pub use crate::config::S3Options;
 
-/// S3's most parts in one upload.
-const MAX_PARTS: u64 = 10_000;
+use crate::config::s3_limits::MAX_PARTS;
 /// Chunk size when reading a payload back.
 const READ_CHUNK: usize = 64 * 1024;
 /// How long readiness waits for S3.
@@ -119,17 +118,20 @@ impl S3Storage {
             .map_err(|e| Error::Internal(format!("meta of {key} in {name}: {e}")))
     }
 
-    async fn write_meta(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Result<()> {
+    /// Writes the sidecar of a new payload: only if there is none (`If-None-Match: *`),
+    /// so of two puts of one key only one gets this far (the key's claim).
+    async fn create_meta(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Result<()> {
         let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
         self.client
             .put_object()
             .bucket(bucket)
             .key(sidecar(key))
+            .if_none_match("*")
             .content_type("application/json")
             .body(S3Body::from(json))
             .send()
             .await
-            .map_err(|e| unavailable(&format!("writing meta of {key} in {bucket}"), e))?;
+            .map_err(|e| refused_or_unavailable(key, &format!("writing meta of {key} in {bucket}"), e))?;
         Ok(())
     }
 
@@ -260,7 +262,7 @@ impl Storage for S3Storage {
         }
     }
 
-    async fn recover(&self) -> Result<()> {
+    async fn recover(&self, shutdown: CancellationToken) -> Result<()> {
         let o = &self.options;
         let buckets = vec![o.quarantine.clone(), o.perm.clone(), o.reject.clone()];
         if let Some(journal) = &self.journal {
@@ -268,7 +270,7 @@ impl Storage for S3Storage {
         }
         let sweeper = sweep::Sweeper::new(self.client.clone(), buckets, o.stale_upload_after);
         sweeper.sweep().await?;
-        tokio::spawn(sweeper.run_periodically());
+        tokio::spawn(sweeper.run_periodically(shutdown));
         Ok(())
     }
 }
@@ -333,6 +335,21 @@ fn sidecar(key: &str) -> String {
 }
 
 /// The HTTP status S3 answered with, if it answered.
+/// A conditional write S3 refused (412 Precondition Failed, or 409 for a write that
+/// raced another) means the key is taken: `Conflict`. Anything else: unavailable.
+fn refused_or_unavailable<E, R>(key: &str, what: &str, e: SdkError<E, R>) -> Error
+where
+    E: std::error::Error + 'static,
+    R: HasStatus + std::fmt::Debug,
+{
+    match status(&e) {
+        Some(412) | Some(409) => Error::Conflict(format!(
+            "request id {key} is already used by a stored payload, or by one being stored right now"
+        )),
+        _ => unavailable(what, e),
+    }
+}
+
 fn status<E, R>(e: &SdkError<E, R>) -> Option<u16>
 where
     R: HasStatus,

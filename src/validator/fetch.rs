@@ -6,9 +6,8 @@ use std::pin::Pin;
 use anyhow::Context;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
-use tonic::transport::Channel;
-
-use crate::grpc::pb::{self, upload_gateway_client::UploadGatewayClient};
+use super::connect::Client;
+use crate::grpc::pb;
 
 /// A payload's bytes as they arrive.
 pub type Chunks = Pin<Box<dyn Stream<Item = anyhow::Result<Bytes>> + Send>>;
@@ -29,7 +28,7 @@ pub struct Fetcher {
     pub source: Source,
     pub http: reqwest::Client,
     /// For gRPC `Download`; `None` when no gateway was given.
-    pub grpc: Option<UploadGatewayClient<Channel>>,
+    pub grpc: Option<Client>,
 }
 
 impl Fetcher {

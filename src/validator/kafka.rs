@@ -49,9 +49,15 @@ pub async fn run(args: &ValidateArgs, http: reqwest::Client) -> anyhow::Result<(
             .unwrap_or_else(|| format!("upload-gateway-validator.{}", args.service)),
     })?;
     let grpc = match &args.gateway {
-        Some(g) => Some(pb::upload_gateway_client::UploadGatewayClient::new(
-            super::endpoint(g)?.connect_lazy(),
-        )),
+        Some(g) => match args.connect.client(args.connect.endpoint(g)?.connect_lazy()) {
+            Ok(client) => Some(client),
+            // gRPC Download needs the token; the announced URLs do not.
+            Err(e) if args.download != Source::Grpc => {
+                tracing::warn!(error = %format!("{e:#}"), "no validator token: fetching payloads from their URLs only");
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     let fetcher = Fetcher {

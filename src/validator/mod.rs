@@ -10,19 +10,21 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::Streaming;
 
-use crate::grpc::pb::{self, upload_gateway_client::UploadGatewayClient, verdict_ack::Outcome};
+use crate::grpc::pb::{self, verdict_ack::Outcome};
 
 pub mod check;
+pub mod connect;
 mod fetch;
 mod kafka;
 
 pub use check::{Decision, Mode};
+pub use connect::ConnectArgs;
 pub use fetch::Source;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ValidateArgs {
-    /// The gateway, e.g. http://gateway:8080 (gRPC is on its one port). Needed with
-    /// `--via grpc`; with `--via kafka` only for `--download grpc`.
+    /// The gateway, e.g. http://gateway:8080 or https://gateway:8443 (gRPC is on its
+    /// one port). Needed with `--via grpc`; with `--via kafka` only for `--download grpc`.
     #[arg(long, env = "UPLOAD_GATEWAY")]
     pub gateway: Option<String>,
     /// The service whose payloads to validate, e.g. testareno.
@@ -41,6 +43,9 @@ pub struct ValidateArgs {
     /// Where the payload bytes come from.
     #[arg(long, value_enum, default_value_t = Source::Auto)]
     pub download: Source,
+    /// The validator's credential and the gateway's TLS.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// With `--via kafka`: where Kafka is, and its topics.
     #[command(flatten)]
     pub kafka: kafka::KafkaArgs,
@@ -84,7 +89,8 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<()> {
         .gateway
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("--gateway is required with --via grpc"))?;
-    let endpoint = endpoint(gateway)?;
+    let endpoint = args.connect.endpoint(gateway)?;
+    args.connect.token()?; // a missing token is said now, not at the first call
     let mut done = 0u64;
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -107,19 +113,6 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The gateway's gRPC endpoint (plain http: the validator speaks no TLS yet).
-fn endpoint(gateway: &str) -> anyhow::Result<Endpoint> {
-    if !gateway.starts_with("http://") {
-        anyhow::bail!("--gateway {gateway:?}: give an http:// URL, e.g. http://gateway:8080 (TLS is not supported by the validator yet)");
-    }
-    Ok(Endpoint::from_shared(gateway.to_string())
-        .map_err(|e| anyhow::anyhow!("--gateway {gateway:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10)))
-}
-
 /// One connection: subscribe, and answer each announcement in turn.
 async fn session(
     args: &ValidateArgs,
@@ -131,7 +124,7 @@ async fn session(
         .connect()
         .await
         .map_err(|e| Stop::Again(anyhow::anyhow!("cannot connect to {:?}: {e}", args.gateway)))?;
-    let mut client = UploadGatewayClient::new(channel).max_decoding_message_size(16 << 20);
+    let mut client = args.connect.client(channel).map_err(Stop::Fatal)?;
     let fetcher = fetch::Fetcher {
         source: args.download,
         http: http.clone(),

@@ -80,8 +80,8 @@ pub fn topic_keys(brokers: &str, topic: &str) -> BTreeSet<String> {
 /// The request ids a gRPC subscriber of `service` is given, handing each off (so
 /// the lease is settled and the next comes), until `want` are all seen or nothing
 /// new comes for `idle`.
-pub async fn subscribed_ids(base: &str, service: &str, want: &BTreeSet<String>, idle: Duration) -> BTreeSet<String> {
-    let mut client = pb::upload_gateway_client::UploadGatewayClient::connect(base.to_string()).await.unwrap();
+pub async fn subscribed_ids(base: &str, data: &std::path::Path, service: &str, want: &BTreeSet<String>, idle: Duration) -> BTreeSet<String> {
+    let mut client = crate::common::grpc_client(base, data).await;
     let mut work = client
         .subscribe(pb::SubscribeRequest { service: service.into() })
         .await

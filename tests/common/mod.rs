@@ -1,6 +1,6 @@
 //! What every integration test needs: a gateway on port 0 (in process, or as its own
 //! process), clients, and the real services the test command started.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -65,11 +65,10 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    /// A tonic client on the same port as REST.
-    pub async fn grpc(&self) -> pb::upload_gateway_client::UploadGatewayClient<tonic::transport::Channel> {
-        pb::upload_gateway_client::UploadGatewayClient::connect(self.base.clone())
-            .await
-            .expect("grpc connects")
+    /// A tonic client on the same port as REST, with the validator token the gateway
+    /// made in its data folder (so the validator verbs work too).
+    pub async fn grpc(&self) -> Grpc {
+        grpc_client(&self.base, self.data.path()).await
     }
 
     /// Reads the next message a consumer group gets on a topic (waits up to 10 s).
@@ -114,6 +113,20 @@ impl TestApp {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     }
+}
+
+/// The gRPC client tests use: every call carries a validator token.
+pub type Grpc = upload_gateway::validator::connect::Client;
+
+/// A gRPC client of the gateway at `base` with the validator token in `data`.
+pub async fn grpc_client(base: &str, data: &std::path::Path) -> Grpc {
+    let channel = tonic::transport::Channel::from_shared(base.to_string()).unwrap().connect().await.expect("grpc connects");
+    upload_gateway::validator::connect::client(channel, &validator_token(data)).unwrap()
+}
+
+/// The validator token the embedded default made in its data folder.
+pub fn validator_token(data: &std::path::Path) -> String {
+    std::fs::read_to_string(data.join("validator-token")).expect("the gateway made its validator token").trim().to_string()
 }
 
 pub fn list_bucket(data: &std::path::Path, bucket: &str) -> Vec<String> {

@@ -9,7 +9,7 @@ async fn the_built_in_validator_with_failure_moves_the_payload_to_reject() {
     let body = b"not really a tarball".to_vec();
     let id = upload(&t, body.clone()).await;
 
-    let lines = validate(&t.base, &["--verdict", "failure", "--count", "1"]).await;
+    let lines = validate(&t.base, t.data.path(), &["--verdict", "failure", "--count", "1"]).await;
     let line = line_for(&lines, &id);
     assert!(line.contains("verdict=failure outcome=rejected"), "{line}");
 
@@ -31,7 +31,7 @@ async fn the_built_in_validator_with_success_promotes_and_the_available_url_down
     let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let id = upload(&t, body.clone()).await;
 
-    let lines = validate(&t.base, &["--verdict", "success", "--count", "1"]).await;
+    let lines = validate(&t.base, t.data.path(), &["--verdict", "success", "--count", "1"]).await;
     assert!(line_for(&lines, &id).contains("verdict=success outcome=promoted"));
 
     assert_eq!(t.bucket_files("perm"), [id.clone()]);
@@ -83,6 +83,7 @@ async fn check_passes_a_real_tar_gz_and_fails_what_is_not_one() {
     // The bytes come over gRPC Download here (the other tests use the URLs).
     let lines = validate(
         &t.base,
+        t.data.path(),
         &["--verdict", "check", "--count", "3", "--download", "grpc"],
     )
     .await;
@@ -127,7 +128,7 @@ async fn a_killed_gateway_restarted_on_its_data_gives_the_payload_to_the_built_i
     drop(first); // SIGKILL: no verdict was given
 
     let second = GatewayProcess::start(data.path(), &[]);
-    let lines = validate(&second.base, &["--verdict", "success", "--count", "1"]).await;
+    let lines = validate(&second.base, data.path(), &["--verdict", "success", "--count", "1"]).await;
     assert!(line_for(&lines, &id).contains("outcome=promoted"));
     assert_eq!(list_bucket(data.path(), "perm"), [id]);
     assert!(list_bucket(data.path(), "quarantine").is_empty());
@@ -175,6 +176,8 @@ async fn the_built_in_validator_carries_on_across_a_gateway_restart() {
     let mut validator = tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
         .args([
             "validate",
+            "--data-dir",
+            data.path().to_str().unwrap(),
             "--gateway",
             &first.base,
             "--service",
@@ -233,6 +236,8 @@ async fn the_built_in_validator_says_what_it_cannot_do() {
     let run = |args: &'static [&'static str]| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
             .args(["validate", "--gateway", &t.base, "--verdict", "success"])
+            .arg("--data-dir")
+            .arg(t.data.path())
             .args(args)
             .kill_on_drop(true)
             .output()

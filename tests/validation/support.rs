@@ -34,9 +34,11 @@ pub(crate) async fn upload(t: &TestApp, bytes: Vec<u8>) -> String {
 }
 
 /// Runs the real binary's built-in validator against the gateway; its output lines.
-pub(crate) async fn validate(base: &str, args: &[&str]) -> Vec<String> {
+pub(crate) async fn validate(base: &str, data: &std::path::Path, args: &[&str]) -> Vec<String> {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
         .args(["validate", "--gateway", base, "--service", "testareno"])
+        .arg("--data-dir")
+        .arg(data)
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

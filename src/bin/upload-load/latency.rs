@@ -129,12 +129,14 @@ async fn one(
     let t0 = Instant::now();
     let header = UploadHeader {
         content_type: content_type(service),
-        request_id: id.to_string(),
         expected_size: payload.size(),
         ..Default::default()
     };
+    let mut req = tonic::Request::new(crate::grpc::messages(payload, header));
+    let id_value = id.parse().map_err(|_| format!("request id {id:?} cannot be metadata"))?;
+    req.metadata_mut().insert("x-rh-insights-request-id", id_value);
     client
-        .upload(crate::grpc::messages(payload, header))
+        .upload(req)
         .await
         .map_err(|s| format!("upload: gRPC {:?}", s.code()))?;
     let receipt = t0.elapsed();

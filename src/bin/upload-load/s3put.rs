@@ -161,6 +161,6 @@ async fn client(a: &S3PutArgs) -> anyhow::Result<Client> {
         &format!("--s3-access-key-id={}", a.access_key),
         &format!("--s3-secret-access-key={}", a.secret_key),
     ])?;
-    let options = S3Options::from_config(&config, a.size).map_err(anyhow::Error::msg)?;
+    let options = S3Options::from_config(&config, a.size, std::path::Path::new(".")).map_err(anyhow::Error::msg)?;
     Ok(upload_gateway::storage::s3::client(&options).await)
 }

@@ -5,7 +5,7 @@
 //!   configured wait (librdkafka's `message.timeout.ms` is the same wait, so a message
 //!   is not retried after its publish failed): `QueueUnavailable` when it was surely
 //!   not written, `QueueUnconfirmed` when its produce request was in flight, so the
-//!   broker may have written it.
+//!   broker may have written it, `QueueRefused` when it can never be written.
 //! - Consuming: one group member per (topic, group) in this process ([`group`]), with
 //!   offsets committed only past acked messages.
 //! - Topics are created at start-up when missing (admin API).
@@ -77,7 +77,7 @@ impl KafkaQueue {
     /// each valid service's announce topic (or the single announce topic).
     pub fn topics(settings: &Settings) -> Vec<String> {
         let t = &settings.topics;
-        let mut v = vec![t.validation.clone(), t.available.clone(), t.status.clone()];
+        let mut v = vec![t.validation.clone(), t.available.clone(), t.status.clone(), t.dead_letter.clone()];
         for s in &settings.valid_services {
             let a = t.announce(s);
             if !v.contains(&a) {
@@ -239,4 +239,14 @@ impl Queue for KafkaQueue {
             .map_err(|e| Error::Internal(format!("flush: {e}")))?
             .map_err(|e| Error::QueueUnavailable(format!("flushing the Kafka producer: {e}")))
     }
+}
+
+/// Whether the broker (or the producer's own checks) refused a message in a way that
+/// sending it again cannot change: too large, or not a valid record.
+pub(super) fn refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessage | C::InvalidMessageSize | C::InvalidRecord)
+    )
 }

@@ -57,8 +57,8 @@ pub fn create(config: &ClientConfig) -> Result<Producer> {
 
 /// Publishes and waits for the delivery report, at most `wait` (librdkafka's
 /// `message.timeout.ms` is the same wait) plus a second for a report that never comes.
-/// `QueueUnavailable` when the message was surely not written, `QueueUnconfirmed` when
-/// it may have been.
+/// `QueueUnavailable` (or `QueueRefused`, for good) when the message was surely not
+/// written, `QueueUnconfirmed` when it may have been.
 pub async fn publish(producer: &Producer, message: &Message, wait: Duration) -> Result<()> {
     let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
     for (k, v) in &message.headers {
@@ -79,17 +79,26 @@ pub async fn publish(producer: &Producer, message: &Message, wait: Duration) -> 
                 record = r;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err((e, _)) => return Err(Error::QueueUnavailable(format!("publishing to {topic}: {e}"))),
+            Err((e, _)) => return Err(not_written(topic, &e)),
         }
     }
     match tokio::time::timeout(wait + Duration::from_secs(1), rx).await {
         Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err((e, false)))) => Err(Error::QueueUnavailable(format!("publishing to {topic}: {e}"))),
+        Ok(Ok(Err((e, false)))) => Err(not_written(topic, &e)),
         Ok(Ok(Err((e, true)))) => Err(Error::QueueUnconfirmed(format!(
             "publishing to {topic}: {e}, while the broker may have written it"
         ))),
         Ok(Err(_)) | Err(_) => Err(Error::QueueUnconfirmed(format!(
             "publishing to {topic}: no delivery report within {wait:?}"
         ))),
+    }
+}
+
+/// A message surely not written: refused for good (too large, invalid), or not now.
+fn not_written(topic: &str, e: &KafkaError) -> Error {
+    if super::refused_for_good(e) {
+        Error::QueueRefused(format!("publishing to {topic}: {e}"))
+    } else {
+        Error::QueueUnavailable(format!("publishing to {topic}: {e}"))
     }
 }

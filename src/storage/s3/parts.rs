@@ -4,7 +4,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::pipeline::Payload;
+use crate::domain::Payload;
 
 /// Cuts the payload stream into parts of a fixed size (the last one shorter).
 ///

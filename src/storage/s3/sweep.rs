@@ -10,7 +10,7 @@ use aws_sdk_s3::Client;
 
 use super::{sidecar, status, unavailable, upload::abort};
 use crate::error::Result;
-use crate::pipeline::request_id;
+use crate::domain::request_id;
 
 pub(super) struct Sweeper {
     client: Client,
@@ -28,11 +28,14 @@ impl Sweeper {
         }
     }
 
-    /// Sweeps now, then again every half stale age, for as long as the runtime lives.
-    pub async fn run_periodically(self) {
+    /// Sweeps again every half stale age, until shutdown.
+    pub async fn run_periodically(self, shutdown: tokio_util::sync::CancellationToken) {
         let every = (self.stale_after / 2).max(Duration::from_secs(60));
         loop {
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
             if let Err(e) = self.sweep().await {
                 tracing::warn!(error = %e, "sweeping unfinished S3 uploads failed; will try again");
             }

@@ -19,9 +19,9 @@ use tokio::task::JoinSet;
 
 use super::journal::{Entry, Journal};
 use super::parts::PartReader;
-use super::{sidecar, unavailable, S3Storage, MAX_PARTS};
+use super::{refused_or_unavailable, sidecar, unavailable, S3Storage, MAX_PARTS};
 use crate::error::{Error, Result};
-use crate::pipeline::Payload;
+use crate::domain::Payload;
 use crate::storage::{Bucket, ObjectMeta};
 
 pub(super) async fn put(
@@ -76,13 +76,14 @@ async fn single(
     let (size, sha256) = reader.payload.finish()?;
     meta.size = size;
     meta.sha256 = sha256;
+    s.create_meta(bucket, key, meta).await?;
     left.sidecar = true;
-    s.write_meta(bucket, key, meta).await?;
     left.object = true;
     s.client
         .put_object()
         .bucket(bucket)
         .key(key)
+        .if_none_match("*")
         .content_type(&meta.content_type)
         .set_metadata(Some(user_metadata(meta)))
         .body(S3Body::from(body))
@@ -90,7 +91,8 @@ async fn single(
         .disable_payload_signing_if(!s.options.sign_payloads)
         .send()
         .await
-        .map_err(|e| unavailable(&format!("storing {key} in {bucket}"), e))?;
+        .map_err(|e| refused_or_unavailable(key, &format!("storing {key} in {bucket}"), e))
+        .inspect_err(|e| left.object &= !matches!(e, Error::Conflict(_)))?;
     Ok(())
 }
 
@@ -179,8 +181,8 @@ async fn multipart(
     let (size, sha256) = reader.payload.finish()?;
     meta.size = size;
     meta.sha256 = sha256;
+    s.create_meta(bucket, &key, meta).await?;
     left.sidecar = true;
-    s.write_meta(bucket, &key, meta).await?;
 
     done.sort_by_key(|p| p.part_number());
     left.object = true;
@@ -189,10 +191,12 @@ async fn multipart(
         .bucket(bucket)
         .key(&key)
         .upload_id(&upload_id)
+        .if_none_match("*")
         .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
         .send()
         .await
-        .map_err(|e| unavailable(&format!("completing the upload of {key} to {bucket}"), e))?;
+        .map_err(|e| refused_or_unavailable(&key, &format!("completing the upload of {key} to {bucket}"), e))
+        .inspect_err(|e| left.object &= !matches!(e, Error::Conflict(_)))?;
     Ok(())
 }
 

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use super::MAX_PARTS;
-use crate::config::{parse_size, Config};
+use super::{parse_size, Config};
+
+/// S3 allows at most this many parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
 
 /// S3's part size limits.
 const MIN_PART: u64 = 5 << 20;
@@ -25,15 +27,15 @@ pub struct S3Options {
     pub multipart_copy_threshold: u64,
     /// Sign request payloads (SigV4): over plain HTTP only, see `upload.rs`.
     pub sign_payloads: bool,
-    /// Where this gateway notes its unfinished multipart uploads (`journal.rs`);
-    /// the app sets it to `<data>/s3-uploads`.
+    /// Where this gateway notes its unfinished multipart uploads
+    /// (`storage/s3/journal.rs`): `<data>/s3-uploads`.
     pub journal_dir: Option<std::path::PathBuf>,
 }
 
 impl S3Options {
     /// Checks the S3 part of the config. `largest_limit` is the largest payload the
     /// gateway accepts: it must fit in 10,000 parts.
-    pub fn from_config(c: &Config, largest_limit: u64) -> Result<Self, String> {
+    pub fn from_config(c: &Config, largest_limit: u64, data_dir: &std::path::Path) -> Result<Self, String> {
         let buckets = [
             ("S3_QUARANTINE", &c.s3_quarantine),
             ("S3_PERM", &c.s3_perm),
@@ -94,7 +96,7 @@ impl S3Options {
             stale_upload_after: Duration::from_secs(c.s3_stale_upload_secs),
             multipart_copy_threshold,
             sign_payloads: c.s3_endpoint_url.as_deref().is_some_and(|u| u.starts_with("http://")),
-            journal_dir: None,
+            journal_dir: Some(data_dir.join("s3-uploads")),
         })
     }
 }
@@ -114,7 +116,7 @@ mod tests {
     fn options(args: &[&str], largest: u64) -> Result<S3Options, String> {
         let mut v = vec!["gw", "--storage-driver", "s3"];
         v.extend_from_slice(args);
-        S3Options::from_config(&Config::from_args(v).unwrap(), largest)
+        S3Options::from_config(&Config::from_args(v).unwrap(), largest, std::path::Path::new("/tmp/gw"))
     }
 
     #[test]

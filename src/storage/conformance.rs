@@ -1,0 +1,160 @@
+//! The contract every [`Storage`] keeps, as one suite: run on local disk by the unit
+//! tests and on a real S3 server by the integration tests, so both implementations
+//! answer the pipeline the same way.
+//!
+//! Each check uses keys of its own (prefixed with `prefix`), so the suite can run on
+//! buckets that hold other objects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::{Bucket, ObjectMeta, Storage};
+use crate::domain::{Checks, Payload};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Runs every check; panics with a sentence naming the broken promise.
+pub async fn run(storage: &dyn Storage, prefix: &str) {
+    storage.check().await.expect("check: a storage that is up answers Ok");
+    round_trip(storage, &format!("{prefix}-small"), b"hello, storage".to_vec()).await;
+    // Several MiB in socket-sized chunks: multipart on S3, buffered writes on disk.
+    let big: Vec<u8> = (0..(9 << 20) + 12_345).map(|i: u32| (i % 251) as u8).collect();
+    round_trip(storage, &format!("{prefix}-big"), big).await;
+    round_trip(storage, &format!("{prefix}-empty"), Vec::new()).await;
+    failed_put_leaves_nothing(storage, &format!("{prefix}-failed")).await;
+    copy_and_delete(storage, &format!("{prefix}-copy")).await;
+    write_once(storage, &format!("{prefix}-once")).await;
+    absent_keys(storage, &format!("{prefix}-absent")).await;
+}
+
+/// A payload stream over `bytes` in 64 KiB chunks, limited to `limit` bytes.
+pub fn payload(bytes: Vec<u8>, limit: u64) -> Payload {
+    let chunks: Vec<Result<Bytes>> = bytes
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Payload::new(
+        Box::pin(futures_util::stream::iter(chunks)),
+        Checks {
+            service: "testareno".into(),
+            limit,
+            expected_size: None,
+            expected_sha256: None,
+            idle: Duration::from_secs(30),
+        },
+        Arc::new(Metrics::default()),
+    )
+}
+
+/// The meta the pipeline hands storage before the bytes (size and sha256 unknown).
+pub fn meta(key: &str) -> ObjectMeta {
+    ObjectMeta {
+        request_id: key.to_string(),
+        service: "testareno".into(),
+        category: "conformance".into(),
+        content_type: "application/vnd.redhat.testareno.conformance+tgz".into(),
+        account: Some("000001".into()),
+        org_id: Some("org1".into()),
+        b64_identity: String::new(),
+        size: 0,
+        sha256: String::new(),
+        received_at: "2026-11-28T00:00:00Z".into(),
+    }
+}
+
+async fn read_all(storage: &dyn Storage, bucket: Bucket, key: &str) -> Option<(ObjectMeta, Vec<u8>)> {
+    let (meta, mut stream) = storage.get(bucket, key).await.expect("get answers")?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("get: the stream reads to the end");
+        assert!(chunk.len() <= 8 << 20, "get: chunks are bounded, got {} bytes", chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    Some((meta, out))
+}
+
+async fn round_trip(storage: &dyn Storage, key: &str, bytes: Vec<u8>) {
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let stored = storage
+        .put(Bucket::Quarantine, key, meta(key), payload(bytes.clone(), u64::MAX))
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    assert_eq!((stored.size, stored.sha256.as_str()), (bytes.len() as u64, sha.as_str()), "put fills in size and sha256");
+    let head = storage.head(Bucket::Quarantine, key).await.unwrap();
+    assert_eq!(head.as_ref(), Some(&stored), "head gives the meta put returned");
+    let (meta, back) = read_all(storage, Bucket::Quarantine, key).await.expect("get finds what put stored");
+    assert_eq!(meta, stored, "get gives the stored meta");
+    assert!(back == bytes, "get gives back the bytes put stored ({} bytes, {} back)", bytes.len(), back.len());
+    let keys = storage.list(Bucket::Quarantine).await.unwrap();
+    assert!(keys.iter().any(|k| k == key), "list names {key}");
+    assert!(!keys.iter().any(|k| k.starts_with('.') || k.ends_with(".meta")), "list names payloads only: {keys:?}");
+    storage.delete(Bucket::Quarantine, key).await.unwrap();
+    assert_eq!(storage.head(Bucket::Quarantine, key).await.unwrap(), None, "delete removes {key}");
+}
+
+async fn failed_put_leaves_nothing(storage: &dyn Storage, key: &str) {
+    // Over its limit part-way: the payload fails, the put fails, nothing is visible.
+    let err = storage
+        .put(Bucket::Quarantine, key, meta(key), payload(vec![7u8; 6 << 20], 1 << 20))
+        .await
+        .expect_err("a put whose payload fails is an error");
+    assert!(matches!(err, Error::TooLarge { .. } | Error::StorageUnavailable(_) | Error::Internal(_)), "{err}");
+    assert_eq!(storage.head(Bucket::Quarantine, key).await.unwrap(), None, "a failed put leaves no object");
+    assert!(storage.get(Bucket::Quarantine, key).await.unwrap().is_none());
+    assert!(!storage.list(Bucket::Quarantine).await.unwrap().iter().any(|k| k == key), "nor a listed key");
+}
+
+async fn copy_and_delete(storage: &dyn Storage, key: &str) {
+    let stored = storage
+        .put(Bucket::Quarantine, key, meta(key), payload(b"to be promoted".to_vec(), u64::MAX))
+        .await
+        .unwrap();
+    storage.copy(Bucket::Quarantine, Bucket::Perm, key).await.unwrap();
+    // Copying again overwrites (a verdict applied twice after a crash).
+    storage.copy(Bucket::Quarantine, Bucket::Perm, key).await.unwrap();
+    let (meta, bytes) = read_all(storage, Bucket::Perm, key).await.expect("copy makes the object in perm");
+    assert_eq!((meta, bytes.as_slice()), (stored.clone(), &b"to be promoted"[..]), "copy keeps meta and bytes");
+    assert!(storage.head(Bucket::Quarantine, key).await.unwrap().is_some(), "copy leaves the source");
+    storage.delete(Bucket::Quarantine, key).await.unwrap();
+    storage.delete(Bucket::Quarantine, key).await.expect("deleting what is gone is fine");
+    assert_eq!(storage.head(Bucket::Quarantine, key).await.unwrap(), None);
+    assert_eq!(storage.head(Bucket::Perm, key).await.unwrap(), Some(stored));
+    storage.delete(Bucket::Perm, key).await.unwrap();
+}
+
+async fn write_once(storage: &dyn Storage, key: &str) {
+    let put = |k: String, bytes: &'static [u8]| async move {
+        storage.put(Bucket::Quarantine, &k, meta(&k), payload(bytes.to_vec(), u64::MAX)).await
+    };
+    let first = put(key.to_string(), b"first").await.unwrap();
+    let e = put(key.to_string(), b"second").await.expect_err("a second put of a stored key is refused");
+    assert!(matches!(e, Error::Conflict(_)), "a second put answers Conflict, got: {e}");
+    let (meta, bytes) = read_all(storage, Bucket::Quarantine, key).await.unwrap();
+    assert_eq!((meta, bytes.as_slice()), (first, &b"first"[..]), "the first put's bytes and meta are untouched");
+    storage.delete(Bucket::Quarantine, key).await.unwrap();
+    // Ten puts of one key at once: exactly one wins, and what is stored is all its own.
+    let racing = format!("{key}-race");
+    let bodies: [&'static [u8]; 10] = [b"r0", b"r1", b"r2", b"r3", b"r4", b"r5", b"r6", b"r7", b"r8", b"r9"];
+    let results = futures_util::future::join_all(bodies.iter().map(|b| put(racing.clone(), b))).await;
+    let won: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect();
+    assert_eq!(won.len(), 1, "exactly one of ten racing puts succeeds: {results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(r, Error::Conflict(_)), "the others answer Conflict: {r}");
+    }
+    let (meta, bytes) = read_all(storage, Bucket::Quarantine, &racing).await.unwrap();
+    assert_eq!(bytes, bodies[won[0]], "the stored bytes are the winner's");
+    assert_eq!(meta.sha256, hex::encode(Sha256::digest(bodies[won[0]])), "and so is the stored meta");
+    storage.delete(Bucket::Quarantine, &racing).await.unwrap();
+}
+
+async fn absent_keys(storage: &dyn Storage, key: &str) {
+    for b in Bucket::ALL {
+        assert_eq!(storage.head(b, key).await.unwrap(), None, "head of an absent key is None");
+        assert!(storage.get(b, key).await.unwrap().is_none(), "get of an absent key is None");
+    }
+    storage.delete(Bucket::Reject, key).await.expect("deleting an absent key is fine");
+}
