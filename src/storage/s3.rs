@@ -166,7 +166,18 @@ impl Storage for S3Storage {
         if !self.exists(bucket, key).await? {
             return Ok(false);
         }
-        self.write_meta(self.name(bucket), key, meta).await?;
+        // An overwrite (not create_meta's write-once): the payload and its meta exist.
+        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        let name = self.name(bucket);
+        self.client
+            .put_object()
+            .bucket(name)
+            .key(sidecar(key))
+            .content_type("application/json")
+            .body(S3Body::from(json))
+            .send()
+            .await
+            .map_err(|e| unavailable(&format!("rewriting meta of {key} in {name}"), e))?;
         Ok(true)
     }
 
