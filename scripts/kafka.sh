@@ -9,6 +9,8 @@
 #   stop           stop the broker (TERM, then KILL after 15 s) and remove its state
 #   down [--kill]  stop only the broker process, keep data, config and port (outage simulation)
 #   up             start the broker again after `down` with the same port/data, wait until ready
+#   pause          SIGSTOP the broker: connections stay open, requests go unanswered
+#   resume         SIGCONT it: it answers what it was sent meanwhile
 #   status         exit 0 when the broker runs and answers a metadata request
 #   env            print KAFKA_BROKERS=... of the running broker
 #
@@ -357,6 +359,12 @@ cmd_up() {
     write_env
 }
 
+cmd_signal() {
+    local pid
+    pid=$(broker_pid) || die "the broker is not running"
+    kill "-$1" "$pid"
+}
+
 cmd_status() {
     local pid
     pid=$(broker_pid) || { log "not running"; return 1; }
@@ -380,10 +388,12 @@ main() {
         stop) cmd_stop ;;
         down) cmd_down "$@" ;;
         up) cmd_up ;;
+        pause) cmd_signal STOP ;;
+        resume) cmd_signal CONT ;;
         status) cmd_status ;;
         env) cmd_env ;;
         *)
-            sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+            sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
             exit 64
             ;;
     esac

@@ -60,8 +60,9 @@ impl App {
         if let Some(file) = &settings.validator_credentials {
             tokio::spawn(crate::auth::source::watch(credentials.clone(), file.clone(), shutdown.clone()));
         }
+        let metrics = Arc::new(Metrics::default());
         let storage = open_storage(&settings).await?;
-        let queue = open_queue(&settings, &shutdown).await?;
+        let queue = open_queue(&settings, &shutdown, &metrics).await?;
         storage.recover(shutdown.clone()).await.context("recovering storage")?;
 
         let public = match &settings.public_url {
@@ -71,7 +72,6 @@ impl App {
         };
         let key = signing_key(&settings).await?;
         let links = Links::new(key, &public, settings.url_expiry);
-        let metrics = Arc::new(Metrics::default());
         let pipeline = Pipeline::new(
             settings.clone(),
             storage.clone(),
@@ -158,9 +158,13 @@ async fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
     }
 }
 
-async fn open_queue(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<Arc<dyn Queue>> {
+async fn open_queue(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn Queue>> {
     let Some(kafka) = &settings.kafka else {
-        return Ok(Arc::new(MemoryQueue::default()));
+        return Ok(Arc::new(MemoryQueue::default().counting_into(Arc::clone(metrics))));
     };
     let queue = Arc::new(
         KafkaQueue::new(kafka, &settings.topics.validation)

@@ -49,6 +49,11 @@ pub enum Error {
     /// The queue failed; nothing was kept. Retry later.
     #[error("queue unavailable: {0}")]
     QueueUnavailable(String),
+    /// The queue did not confirm a message in time, and may have written it (its
+    /// request was in flight). An upload refused with it keeps its payload in
+    /// quarantine, where the quarantine sweep announces it. Retry later.
+    #[error("queue unavailable: {0}")]
+    QueueUnconfirmed(String),
     /// The queue refused a message for good (too large, invalid): sending it again
     /// cannot succeed.
     #[error("queue refused the message: {0}")]
@@ -78,7 +83,10 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::StorageUnavailable(_) | Error::QueueUnavailable(_) | Error::Overloaded(_) => {
+            Error::StorageUnavailable(_)
+            | Error::QueueUnavailable(_)
+            | Error::QueueUnconfirmed(_)
+            | Error::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::Internal(_) | Error::QueueRefused(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -99,7 +107,10 @@ impl Error {
             Error::Conflict(_) => Code::AlreadyExists,
             Error::Timeout(_) => Code::DeadlineExceeded,
             Error::ClientGone(_) => Code::Cancelled,
-            Error::StorageUnavailable(_) | Error::QueueUnavailable(_) | Error::Overloaded(_) => {
+            Error::StorageUnavailable(_)
+            | Error::QueueUnavailable(_)
+            | Error::QueueUnconfirmed(_)
+            | Error::Overloaded(_) => {
                 Code::Unavailable
             }
             Error::Internal(_) | Error::QueueRefused(_) => Code::Internal,
@@ -128,6 +139,7 @@ impl Error {
             Error::ClientGone(_) => "client_gone",
             Error::StorageUnavailable(_) => "storage_unavailable",
             Error::QueueUnavailable(_) => "queue_unavailable",
+            Error::QueueUnconfirmed(_) => "queue_unconfirmed",
             Error::QueueRefused(_) => "queue_refused",
             Error::Overloaded(_) => "overloaded",
             Error::Internal(_) => "internal",

@@ -21,11 +21,12 @@ pub struct Metrics {
 }
 
 /// The labelled counter families: (name, label name, help).
-const FAMILIES: [(&str, &str, &str); 4] = [
+const FAMILIES: [(&str, &str, &str); 5] = [
     ("upload_gateway_uploads_accepted_total", "service", "Uploads stored and announced."),
     ("upload_gateway_uploads_refused_total", "reason", "Uploads refused, by reason."),
     ("upload_gateway_verdicts_total", "outcome", "Verdicts and validation messages, by outcome."),
     ("upload_gateway_http_requests_total", "status", "HTTP responses, by status code."),
+    ("upload_gateway_dropped_messages_total", "topic", "Messages the in-process queue dropped past its cap, by topic."),
 ];
 
 impl Metrics {
@@ -57,6 +58,10 @@ impl Metrics {
 
     pub fn http_response(&self, status: u16) {
         self.inc(FAMILIES[3].0, &status.to_string());
+    }
+
+    pub fn dropped_message(&self, topic: &str) {
+        self.inc(FAMILIES[4].0, topic);
     }
 
     pub fn outbox_retry(&self) {

@@ -3,6 +3,7 @@
 use serde_json::Value;
 use tracing::{info, warn};
 
+use super::unannounced::Hold;
 use super::Pipeline;
 use crate::domain::{content_type, identity, BodyStream, Checks, Identity, Payload, RequestId};
 use crate::error::{Error, Result};
@@ -48,6 +49,8 @@ pub struct Staged {
     /// `metadata` came after the bytes: the stored meta must be written again.
     metadata_late: bool,
     done: bool,
+    /// Keeps the quarantine sweep off this payload until it is settled (removal included).
+    hold: Option<Hold>,
 }
 
 /// Checks a request's identity and id before any byte is read; shared by the
@@ -186,11 +189,13 @@ impl Pipeline {
             received_at: now_rfc3339(),
             metadata,
             derived: false,
+            unconfirmed: None,
         };
         // The storage consumes the payload; the payload's own failure (too large,
         // stalled, short) is what the client hears about, not the storage's echo.
         let failure = PayloadFailure::default();
         let watched = failure.watch(payload);
+        let hold = self.inner.in_hand.hold(&key);
         let meta = match self.inner.storage.put(Bucket::Quarantine, &key, meta, watched).await {
             Ok(meta) => meta,
             Err(e) => return Err(failure.take().unwrap_or(e)),
@@ -202,6 +207,7 @@ impl Pipeline {
             meta,
             metadata_late: false,
             done: false,
+            hold: Some(hold),
         })
     }
 
@@ -290,18 +296,38 @@ impl Staged {
     }
 
     /// Publishes the announcement and records the status. Returns the receipt, which
-    /// the client gets as its 2xx. On error the payload is removed from quarantine.
-    pub async fn announce(mut self) -> Result<Receipt> {
+    /// the client gets as its 2xx. When the announcement was surely not written, the
+    /// payload is removed from quarantine; when it may have been (`QueueUnconfirmed`),
+    /// the payload is kept, marked, for the quarantine sweep to announce: an
+    /// announcement never points at a payload that was thrown away.
+    ///
+    /// The publish and what follows from its outcome run in a task of their own, so a
+    /// client that goes away meanwhile cannot cut them short between the two.
+    pub async fn announce(self) -> Result<Receipt> {
         let p = self.pipeline.clone();
         if self.metadata_late {
             let key = &self.meta.request_id;
             p.inner.storage.set_meta(Bucket::Quarantine, key, &self.meta).await?; // Drop removes the object.
         }
         let msg = p.announcement(&self.meta).await?;
-        if let Err(e) = p.inner.queue.publish(msg).await {
-            warn!(error = %e, "announce failed; removing the stored payload");
+        let settled = tokio::spawn(async move {
+            let published = p.inner.queue.publish(msg).await;
+            self.settle(published).await
+        });
+        settled.await.map_err(|e| Error::Internal(format!("announcing: {e}")))?
+    }
+
+    async fn settle(mut self, published: Result<()>) -> Result<Receipt> {
+        let p = self.pipeline.clone();
+        if let Err(e) = published {
             p.metrics().upload_refused(e.kind());
-            return Err(e); // Drop removes the object.
+            if let Error::QueueUnconfirmed(why) = &e {
+                self.done = true;
+                self.keep_unconfirmed(why).await;
+            } else {
+                warn!(error = %e, "announce failed; removing the stored payload");
+            }
+            return Err(e); // Drop removes the object unless kept.
         }
         self.done = true;
         let m = &self.meta;
@@ -318,6 +344,20 @@ impl Staged {
             sha256: m.sha256.clone(),
         })
     }
+
+    /// Marks a payload whose announcement is unconfirmed, in its meta. Unmarked (the
+    /// storage failing too) it is still kept: the sweep finds it at its second look.
+    async fn keep_unconfirmed(&self, why: &str) {
+        let key = &self.meta.request_id;
+        warn!(request_id = %key, reason = why,
+            "announcement unconfirmed; keeping the payload for the quarantine sweep to announce");
+        let meta = ObjectMeta { unconfirmed: Some(why.to_string()), ..self.meta.clone() };
+        match self.pipeline.inner.storage.set_meta(Bucket::Quarantine, key, &meta).await {
+            Ok(true) => {}
+            Ok(false) => info!(request_id = %key, "the payload left quarantine meanwhile (a verdict)"),
+            Err(e) => warn!(request_id = %key, error = %e, "could not mark an unconfirmed payload"),
+        }
+    }
 }
 
 impl Drop for Staged {
@@ -327,10 +367,12 @@ impl Drop for Staged {
         }
         let storage = self.pipeline.inner.storage.clone();
         let key = self.meta.request_id.clone();
+        let hold = self.hold.take();
         tokio::spawn(async move {
             if let Err(e) = storage.delete(Bucket::Quarantine, &key).await {
                 warn!(request_id = %key, error = %e, "could not remove an unannounced payload");
             }
+            drop(hold); // the sweep may look at what is left (removal failed: stored, announced later)
         });
     }
 }

@@ -49,6 +49,8 @@ struct Inner {
     outbox: outbox::Outbox,
     leases: dispatch::Leases,
     decisions: decide::DecisionLocks,
+    /// Keys this process is storing, announcing or removing (the sweep skips them).
+    in_hand: unannounced::InHand,
     metrics: Arc<Metrics>,
     /// The validator credentials accepted (README, "Trust").
     credentials: Arc<Credentials>,
@@ -80,6 +82,7 @@ impl Pipeline {
                 outbox,
                 leases: dispatch::Leases::default(),
                 decisions: decide::DecisionLocks::default(),
+                in_hand: Default::default(),
                 metrics,
                 credentials,
                 shutdown,

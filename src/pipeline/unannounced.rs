@@ -9,8 +9,21 @@
 //! off uploads in flight: by the second look such a payload has its `announced` status
 //! (in this replica's book, or from another replica through the status topic) or was
 //! removed after a failed announcement.
+//!
+//! Neither look touches a payload this process still has in hand: being stored,
+//! announced, or removed after a refusal ([`InHand`]). Without that, a look could
+//! announce a refused payload whose removal was still under way (slow during an outage)
+//! and leave an announcement that points at nothing.
+//!
+//! A payload whose client was answered 503 while the broker had not confirmed its
+//! announcement (`unconfirmed` in its meta: the broker may have written it, or not) is
+//! no upload in flight: it is announced at the first look. Whether the first
+//! announcement reached the topic is not asked (it cannot be told cheaply); announcing
+//! again is what at least once allows, and a phantom (an announcement whose payload
+//! was thrown away) is what keeping the payload rules out.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -38,31 +51,71 @@ impl Pipeline {
     }
 
     /// One look: payloads in quarantine without any status become suspects; a suspect
-    /// of the previous look that still has none is announced. Returns how many were.
+    /// of the previous look that still has none, or one marked unconfirmed, is
+    /// announced. Returns how many were.
     pub async fn sweep_quarantine(&self, suspects: &mut HashSet<String>) -> Result<usize> {
         let mut now = HashSet::new();
         let mut announced = 0;
         for key in self.inner.storage.list(Bucket::Quarantine).await? {
-            if self.inner.status.history(&key).is_some() {
+            if self.inner.status.history(&key).is_some() || self.inner.in_hand.holds(&key) {
                 continue;
             }
-            if !suspects.contains(&key) {
-                now.insert(key);
-                continue;
-            }
-            // Still there, still without a status, a whole period later.
+            let why = if suspects.contains(&key) {
+                // Still there, still without a status, a whole period later.
+                "announced by the quarantine sweep: stored, but its announcement was never confirmed"
+            } else {
+                match self.inner.storage.head(Bucket::Quarantine, &key).await? {
+                    Some(meta) if meta.unconfirmed.is_some() => {
+                        "announced by the quarantine sweep: its client was answered 503 before the broker confirmed its announcement"
+                    }
+                    _ => {
+                        now.insert(key);
+                        continue;
+                    }
+                }
+            };
             let Some(meta) = self.announce_stored(&key).await? else {
                 continue;
             };
-            self.record(
-                &meta,
-                "announced",
-                "announced by the quarantine sweep: stored, but its announcement was never confirmed",
-            );
+            self.record(&meta, "announced", why);
             self.metrics().reannounced();
             announced += 1;
         }
         *suspects = now;
         Ok(announced)
+    }
+}
+
+/// The keys this process is storing, announcing, or removing after a refusal.
+#[derive(Default, Clone)]
+pub(crate) struct InHand(Arc<Mutex<HashMap<String, usize>>>);
+
+impl InHand {
+    /// Holds `key` until the returned guard is dropped (the same key may be held twice:
+    /// two uploads with one supplied id).
+    pub fn hold(&self, key: &str) -> Hold {
+        *self.0.lock().unwrap().entry(key.to_string()).or_default() += 1;
+        Hold { set: self.clone(), key: key.to_string() }
+    }
+
+    pub fn holds(&self, key: &str) -> bool {
+        self.0.lock().unwrap().contains_key(key)
+    }
+}
+
+pub(crate) struct Hold {
+    set: InHand,
+    key: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = self.set.0.lock().unwrap();
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
     }
 }

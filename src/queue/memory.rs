@@ -1,6 +1,11 @@
 //! The embedded queue: topics in process, bounded, with Kafka's consumer-group
 //! semantics (each group reads the whole topic; a message goes to one member of a
 //! group; an unacked delivery is given out again).
+//!
+//! Past its cap a topic drops its oldest message: never silently. Each drop is counted
+//! (`upload_gateway_dropped_messages_total{topic}`) and logged (the first of a topic,
+//! then every thousandth). A dropped announcement is not lost for good: the gateway
+//! announces what quarantine holds again at its next start.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::{Delivery, Message, Queue, Subscription};
 use crate::error::Result;
+use crate::metrics::Metrics;
 
 /// Messages kept per topic; past it the oldest are dropped (and counted).
 pub const DEFAULT_RETENTION: usize = 100_000;
@@ -21,6 +27,8 @@ pub struct MemoryQueue {
 
 struct Inner {
     retention: usize,
+    /// Where drops are counted, when set.
+    metrics: Option<Arc<Metrics>>,
     topics: Mutex<HashMap<String, Topic>>,
     /// Woken whenever a topic gets a message or a delivery comes back.
     notify: Notify,
@@ -52,10 +60,19 @@ impl MemoryQueue {
         MemoryQueue {
             inner: Arc::new(Inner {
                 retention: retention.max(1),
+                metrics: None,
                 topics: Mutex::new(HashMap::new()),
                 notify: Notify::new(),
             }),
         }
+    }
+
+    /// Counts drops in `metrics` too (call before the queue is shared).
+    pub fn counting_into(mut self, metrics: Arc<Metrics>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = Some(metrics);
+        }
+        self
     }
 
     /// Messages dropped from a topic because it was full.
@@ -121,9 +138,16 @@ impl Queue for MemoryQueue {
             let t = topics.entry(message.topic.clone()).or_default();
             t.log.push_back(message);
             while t.log.len() > self.inner.retention {
-                t.log.pop_front();
+                let Some(old) = t.log.pop_front() else { break };
                 t.base += 1;
                 t.dropped += 1;
+                if let Some(m) = &self.inner.metrics {
+                    m.dropped_message(&old.topic);
+                }
+                if t.dropped % 1000 == 1 {
+                    tracing::warn!(topic = %old.topic, dropped = t.dropped, cap = self.inner.retention,
+                        "the in-process queue is full: dropped its oldest message (consumers too slow, or none)");
+                }
             }
         }
         self.inner.notify.notify_waiters();
@@ -204,15 +228,18 @@ mod tests {
 
     #[tokio::test]
     async fn groups_each_read_everything_and_retention_is_bounded() {
-        let q = MemoryQueue::new(2);
-        for k in ["1", "2", "3"] {
+        let metrics = Arc::new(Metrics::default());
+        let q = MemoryQueue::new(2).counting_into(metrics.clone());
+        for k in ["1", "2", "3", "4"] {
             q.publish(msg(k)).await.unwrap();
         }
-        assert_eq!(q.dropped("t"), 1);
+        assert_eq!(q.dropped("t"), 2);
+        assert_eq!(metrics.get("upload_gateway_dropped_messages_total", "t"), 2);
+        assert!(metrics.render().contains("upload_gateway_dropped_messages_total{topic=\"t\"} 2"));
         for g in ["x", "y"] {
             let mut s = q.subscribe("t", g).await.unwrap();
             let first = s.next().await.unwrap().unwrap();
-            assert_eq!(first.message.key, "2");
+            assert_eq!(first.message.key, "3");
             first.ack();
         }
     }

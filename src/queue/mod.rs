@@ -85,7 +85,8 @@ pub type Subscription = Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>;
 #[async_trait::async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Publishes a message and returns once it is durable (on Kafka: the delivery
-    /// report of an idempotent, acks=all producer). Errors are `QueueUnavailable`.
+    /// report of an idempotent, acks=all producer). Errors are `QueueUnavailable`
+    /// (surely not written) or `QueueUnconfirmed` (the outcome is unknown: it may be).
     async fn publish(&self, message: Message) -> Result<()>;
 
     /// Joins consumer group `group` on `topic`: each message goes to one member of the

@@ -30,6 +30,20 @@ pub async fn run(storage: &dyn Storage, prefix: &str) {
     write_once(storage, &format!("{prefix}-once")).await;
     meta_replaced(storage, &format!("{prefix}-meta")).await;
     absent_keys(storage, &format!("{prefix}-absent")).await;
+    set_meta(storage, &format!("{prefix}-marked")).await;
+}
+
+/// set_meta rewrites the meta of a stored payload (the unconfirmed mark), and writes
+/// nothing for a key that is not stored.
+async fn set_meta(storage: &dyn Storage, key: &str) {
+    let stored = storage.put(Bucket::Quarantine, key, meta(key), payload(b"marked".to_vec(), u64::MAX)).await.unwrap();
+    let marked = ObjectMeta { unconfirmed: Some("outcome unknown".into()), ..stored };
+    assert!(storage.set_meta(Bucket::Quarantine, key, &marked).await.unwrap(), "set_meta finds {key}");
+    assert_eq!(storage.head(Bucket::Quarantine, key).await.unwrap(), Some(marked), "head gives the new meta");
+    storage.delete(Bucket::Quarantine, key).await.unwrap();
+    let gone = meta(key);
+    assert!(!storage.set_meta(Bucket::Quarantine, key, &gone).await.unwrap(), "set_meta on an absent key");
+    assert_eq!(storage.head(Bucket::Quarantine, key).await.unwrap(), None, "and writes nothing");
 }
 
 /// A payload stream over `bytes` in 64 KiB chunks, limited to `limit` bytes.
@@ -66,6 +80,7 @@ pub fn meta(key: &str) -> ObjectMeta {
         received_at: "2026-11-28T00:00:00Z".into(),
         metadata: None,
         derived: false,
+        unconfirmed: None,
     }
 }
 

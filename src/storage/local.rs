@@ -170,17 +170,21 @@ impl Storage for LocalDisk {
         Ok(meta)
     }
 
+    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool> {
+        if self.head(bucket, key).await?.is_none() {
+            return Ok(false);
+        }
+        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        self.write_atomic(&self.meta(bucket, key), &json).await?;
+        Ok(true)
+    }
+
     async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
         match tokio::fs::metadata(self.object(bucket, key)).await {
             Ok(file) => self.meta_or_derived(bucket, key, &file).await.map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(e)),
         }
-    }
-
-    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<()> {
-        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
-        self.write_atomic(&self.meta(bucket, key), &json).await
     }
 
     async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()> {

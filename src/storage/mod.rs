@@ -68,6 +68,11 @@ pub struct ObjectMeta {
     /// the object itself, see [`ObjectMeta::without_sidecar`].
     #[serde(skip)]
     pub derived: bool,
+    /// Set when its client was answered 503 while the broker had not confirmed its
+    /// announcement (it may or may not have been written): why. Such a payload stays in
+    /// quarantine and the quarantine sweep announces it. Absent from older metas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed: Option<String>,
 }
 
 impl ObjectMeta {
@@ -91,6 +96,7 @@ impl ObjectMeta {
             received_at,
             metadata: None,
             derived: true,
+            unconfirmed: None,
         }
     }
 }
@@ -120,8 +126,11 @@ pub trait Storage: Send + Sync + 'static {
     /// described from its own metadata: [`ObjectMeta::without_sidecar`].
     async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>>;
 
-    /// Replaces the meta of a stored object (its `metadata` arrived after its bytes).
-    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<()>;
+    /// Replaces the meta of a stored object (its `metadata` arrived after its bytes, or
+    /// its announcement is unconfirmed); false (and nothing written) when the bucket
+    /// does not hold it. A delete at the same moment may leave a lone meta, which is
+    /// invisible and removed like a crash's (start-up, the S3 sweep).
+    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool>;
 
     /// Copies an object (and its meta, when it has one) to another bucket; overwrites
     /// what is there.

@@ -171,6 +171,25 @@ impl Storage for S3Storage {
         upload::put(self, bucket, key, meta, payload).await
     }
 
+    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool> {
+        if self.head_object(bucket, key).await?.is_none() {
+            return Ok(false);
+        }
+        // An overwrite (not create_meta's write-once): the payload and its meta exist.
+        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        let name = self.name(bucket);
+        self.client
+            .put_object()
+            .bucket(name)
+            .key(sidecar(key))
+            .content_type("application/json")
+            .body(S3Body::from(json))
+            .send()
+            .await
+            .map_err(|e| unavailable(&format!("rewriting meta of {key} in {name}"), e))?;
+        Ok(true)
+    }
+
     async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
         let (object, meta) = tokio::join!(self.head_object(bucket, key), self.read_meta(bucket, key));
         let meta = meta?;
@@ -192,23 +211,6 @@ impl Storage for S3Storage {
             metadata: h.metadata(),
         };
         Ok(Some(legacy::meta(key, facts)))
-    }
-
-    /// Overwrites the sidecar the put created (the upload that owns the key, before
-    /// its announcement).
-    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<()> {
-        let name = self.name(bucket);
-        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
-        self.client
-            .put_object()
-            .bucket(name)
-            .key(sidecar(key))
-            .content_type("application/json")
-            .body(S3Body::from(json))
-            .send()
-            .await
-            .map_err(|e| unavailable(&format!("writing meta of {key} in {name}"), e))?;
-        Ok(())
     }
 
     async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()> {

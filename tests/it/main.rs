@@ -8,6 +8,7 @@ mod common;
 
 mod chaos;
 mod drain;
+mod drop_in;
 mod grpc_upload;
 mod hostile;
 mod kafka;

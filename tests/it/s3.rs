@@ -298,6 +298,54 @@ async fn a_gateway_killed_mid_upload_aborts_its_own_unfinished_upload_when_it_st
     assert!(journal.is_empty(), "the journal is empty again");
 }
 
+/// A slow client on one replica: its multipart upload began longer ago than another
+/// replica's stale age, but parts keep arriving, so that replica's sweep (at its
+/// start-up) leaves it alone, and the upload completes (issue 17, item 6).
+#[tokio::test]
+async fn a_slow_upload_older_than_the_stale_age_is_not_swept_while_parts_arrive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = S3Env::from_test_env();
+    let b = Buckets::unique("slow");
+    let c = env.client();
+    let flags = s3_flags(&env, &b, &["--s3-part-size", "5MiB", "--max-length", "64MiB"]);
+    let t = spawn_app(&as_strs(&flags)).await;
+    let id = "slow-1";
+    // 16 MiB (three 5 MiB parts) now, then 5 MiB more (a fourth part) 6 s later.
+    let mut sock = unfinished_form(&t.app.addr().to_string(), id, 500).await;
+    wait_for_multipart_upload(&c, &b.quarantine, id).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for i in 0..5 {
+        send_chunk(&mut sock, &pseudo_random(MIB, 600 + i)).await;
+    }
+    eventually(Duration::from_secs(30), "the fourth part should be stored", || async {
+        let ups = c.list_multipart_uploads().bucket(&b.quarantine).send().await.unwrap();
+        let Some(up) = ups.uploads().iter().find(|u| u.key() == Some(id)) else { return false };
+        let parts = c.list_parts().bucket(&b.quarantine).key(id).upload_id(up.upload_id().unwrap()).send().await.unwrap();
+        parts.parts().len() >= 4
+    })
+    .await;
+
+    // Another replica starts with a 4 s stale age: the upload began over 6 s ago.
+    let other = spawn_app(&as_strs(&s3_flags(&env, &b, &["--s3-stale-upload-secs", "4"]))).await;
+    assert_eq!(unfinished_uploads(&c, &b.quarantine).await, [id], "a live upload is not swept");
+
+    send_chunk(&mut sock, b"\r\n--BnD--\r\n").await;
+    sock.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(30), sock.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(&head[9..12], b"202", "{}", String::from_utf8_lossy(&head));
+    let stored = c.head_object().bucket(&b.quarantine).key(id).send().await.unwrap();
+    assert_eq!(stored.content_length(), Some(21 * MIB as i64));
+    drop(other);
+}
+
+async fn send_chunk(sock: &mut tokio::net::TcpStream, chunk: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    sock.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
+    sock.write_all(chunk).await.unwrap();
+    sock.write_all(b"\r\n").await.unwrap();
+}
+
 /// Opens a REST upload with request id `id` and sends 16 MiB of its file part (a
 /// chunked form that never ends), leaving the connection open.
 async fn unfinished_form(addr: &str, id: &str, seed: u64) -> tokio::net::TcpStream {

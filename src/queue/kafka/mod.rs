@@ -1,9 +1,11 @@
 //! The queue on Kafka (rdkafka over a bundled librdkafka).
 //!
-//! - Publishing: one idempotent, acks=all producer; `publish` returns once the
-//!   delivery report says the message is written, or fails with `QueueUnavailable`
-//!   past the configured wait (librdkafka's `message.timeout.ms` is the same wait, so
-//!   a refused message is not also delivered later, short of a report lost in flight).
+//! - Publishing: one idempotent, acks=all producer ([`produce`]); `publish` returns
+//!   once the delivery report says the message is written, or fails past the
+//!   configured wait (librdkafka's `message.timeout.ms` is the same wait, so a message
+//!   is not retried after its publish failed): `QueueUnavailable` when it was surely
+//!   not written, `QueueUnconfirmed` when its produce request was in flight, so the
+//!   broker may have written it, `QueueRefused` when it can never be written.
 //! - Consuming: one group member per (topic, group) in this process ([`group`]), with
 //!   offsets committed only past acked messages.
 //! - Topics are created at start-up when missing (admin API).
@@ -14,8 +16,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::Producer as _;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use tracing::{info, warn};
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 mod group;
 pub mod validator;
 mod offsets;
+mod produce;
 
 /// How long a readiness check waits for the broker.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,7 +37,7 @@ pub struct KafkaQueue {
     settings: KafkaSettings,
     /// Options every client shares (brokers, extra settings).
     base: ClientConfig,
-    producer: RwLock<FutureProducer>,
+    producer: RwLock<produce::Producer>,
     /// Local group members, shared by the subscriptions of one (topic, group).
     members: Mutex<HashMap<(String, String), Weak<group::Shared>>>,
     /// A topic that exists, for the readiness round trip.
@@ -153,12 +155,12 @@ impl KafkaQueue {
         Ok(())
     }
 
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> produce::Producer {
         self.producer.read().unwrap().clone()
     }
 
     /// A producer that hit a fatal error (possible with idempotence) is replaced.
-    fn replace_if_fatal(&self, failed: &FutureProducer) {
+    fn replace_if_fatal(&self, failed: &produce::Producer) {
         if let Some((code, reason)) = failed.client().fatal_error() {
             warn!(?code, reason, "the Kafka producer failed fatally; making a new one");
             match producer(&self.base, self.settings.publish_timeout) {
@@ -169,7 +171,7 @@ impl KafkaQueue {
     }
 }
 
-fn producer(base: &ClientConfig, publish_timeout: Duration) -> Result<FutureProducer> {
+fn producer(base: &ClientConfig, publish_timeout: Duration) -> Result<produce::Producer> {
     let mut c = base.clone();
     // Options set by the user for consumers only would make librdkafka warn here;
     // the consumer settings above are dropped from the producer's copy.
@@ -185,40 +187,18 @@ fn producer(base: &ClientConfig, publish_timeout: Duration) -> Result<FutureProd
         // Concurrent uploads still share each request.
         .set("max.in.flight.requests.per.connection", "1")
         .set("message.timeout.ms", publish_timeout.as_millis().to_string());
-    c.create()
-        .map_err(|e| Error::QueueUnavailable(format!("cannot create a Kafka producer: {e}")))
+    produce::create(&c)
 }
 
 #[async_trait::async_trait]
 impl Queue for KafkaQueue {
     async fn publish(&self, message: Message) -> Result<()> {
         let producer = self.producer();
-        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-        for (k, v) in &message.headers {
-            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+        let published = produce::publish(&producer, &message, self.settings.publish_timeout).await;
+        if published.is_err() {
+            self.replace_if_fatal(&producer);
         }
-        let record = FutureRecord::to(&message.topic)
-            .key(message.key.as_bytes())
-            .payload(&message.payload[..])
-            .headers(headers);
-        let wait = self.settings.publish_timeout;
-        // librdkafka times the message out itself after `wait`; the extra second only
-        // guards against a report that never comes.
-        let sent = tokio::time::timeout(wait + Duration::from_secs(1), producer.send(record, wait)).await;
-        match sent {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) if refused_for_good(&e) => {
-                Err(Error::QueueRefused(format!("publishing to {}: {e}", message.topic)))
-            }
-            Ok(Err((e, _))) => {
-                self.replace_if_fatal(&producer);
-                Err(Error::QueueUnavailable(format!("publishing to {}: {e}", message.topic)))
-            }
-            Err(_) => Err(Error::QueueUnavailable(format!(
-                "publishing to {}: no delivery report within {wait:?}",
-                message.topic
-            ))),
-        }
+        published
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription> {
@@ -263,7 +243,7 @@ impl Queue for KafkaQueue {
 
 /// Whether the broker (or the producer's own checks) refused a message in a way that
 /// sending it again cannot change: too large, or not a valid record.
-fn refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
+pub(super) fn refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),

@@ -1,12 +1,14 @@
 //! What a crash leaves behind on S3, removed: multipart uploads nobody will finish,
 //! and sidecars of payloads that never became visible. An upload still running on
-//! another replica looks the same, so only what is older than the stale age goes.
+//! another replica looks the same, so only what has been idle for the stale age goes:
+//! a multipart upload is abandoned when nobody has added a part to it (nor begun it)
+//! for that long, whatever its start time, so a slow client's long upload lives on.
 
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
 
-use super::{sidecar, unavailable, upload::abort};
+use super::{sidecar, status, unavailable, upload::abort};
 use crate::error::Result;
 use crate::domain::request_id;
 
@@ -73,7 +75,10 @@ impl Sweeper {
                     continue;
                 }
                 let started = u.initiated().and_then(|t| SystemTime::try_from(*t).ok());
-                if started.is_some_and(|t| t < cutoff) {
+                if !started.is_some_and(|t| t < cutoff) {
+                    continue;
+                }
+                if self.idle_since(bucket, key, id).await?.is_some_and(|t| t < cutoff) {
                     abort(&self.client, bucket, key, id).await;
                     n += 1;
                 }
@@ -87,6 +92,39 @@ impl Sweeper {
                 return Ok(n);
             }
         }
+    }
+
+    /// When the newest part of an upload was added (its start when it has none yet);
+    /// None when the upload is gone (completed or aborted meanwhile).
+    async fn idle_since(&self, bucket: &str, key: &str, id: &str) -> Result<Option<SystemTime>> {
+        let mut newest = None;
+        let mut marker = None;
+        loop {
+            let page = match self
+                .client
+                .list_parts()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                Err(e) if status(&e) == Some(404) => return Ok(None),
+                Err(e) => return Err(unavailable(&format!("listing the parts of {key} in {bucket}"), e)),
+            };
+            for p in page.parts() {
+                let added = p.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
+                newest = newest.max(added);
+            }
+            marker = page.next_part_number_marker().map(str::to_string);
+            if page.is_truncated() != Some(true) || marker.is_none() {
+                break;
+            }
+        }
+        // No part yet: idle since it began (the caller has checked that is old).
+        Ok(Some(newest.unwrap_or(SystemTime::UNIX_EPOCH)))
     }
 
     /// Sidecars whose payload never became visible. One listing holds both: sidecars

@@ -121,7 +121,7 @@ async fn the_gateway_works_with_a_key_limited_to_its_buckets() {
 /// only in the second.
 #[test]
 fn the_readme_policies_are_valid_json() {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let section = readme.split("## In place of the old service").nth(1).expect("the README section");
     let section = section.split("\n## ").next().unwrap();
     let blocks: Vec<Value> = section

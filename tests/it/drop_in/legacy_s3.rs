@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::common::s3::*;
 use crate::common::s3::as_strs;
 use crate::common::*;
-use crate::support::*;
+use crate::kafka::support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
