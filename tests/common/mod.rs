@@ -44,12 +44,19 @@ pub async fn spawn_app_in(data: tempfile::TempDir, extra: &[&str]) -> TestApp {
     let config = Config::from_args(args).expect("test config parses");
     let app = App::start(config).await.expect("gateway starts");
     let base = format!("http://{}", app.addr());
-    TestApp {
-        app,
-        base,
-        data,
-        http: reqwest::Client::new(),
+    let http = operator_http(data.path());
+    TestApp { app, base, data, http }
+}
+
+/// An HTTP client with the validator token the gateway made in `data` (an operator's
+/// view: `track` answers for every payload); without that file (a credentials file was
+/// given), a plain client. Tests of who may see what build their own clients.
+pub fn operator_http(data: &std::path::Path) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::fs::read_to_string(data.join("validator-token")) {
+        headers.insert("authorization", format!("Bearer {}", token.trim()).parse().unwrap());
     }
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
 }
 
 fn tracing_subscriber_init() -> Option<()> {

@@ -24,7 +24,7 @@ async fn a_verdict_sent_while_the_gateway_was_killed_is_applied_once_after_resta
     let flags = n.flags();
     let (p, f) = (path.clone(), flags.clone());
     let mut gw = tokio::task::spawn_blocking(move || start(&p, &f)).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = operator_http(&path);
     let before = accepted_id(upload_to(&http, &gw.base, SVC, None, b"decided before".to_vec()).await).await;
     let after = accepted_id(upload_to(&http, &gw.base, SVC, None, b"decided after".to_vec()).await).await;
     wait_records(&n.announce(SVC), &after, 1, WAIT).await;
@@ -82,7 +82,7 @@ async fn a_payload_stored_but_never_announced_before_a_kill_is_announced_after_r
     first.extend(["--kafka-publish-timeout-secs", "120", "--quarantine-sweep-secs", "600"].map(String::from));
     let (p, f) = (path.clone(), first.clone());
     let mut gw = tokio::task::spawn_blocking(move || start(&p, &f)).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = operator_http(&path);
     let before = accepted_id(upload_to(&http, &gw.base, SVC, None, b"announced before".to_vec()).await).await;
     wait_records(&n.announce(SVC), &before, 1, WAIT).await;
     wait_records(&n.status, &before, 2, WAIT).await;
