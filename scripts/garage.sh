@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and run a single-node Garage (S3-compatible) server for integration tests.
 #
-# Usage: scripts/garage.sh <install|start|down|up|stop|status|env>
+# Usage: scripts/garage.sh <install|start|down|up|stop|status|env|bucket|key|deny>
 #
 #   install  build garage with `cargo install` into $CACHE/garage-$GARAGE_VERSION (cached)
 #   start    install if needed, write config (first time), start server, wait until
@@ -12,6 +12,16 @@
 #   stop     kill the server and remove all state (idempotent)
 #   status   exit 0 if the server is running and healthy
 #   env      print the env file of a running setup
+#   bucket NAME...
+#            create buckets every key can be allowed on (global aliases; a bucket made
+#            with S3 CreateBucket is named for its creator's key only), owned by the
+#            default key
+#   key NAME BUCKET=PERMS...
+#            make an access key NAME with no right to create buckets, allowed PERMS
+#            (r, w or rw) on each BUCKET made by `bucket`; print AWS_ACCESS_KEY_ID= and
+#            AWS_SECRET_ACCESS_KEY= lines (least-privilege tests)
+#   deny KEY_ID BUCKET=PERMS...
+#            take those permissions away from a key again
 #
 # Environment:
 #   UPLOAD_GATEWAY_CACHE   install cache (default: $HOME/.cache/upload-gateway)
@@ -320,6 +330,60 @@ cmd_status() {
 	is_running && is_healthy
 }
 
+# The garage CLI against the running server (it reads the RPC secret from the config).
+garage_cli() {
+	"$GARAGE_BIN" -c "$CONFIG" "$@"
+}
+
+perm_flags() { # perm_flags <r|w|rw>
+	case $1 in
+	r) echo --read ;;
+	w) echo --write ;;
+	rw | wr) echo --read --write ;;
+	*) die "permissions must be r, w or rw, not '$1'" ;;
+	esac
+}
+
+# grant <allow|deny> <key id> BUCKET=PERMS...
+grant() {
+	local verb=$1 id=$2 g
+	shift 2
+	for g in "$@"; do
+		[[ $g == *=* ]] || die "expected BUCKET=PERMS, got '$g'"
+		# shellcheck disable=SC2046 # the flags are words
+		garage_cli bucket "$verb" $(perm_flags "${g##*=}") --key "$id" "${g%=*}" >/dev/null
+	done
+}
+
+cmd_bucket() {
+	local b
+	load_settings
+	is_running || die "garage is not running (run '$0 start')"
+	for b in "$@"; do
+		garage_cli bucket create "$b" >/dev/null
+		garage_cli bucket allow --read --write --owner --key "$ACCESS_KEY" "$b" >/dev/null
+	done
+}
+
+cmd_key() {
+	[[ $# -ge 1 ]] || die "usage: $0 key NAME BUCKET=PERMS..."
+	local name=$1 id secret
+	shift
+	load_settings
+	is_running || die "garage is not running (run '$0 start')"
+	id="GK$(hex 12)"
+	secret=$(hex 32)
+	garage_cli key import --yes -n "$name" "$id" "$secret" >/dev/null
+	grant allow "$id" "$@"
+	printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$id" "$secret"
+}
+
+cmd_deny() {
+	[[ $# -ge 2 ]] || die "usage: $0 deny KEY_ID BUCKET=PERMS..."
+	load_settings
+	grant deny "$@"
+}
+
 cmd_env() {
 	[[ -f $ENVFILE ]] || die "no env file at $ENVFILE (run '$0 start')"
 	cat "$ENVFILE"
@@ -342,8 +406,11 @@ down) lock && cmd_down ;;
 stop) lock && cmd_stop ;;
 status) cmd_status ;;
 env) cmd_env ;;
+bucket) shift && cmd_bucket "$@" ;;
+key) shift && cmd_key "$@" ;;
+deny) shift && cmd_deny "$@" ;;
 *)
-	echo "usage: $0 {install|start|down|up|stop|status|env}" >&2
+	echo "usage: $0 {install|start|down|up|stop|status|env|bucket|key|deny}" >&2
 	exit 2
 	;;
 esac

@@ -10,6 +10,30 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     config: Config,
+    /// Colour in text logs: `auto` (only when stderr is a terminal and NO_COLOR is
+    /// unset or empty), `always` or `never`. JSON logs (--log-json) never have colour.
+    #[arg(long, env = "LOG_COLOR", value_enum, default_value_t = LogColor::Auto, global = true)]
+    log_color: LogColor,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogColor {
+    Auto,
+    Always,
+    Never,
+}
+
+impl LogColor {
+    fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            LogColor::Always => true,
+            LogColor::Never => false,
+            LogColor::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -33,7 +57,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.config.log_json);
+    init_tracing(cli.config.log_json, cli.log_color.enabled());
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = rt.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
@@ -85,13 +109,13 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, color: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
-        builder.json().init();
+        builder.json().with_ansi(false).init();
     } else {
-        builder.init();
+        builder.with_ansi(color).init();
     }
 }

@@ -85,13 +85,44 @@ impl Validation {
     }
 }
 
-/// A validation result read from `platform.upload.validation`, checked.
+/// A validation result read from `platform.upload.validation` (or sent over gRPC),
+/// checked: every field of the message that the gateway reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidationResult {
     pub request_id: String,
     pub validation: Validation,
     pub reason: Option<String>,
+    /// Echoed as the available message's `satellite_managed`.
     pub satellite_managed: Option<bool>,
+    /// The platform's id for what the payload describes (the old service echoed it as
+    /// the available message's `id`); the request id when absent.
+    pub id: Option<String>,
+    /// The announce fields the validator echoed back.
+    pub echo: Echoed,
+}
+
+/// What a verdict carries besides its id and validation word: the rest of
+/// [`ValidationResult`], as a gRPC validator sends it field by field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerdictDetails {
+    pub reason: Option<String>,
+    pub satellite_managed: Option<bool>,
+    pub id: Option<String>,
+    pub echo: Echoed,
+}
+
+/// Announce fields a validator echoes back. The gateway's own record of a payload wins;
+/// these fill in only what it lacks: a payload the replaced services stored, without
+/// the gateway's record, is known by its key, size and S3 user metadata alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Echoed {
+    pub service: Option<String>,
+    pub category: Option<String>,
+    /// `account`, else `rh_account`.
+    pub account: Option<String>,
+    /// `org_id`, else `principal`.
+    pub org_id: Option<String>,
+    pub b64_identity: Option<String>,
 }
 
 /// Why a validation message was skipped.
@@ -133,11 +164,24 @@ impl ValidationResult {
             .ok_or(BadValidation::NotAString)?;
         let validation = Validation::parse(validation)
             .ok_or_else(|| BadValidation::Unknown(validation.chars().take(64).collect()))?;
+        let text = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| obj.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+                .map(str::to_string)
+        };
         Ok(ValidationResult {
             request_id: id.to_string(),
             validation,
-            reason: obj.get("reason").and_then(Value::as_str).map(str::to_string),
+            reason: text(&["reason"]),
             satellite_managed: obj.get("satellite_managed").and_then(Value::as_bool),
+            id: text(&["id"]),
+            echo: Echoed {
+                service: text(&["service"]),
+                category: text(&["category"]),
+                account: text(&["account", "rh_account"]),
+                org_id: text(&["org_id", "principal"]),
+                b64_identity: text(&["b64_identity"]),
+            },
         })
     }
 }
@@ -158,6 +202,26 @@ mod tests {
         assert_eq!(r.request_id, "abc");
         assert_eq!(r.validation, Validation::Success);
         assert_eq!(r.reason.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn echoed_fields_are_read_with_their_aliases() {
+        let r = ValidationResult::parse(
+            br#"{"payload_id":"abc","validation":"failure","id":"host-1","satellite_managed":true,
+                "service":"advisor","category":"collection","rh_account":"a1","principal":"o1",
+                "b64_identity":"e30=","size":3,"url":"http://x"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.id.as_deref(), Some("host-1"));
+        assert_eq!(r.satellite_managed, Some(true));
+        let want = Echoed {
+            service: Some("advisor".into()),
+            category: Some("collection".into()),
+            account: Some("a1".into()),
+            org_id: Some("o1".into()),
+            b64_identity: Some("e30=".into()),
+        };
+        assert_eq!(r.echo, want);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::auth::{Caller, PeerNames, Validator};
+use crate::messages::{Echoed, VerdictDetails};
 use crate::pipeline::{one_value, Outcome, Pipeline, UploadHeader};
 
 pub mod pb {
@@ -172,7 +173,7 @@ impl UploadGateway for GatewayService {
     ) -> Result<Response<pb::StatusHistory>, Status> {
         let caller = caller(&self.pipeline, &request)?;
         let id = request.into_inner().request_id;
-        let history = self.pipeline.history(&caller, &id)?;
+        let history = self.pipeline.history(&caller, &id).await?;
         Ok(Response::new(pb::StatusHistory {
             request_id: id,
             events: history.into_iter().map(event).collect(),
@@ -186,7 +187,7 @@ impl UploadGateway for GatewayService {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
         let caller = caller(&self.pipeline, &request)?;
-        let events = self.pipeline.follow(&caller, &request.into_inner().request_id)?;
+        let events = self.pipeline.follow(&caller, &request.into_inner().request_id).await?;
         Ok(Response::new(Box::pin(events.map(|e| Ok(event(e))))))
     }
 
@@ -209,7 +210,19 @@ impl UploadGateway for GatewayService {
 /// Applies one verdict from a gRPC validator and says what happened.
 async fn ack(pipeline: &Pipeline, validator: &Validator, v: pb::Verdict) -> pb::VerdictAck {
     use verdict_ack::Outcome as O;
-    let report = pipeline.apply_verdict(validator, &v.request_id, &v.validation, non_empty(v.reason)).await;
+    let details = VerdictDetails {
+        reason: non_empty(v.reason),
+        satellite_managed: v.satellite_managed,
+        id: non_empty(v.id),
+        echo: Echoed {
+            service: non_empty(v.service),
+            category: non_empty(v.category),
+            account: non_empty(v.account),
+            org_id: non_empty(v.org_id),
+            b64_identity: non_empty(v.b64_identity),
+        },
+    };
+    let report = pipeline.apply_verdict_details(validator, &v.request_id, &v.validation, details).await;
     let outcome = match report.outcome {
         Outcome::Promoted => O::Promoted,
         Outcome::Rejected => O::Rejected,

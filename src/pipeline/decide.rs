@@ -12,7 +12,7 @@ use super::consume::pause;
 use super::Pipeline;
 use crate::auth::Validator;
 use crate::error::Result;
-use crate::messages::{now_rfc3339, Available, Validation, ValidationResult};
+use crate::messages::{now_rfc3339, Available, Validation, ValidationResult, VerdictDetails};
 use crate::queue::Message;
 use crate::storage::{Bucket, ObjectMeta};
 
@@ -114,6 +114,18 @@ impl Pipeline {
     /// parsed); the same path as a Kafka validation message.
     /// The validator's credential must cover the payload's service.
     pub async fn apply_verdict(&self, validator: &Validator, request_id: &str, validation: &str, reason: Option<String>) -> VerdictReport {
+        let details = VerdictDetails { reason, ..Default::default() };
+        self.apply_verdict_details(validator, request_id, validation, details).await
+    }
+
+    /// [`Pipeline::apply_verdict`] with every field a validation message can carry.
+    pub async fn apply_verdict_details(
+        &self,
+        validator: &Validator,
+        request_id: &str,
+        validation: &str,
+        details: VerdictDetails,
+    ) -> VerdictReport {
         let Some(validation) = Validation::parse(validation) else {
             self.metrics().verdict(Outcome::Invalid.as_str());
             return VerdictReport::new(
@@ -125,8 +137,10 @@ impl Pipeline {
         let result = ValidationResult {
             request_id: request_id.to_string(),
             validation,
-            reason,
-            satellite_managed: None,
+            reason: details.reason,
+            satellite_managed: details.satellite_managed,
+            id: details.id,
+            echo: details.echo,
         };
         self.apply_as(result, Some(validator)).await
     }
@@ -163,6 +177,7 @@ impl Pipeline {
             Ok(f) => f,
             Err(e) => return VerdictReport::new(id, Outcome::Retry, e.to_string()),
         };
+        let found = found.map(|(b, meta)| (b, completed(meta, &result)));
         if let Some(v) = validator {
             let service = found.as_ref().map(|(_, m)| m.service.as_str());
             if service.is_some_and(|s| !v.services.allows(s)) {
@@ -217,7 +232,7 @@ impl Pipeline {
         self.inner.storage.copy(Bucket::Quarantine, Bucket::Perm, key).await?;
         let url = self.url(Bucket::Perm, key).await?;
         let available = Available {
-            id: key.clone(),
+            id: result.id.clone().unwrap_or_else(|| key.clone()),
             url,
             service: meta.service.clone(),
             category: meta.category.clone(),
@@ -272,4 +287,27 @@ impl Pipeline {
         })
         .await
     }
+}
+
+/// The meta of a payload stored without the gateway's (by the services it replaces),
+/// completed from the fields its validator echoed: service and category (else
+/// `unknown`), identity, and account and org when the object's own metadata had none.
+/// The gateway's own record is never overridden.
+fn completed(mut meta: ObjectMeta, result: &ValidationResult) -> ObjectMeta {
+    if !meta.derived {
+        return meta;
+    }
+    let echo = &result.echo;
+    let or_unknown = |have: String, echoed: &Option<String>| match have.is_empty() {
+        true => echoed.clone().unwrap_or_else(|| "unknown".into()),
+        false => have,
+    };
+    meta.service = or_unknown(std::mem::take(&mut meta.service), &echo.service);
+    meta.category = or_unknown(std::mem::take(&mut meta.category), &echo.category);
+    if meta.b64_identity.is_empty() {
+        meta.b64_identity = echo.b64_identity.clone().unwrap_or_default();
+    }
+    meta.account = meta.account.or_else(|| echo.account.clone());
+    meta.org_id = meta.org_id.or_else(|| echo.org_id.clone());
+    meta
 }

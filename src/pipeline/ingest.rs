@@ -46,7 +46,8 @@ pub struct Staged {
     request_id: RequestId,
     identity: Identity,
     meta: ObjectMeta,
-    metadata: Option<Value>,
+    /// `metadata` came after the bytes: the stored meta must be written again.
+    metadata_late: bool,
     done: bool,
     /// Keeps the quarantine sweep off this payload until it is settled (removal included).
     hold: Option<Hold>,
@@ -186,6 +187,8 @@ impl Pipeline {
             size: 0,
             sha256: String::new(),
             received_at: now_rfc3339(),
+            metadata,
+            derived: false,
             unconfirmed: None,
         };
         // The storage consumes the payload; the payload's own failure (too large,
@@ -202,14 +205,14 @@ impl Pipeline {
             request_id: caller.request_id,
             identity: caller.identity,
             meta,
-            metadata,
+            metadata_late: false,
             done: false,
             hold: Some(hold),
         })
     }
 
     /// The announce message of a stored payload, with a fresh URL.
-    pub(crate) async fn announcement(&self, meta: &ObjectMeta, metadata: Option<Value>) -> Result<Message> {
+    pub(crate) async fn announcement(&self, meta: &ObjectMeta) -> Result<Message> {
         let url = self.url(Bucket::Quarantine, &meta.request_id).await?;
         let announce = Announce {
             account: meta.account.clone(),
@@ -223,7 +226,7 @@ impl Pipeline {
             category: meta.category.clone(),
             content_type: meta.content_type.clone(),
             b64_identity: meta.b64_identity.clone(),
-            metadata,
+            metadata: meta.metadata.clone(),
             url,
             timestamp: now_rfc3339(),
             sha256: meta.sha256.clone(),
@@ -235,12 +238,18 @@ impl Pipeline {
     }
 
     /// Announces a payload that quarantine holds (again, or for the first time after a
-    /// crash; without the metadata, which is not kept). None when it is not there.
+    /// crash), with the metadata it was sent with. None when it is not there, or when
+    /// its service is unknown: a payload the replaced services stored without the
+    /// gateway's meta was announced by them, and waits for its verdict.
     pub(crate) async fn announce_stored(&self, key: &str) -> Result<Option<ObjectMeta>> {
         let Some(meta) = self.inner.storage.head(Bucket::Quarantine, key).await? else {
             return Ok(None);
         };
-        let msg = self.announcement(&meta, None).await?;
+        if meta.service.is_empty() {
+            tracing::debug!(request_id = key, "not announced again: stored without the gateway's meta, its service is unknown");
+            return Ok(None);
+        }
+        let msg = self.announcement(&meta).await?;
         self.inner.queue.publish(msg).await?;
         Ok(Some(meta))
     }
@@ -270,9 +279,11 @@ impl Staged {
         &self.request_id
     }
 
-    /// Metadata that arrived after the bytes (REST sends it in a later part).
+    /// Metadata that arrived after the bytes (REST sends it in a later part); it is
+    /// kept with the stored payload's meta before the announcement.
     pub fn set_metadata(&mut self, metadata: Value) {
-        self.metadata = Some(metadata);
+        self.meta.metadata = Some(metadata);
+        self.metadata_late = true;
     }
 
     /// Removes the stored payload now, unannounced (a later form part replaced it).
@@ -292,9 +303,13 @@ impl Staged {
     ///
     /// The publish and what follows from its outcome run in a task of their own, so a
     /// client that goes away meanwhile cannot cut them short between the two.
-    pub async fn announce(mut self) -> Result<Receipt> {
+    pub async fn announce(self) -> Result<Receipt> {
         let p = self.pipeline.clone();
-        let msg = p.announcement(&self.meta, self.metadata.take()).await?;
+        if self.metadata_late {
+            let key = &self.meta.request_id;
+            p.inner.storage.set_meta(Bucket::Quarantine, key, &self.meta).await?; // Drop removes the object.
+        }
+        let msg = p.announcement(&self.meta).await?;
         let settled = tokio::spawn(async move {
             let published = p.inner.queue.publish(msg).await;
             self.settle(published).await
@@ -337,10 +352,10 @@ impl Staged {
         warn!(request_id = %key, reason = why,
             "announcement unconfirmed; keeping the payload for the quarantine sweep to announce");
         let meta = ObjectMeta { unconfirmed: Some(why.to_string()), ..self.meta.clone() };
-        match self.pipeline.inner.storage.set_meta(Bucket::Quarantine, key, &meta).await {
-            Ok(true) => {}
-            Ok(false) => info!(request_id = %key, "the payload left quarantine meanwhile (a verdict)"),
-            Err(e) => warn!(request_id = %key, error = %e, "could not mark an unconfirmed payload"),
+        // A verdict may have moved it out meanwhile (the broker did write the
+        // announcement): the lone meta this leaves is removed like a crash's.
+        if let Err(e) = self.pipeline.inner.storage.set_meta(Bucket::Quarantine, key, &meta).await {
+            warn!(request_id = %key, error = %e, "could not mark an unconfirmed payload");
         }
     }
 }

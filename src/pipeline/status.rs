@@ -179,18 +179,49 @@ impl Pipeline {
     /// A payload's history, oldest first, as `track` and `GetStatus` answer it: to
     /// the org that owns it, or a validator of its service. To anyone else, and for
     /// an id that is not one the gateway gives out, it is as unknown as any other.
-    pub fn history(&self, caller: &Caller, request_id: &str) -> Result<Vec<PayloadStatus>> {
-        let history = self.status().history(request_id).ok_or_else(|| unknown(request_id))?;
+    /// A stored payload with no history here (stored by the services the gateway
+    /// replaces, or forgotten: the book is bounded, and in memory on the embedded
+    /// default) gets one event from the bucket that holds it.
+    pub async fn history(&self, caller: &Caller, request_id: &str) -> Result<Vec<PayloadStatus>> {
+        let history = match self.status().history(request_id) {
+            Some(h) => h,
+            None => self.stored_history(request_id).await?.ok_or_else(|| unknown(request_id))?,
+        };
         self.readable(caller, request_id, &history)?;
         Ok(history)
     }
 
     /// A payload's events so far and then as they happen, until a terminal status or
     /// the drain (`WatchStatus`); to the same callers as [`Pipeline::history`].
-    pub fn follow(&self, caller: &Caller, request_id: &str) -> Result<impl Stream<Item = PayloadStatus> + Send + 'static> {
-        self.history(caller, request_id)?;
+    pub async fn follow(&self, caller: &Caller, request_id: &str) -> Result<impl Stream<Item = PayloadStatus> + Send + 'static> {
+        self.history(caller, request_id).await?;
         let events = self.status().follow(request_id).ok_or_else(|| unknown(request_id))?;
         Ok(events.take_until(self.closing()))
+    }
+
+    /// The one event a stored payload without recorded history gets: where it is.
+    async fn stored_history(&self, request_id: &str) -> Result<Option<Vec<PayloadStatus>>> {
+        if !super::request_id::is_valid(request_id) {
+            return Ok(None);
+        }
+        let Some((bucket, meta)) = self.locate(request_id).await? else {
+            return Ok(None);
+        };
+        let (status, where_) = match bucket {
+            crate::storage::Bucket::Quarantine => ("received", "waiting in quarantine for its verdict"),
+            crate::storage::Bucket::Perm => ("success", "validated: kept in perm"),
+            crate::storage::Bucket::Reject => ("rejected", "refused: kept in reject"),
+        };
+        Ok(Some(vec![PayloadStatus {
+            service: "ingress".into(),
+            status: status.into(),
+            status_msg: format!("{where_} (no earlier history is recorded here)"),
+            account: meta.account,
+            org_id: meta.org_id,
+            request_id: meta.request_id.clone(),
+            payload_id: meta.request_id,
+            date: meta.received_at,
+        }]))
     }
 
     fn readable(&self, caller: &Caller, request_id: &str, history: &[PayloadStatus]) -> Result<()> {

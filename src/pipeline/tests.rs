@@ -101,7 +101,7 @@ async fn ingest_stores_announces_and_records() {
     assert_eq!(announced.len(), 1);
     let a: Announce = serde_json::from_slice(&announced[0].payload).unwrap();
     assert_eq!((a.request_id.as_str(), a.size, a.sha256.as_str()), (r.request_id.as_str(), 14, r.sha256.as_str()));
-    let statuses: Vec<String> = f.pipeline.history(&ops(), r.request_id.as_str()).unwrap().into_iter().map(|e| e.status).collect();
+    let statuses: Vec<String> = f.pipeline.history(&ops(), r.request_id.as_str()).await.unwrap().into_iter().map(|e| e.status).collect();
     assert_eq!(statuses, ["received", "announced"]);
 }
 
@@ -160,7 +160,7 @@ async fn failure_rejects_and_bad_verdicts_say_why() {
     let r = f.pipeline.apply_verdict(&validator(), &id, "failure", Some("not a tarball".into())).await;
     assert_eq!(r.outcome, Outcome::Rejected);
     assert_eq!(f.held(Bucket::Reject).await, [id.clone()]);
-    assert_eq!(f.pipeline.history(&ops(), &id).unwrap().last().unwrap().status_msg, "not a tarball");
+    assert_eq!(f.pipeline.history(&ops(), &id).await.unwrap().last().unwrap().status_msg, "not a tarball");
     let r = f.pipeline.apply_verdict(&validator(), &id, "maybe", None).await;
     assert_eq!(r.outcome, Outcome::Invalid);
     assert!(r.message.contains("expected success, failure or handoff"), "{}", r.message);
@@ -174,8 +174,8 @@ async fn failure_rejects_and_bad_verdicts_say_why() {
 async fn history_of_unknown_or_malformed_ids_is_not_found() {
     let f = fixture().await;
     for id in ["0123456789abcdef0123456789abcdef", "../../etc/passwd", ""] {
-        assert!(matches!(f.pipeline.history(&ops(), id), Err(Error::NotFound(_))), "{id:?}");
-        assert!(matches!(f.pipeline.follow(&ops(), id).err(), Some(Error::NotFound(_))), "{id:?}");
+        assert!(matches!(f.pipeline.history(&ops(), id).await, Err(Error::NotFound(_))), "{id:?}");
+        assert!(matches!(f.pipeline.follow(&ops(), id).await.err(), Some(Error::NotFound(_))), "{id:?}");
     }
 }
 
@@ -340,7 +340,7 @@ async fn a_long_verdict_reason_is_applied_and_cut_in_the_status() {
     let reason = "r".repeat(3 << 20);
     let r = f.pipeline.apply_verdict(&validator(), &id, "failure", Some(reason)).await;
     assert_eq!(r.outcome, Outcome::Rejected);
-    let last = f.pipeline.history(&ops(), &id).unwrap().pop().unwrap();
+    let last = f.pipeline.history(&ops(), &id).await.unwrap().pop().unwrap();
     assert!(last.status_msg.len() <= status::STATUS_MSG_LIMIT);
     assert!(last.status_msg.ends_with(&format!("[cut: {} bytes]", 3 << 20)), "{}", &last.status_msg[4000..]);
     f.pipeline.flush(Duration::from_secs(5)).await.unwrap();

@@ -75,14 +75,19 @@ pub async fn accepted(State(app): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
+/// `GET {p}/v1/track/{id}`: 404 for an unknown id, a malformed one included (contract §2),
+/// even one that is not UTF-8 once decoded.
 pub async fn track(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: http::HeaderMap,
     peer: Option<axum::Extension<PeerNames>>,
 ) -> Result<Response, Error> {
+    let Ok(Path(id)) = id else {
+        return Err(Error::NotFound("no payload with this request id is known: it is not UTF-8".into()));
+    };
     let caller = super::caller(&app.pipeline, &headers, peer.as_ref().map(|p| &p.0))?;
-    let history = app.pipeline.history(&caller, &id)?;
+    let history = app.pipeline.history(&caller, &id).await?;
     let last = history.last().map(|e| e.status.clone());
     Ok(Json(json!({ "request_id": id, "status": last, "history": history })).into_response())
 }

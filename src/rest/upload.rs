@@ -88,9 +88,12 @@ async fn take_upload(app: &AppState, req: Request) -> Result<crate::pipeline::Re
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
             "file" | "upload" => {
+                // The payload is the first `upload` part, else the first `file` part
+                // (contract §2: `upload` wins, whatever the order); the others are
+                // read through and dropped.
                 let legacy = name == "upload";
-                if matches!(staged, Some((_, true))) {
-                    drain(&mut field, &taken).await?; // `upload` wins over a later `file`
+                if staged.as_ref().is_some_and(|(_, was_legacy)| *was_legacy || !legacy) {
+                    drain(&mut field, &taken).await?;
                     continue;
                 }
                 if let Some((earlier, _)) = staged.take() {
@@ -114,6 +117,7 @@ async fn take_upload(app: &AppState, req: Request) -> Result<crate::pipeline::Re
                 let raw = read_small(&mut field, app.pipeline.settings().metadata_limit, &taken).await?;
                 metadata = Some(app.pipeline.parse_metadata(&raw)?);
             }
+            // Ignored whatever its size: read through, never kept.
             _ => drain(&mut field, &taken).await?,
         }
     }
@@ -152,8 +156,12 @@ async fn read_small(field: &mut multer::Field<'static>, limit: usize, taken: &Ta
     Ok(buf)
 }
 
-/// Skips a part the gateway does not use, within the same small limit.
+/// Reads through a part the gateway does not use (any size), dropping each chunk as
+/// it arrives: the contract ignores other parts, and a `file` after an `upload`.
 async fn drain(field: &mut multer::Field<'static>, taken: &Taken) -> Result<()> {
-    read_small(field, 1 << 20, taken).await.map(drop)
+    while let Some(chunk) = field.next().await {
+        taken.add(chunk.map_err(malformed)?.len());
+    }
+    Ok(())
 }
 

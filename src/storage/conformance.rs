@@ -28,21 +28,18 @@ pub async fn run(storage: &dyn Storage, prefix: &str) {
     failed_put_leaves_nothing(storage, &format!("{prefix}-failed")).await;
     copy_and_delete(storage, &format!("{prefix}-copy")).await;
     write_once(storage, &format!("{prefix}-once")).await;
+    meta_replaced(storage, &format!("{prefix}-meta")).await;
     absent_keys(storage, &format!("{prefix}-absent")).await;
     set_meta(storage, &format!("{prefix}-marked")).await;
 }
 
-/// set_meta rewrites the meta of a stored payload (the unconfirmed mark), and writes
-/// nothing for a key that is not stored.
+/// set_meta rewrites the meta of a stored payload (the unconfirmed mark).
 async fn set_meta(storage: &dyn Storage, key: &str) {
     let stored = storage.put(Bucket::Quarantine, key, meta(key), payload(b"marked".to_vec(), u64::MAX)).await.unwrap();
     let marked = ObjectMeta { unconfirmed: Some("outcome unknown".into()), ..stored };
-    assert!(storage.set_meta(Bucket::Quarantine, key, &marked).await.unwrap(), "set_meta finds {key}");
+    storage.set_meta(Bucket::Quarantine, key, &marked).await.unwrap();
     assert_eq!(storage.head(Bucket::Quarantine, key).await.unwrap(), Some(marked), "head gives the new meta");
     storage.delete(Bucket::Quarantine, key).await.unwrap();
-    let gone = meta(key);
-    assert!(!storage.set_meta(Bucket::Quarantine, key, &gone).await.unwrap(), "set_meta on an absent key");
-    assert_eq!(storage.head(Bucket::Quarantine, key).await.unwrap(), None, "and writes nothing");
 }
 
 /// A payload stream over `bytes` in 64 KiB chunks, limited to `limit` bytes.
@@ -78,6 +75,8 @@ pub fn meta(key: &str) -> ObjectMeta {
         sha256: String::new(),
         received_at: "2026-11-28T00:00:00Z".into(),
         unconfirmed: None,
+        metadata: None,
+        derived: false,
     }
 }
 
@@ -172,4 +171,18 @@ async fn absent_keys(storage: &dyn Storage, key: &str) {
         assert!(storage.get(b, key).await.unwrap().is_none(), "get of an absent key is None");
     }
     storage.delete(Bucket::Reject, key).await.expect("deleting an absent key is fine");
+}
+
+async fn meta_replaced(storage: &dyn Storage, key: &str) {
+    let mut stored = storage
+        .put(Bucket::Quarantine, key, meta(key), payload(b"metadata after the bytes".to_vec(), u64::MAX))
+        .await
+        .unwrap();
+    stored.metadata = Some(serde_json::json!({"display_name": "host-1"}));
+    storage.set_meta(Bucket::Quarantine, key, &stored).await.expect("set_meta on a stored key");
+    assert_eq!(storage.head(Bucket::Quarantine, key).await.unwrap(), Some(stored.clone()), "head gives the replaced meta");
+    storage.copy(Bucket::Quarantine, Bucket::Reject, key).await.unwrap();
+    assert_eq!(storage.head(Bucket::Reject, key).await.unwrap(), Some(stored), "copy carries it");
+    storage.delete(Bucket::Quarantine, key).await.unwrap();
+    storage.delete(Bucket::Reject, key).await.unwrap();
 }

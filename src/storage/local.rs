@@ -74,6 +74,17 @@ impl LocalDisk {
         Ok(())
     }
 
+    /// The object's meta, or what its file says when it has none (a payload put in
+    /// place by other means).
+    async fn meta_or_derived(&self, bucket: Bucket, key: &str, file: &std::fs::Metadata) -> Result<ObjectMeta> {
+        if let Some(meta) = self.read_meta(bucket, key).await? {
+            return Ok(meta);
+        }
+        let modified = file.modified().map(chrono::DateTime::<chrono::Utc>::from).unwrap_or_default();
+        let received_at = modified.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        Ok(ObjectMeta::without_sidecar(key, file.len(), received_at))
+    }
+
     /// Takes `key` in `bucket` for one put: creates its (empty) meta file if absent.
     async fn claim(&self, bucket: Bucket, key: &str) -> Result<TempFile> {
         let path = self.meta(bucket, key);
@@ -159,26 +170,25 @@ impl Storage for LocalDisk {
         Ok(meta)
     }
 
-    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool> {
-        if self.head(bucket, key).await?.is_none() {
-            return Ok(false);
-        }
-        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
-        self.write_atomic(&self.meta(bucket, key), &json).await?;
-        Ok(true)
-    }
-
     async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
         match tokio::fs::metadata(self.object(bucket, key)).await {
-            Ok(_) => self.read_meta(bucket, key).await,
+            Ok(file) => self.meta_or_derived(bucket, key, &file).await.map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(e)),
         }
     }
 
+    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<()> {
+        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        self.write_atomic(&self.meta(bucket, key), &json).await
+    }
+
     async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()> {
-        let meta = tokio::fs::read(self.meta(from, key)).await.map_err(io)?;
-        self.write_atomic(&self.meta(to, key), &meta).await?;
+        match tokio::fs::read(self.meta(from, key)).await {
+            Ok(meta) => self.write_atomic(&self.meta(to, key), &meta).await?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {} // an object without meta
+            Err(e) => return Err(io(e)),
+        }
         // A hard link shares the bytes: the copy costs nothing and is whole at once.
         let tmp = self.temp();
         if let Err(e) = tokio::fs::hard_link(self.object(from, key), &tmp.0).await {
@@ -216,9 +226,7 @@ impl Storage for LocalDisk {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(e)),
         };
-        let Some(meta) = self.read_meta(bucket, key).await? else {
-            return Ok(None);
-        };
+        let meta = self.meta_or_derived(bucket, key, &file.metadata().await.map_err(io)?).await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
             .map(|r| r.map_err(io));
         Ok(Some((meta, Box::pin(stream))))

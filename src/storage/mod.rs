@@ -64,6 +64,41 @@ pub struct ObjectMeta {
     /// quarantine and the quarantine sweep announces it. Absent from older metas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unconfirmed: Option<String>,
+    /// The `metadata` JSON object sent with the payload, kept so that a re-announcement
+    /// (start-up on the in-process queue, the quarantine sweep) carries it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// True when the object has no meta of the gateway's (the services the gateway
+    /// replaces wrote payloads straight into the bucket): these facts were read from
+    /// the object itself, see [`ObjectMeta::without_sidecar`].
+    #[serde(skip)]
+    pub derived: bool,
+}
+
+impl ObjectMeta {
+    /// The facts of an object stored without the gateway's meta, as far as the object
+    /// itself tells them: its key (the request id), size and time; the storage adds
+    /// what the object's own metadata says (account, org). Service, category and
+    /// identity are empty: the verdict's echoed fields fill them in (else `unknown`).
+    /// sha256 stays empty: the gateway did not see the bytes arrive, and hashing them
+    /// back would read the whole object on every lookup.
+    pub fn without_sidecar(key: &str, size: u64, received_at: String) -> ObjectMeta {
+        ObjectMeta {
+            request_id: key.to_string(),
+            service: String::new(),
+            category: String::new(),
+            content_type: String::new(),
+            account: None,
+            org_id: None,
+            b64_identity: String::new(),
+            size,
+            sha256: String::new(),
+            received_at,
+            metadata: None,
+            derived: true,
+            unconfirmed: None,
+        }
+    }
 }
 
 /// Bytes read back from storage.
@@ -86,15 +121,16 @@ pub trait Storage: Send + Sync + 'static {
     async fn put(&self, bucket: Bucket, key: &str, meta: ObjectMeta, payload: Payload)
         -> Result<ObjectMeta>;
 
-    /// Replaces the meta of a stored object; false (and nothing written) when the
-    /// bucket does not hold it. A delete at the same moment may leave a lone meta,
-    /// which is invisible and removed like a crash's (start-up, the S3 sweep).
-    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool>;
-
-    /// The meta of a stored object; `None` when the bucket does not hold it.
+    /// The meta of a stored object; `None` when the bucket does not hold it. An object
+    /// without the gateway's meta (stored by the services the gateway replaces) is
+    /// described from its own metadata: [`ObjectMeta::without_sidecar`].
     async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>>;
 
-    /// Copies an object (and its meta) to another bucket; overwrites what is there.
+    /// Replaces the meta of a stored object (its `metadata` arrived after its bytes).
+    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<()>;
+
+    /// Copies an object (and its meta, when it has one) to another bucket; overwrites
+    /// what is there.
     async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()>;
 
     /// Deletes an object; deleting what is not there is fine.

@@ -11,11 +11,17 @@
 //!
 //! Order keeps "a payload is never visible without its meta": the sidecar is written
 //! before the payload becomes visible (PutObject, or CompleteMultipartUpload), copied
-//! before the payload is copied, and deleted after it.
+//! before the payload is copied, and deleted after it. A payload the replaced services
+//! stored has no sidecar; its meta comes from the object itself (`legacy.rs`).
+//!
+//! Least privilege: S3 answers 403 rather than 404 for a missing key when the policy
+//! lacks `s3:ListBucket` on the bucket, so a 403 on a key reads as "absent" while S3
+//! takes the gateway's credentials (`S3Storage::absent`; README: the IAM policy).
 
 use std::time::Duration;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::Client;
@@ -28,6 +34,7 @@ use crate::domain::Payload;
 
 mod copy;
 mod journal;
+mod legacy;
 mod parts;
 mod sweep;
 mod upload;
@@ -73,6 +80,8 @@ impl S3Storage {
         }
     }
 
+    /// Only with S3_CREATE_BUCKETS: HeadBucket (s3:ListBucket), then CreateBucket when
+    /// missing.
     async fn ensure_bucket(&self, bucket: Bucket) -> Result<()> {
         let name = self.name(bucket);
         match self.client.head_bucket().bucket(name).send().await {
@@ -104,7 +113,7 @@ impl S3Storage {
         let name = self.name(bucket);
         let out = match self.client.get_object().bucket(name).key(sidecar(key)).send().await {
             Ok(o) => o,
-            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) if self.absent(&e).await => return Ok(None),
             Err(e) => return Err(unavailable(&format!("meta of {key} in {name}"), e)),
         };
         let bytes = out
@@ -135,11 +144,11 @@ impl S3Storage {
         Ok(())
     }
 
-    async fn exists(&self, bucket: Bucket, key: &str) -> Result<bool> {
+    async fn head_object(&self, bucket: Bucket, key: &str) -> Result<Option<HeadObjectOutput>> {
         let name = self.name(bucket);
         match self.client.head_object().bucket(name).key(key).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if status(&e) == Some(404) => Ok(false),
+            Ok(h) => Ok(Some(h)),
+            Err(e) if self.absent(&e).await => Ok(None),
             Err(e) => Err(unavailable(&format!("{key} in {name}"), e)),
         }
     }
@@ -162,13 +171,34 @@ impl Storage for S3Storage {
         upload::put(self, bucket, key, meta, payload).await
     }
 
-    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool> {
-        if !self.exists(bucket, key).await? {
-            return Ok(false);
+    async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
+        let (object, meta) = tokio::join!(self.head_object(bucket, key), self.read_meta(bucket, key));
+        let meta = meta?;
+        let Some(h) = object? else {
+            return Ok(None);
+        };
+        if let Some(meta) = meta {
+            return Ok(Some(meta));
         }
-        // An overwrite (not create_meta's write-once): the payload and its meta exist.
-        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        // Read again: the two looks ran at once, and a sidecar is written before its
+        // object, so only a second miss means the object has none.
+        if let Some(meta) = self.read_meta(bucket, key).await? {
+            return Ok(Some(meta));
+        }
+        let facts = legacy::Facts {
+            size: h.content_length(),
+            content_type: h.content_type(),
+            last_modified: h.last_modified(),
+            metadata: h.metadata(),
+        };
+        Ok(Some(legacy::meta(key, facts)))
+    }
+
+    /// Overwrites the sidecar the put created (the upload that owns the key, before
+    /// its announcement).
+    async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<()> {
         let name = self.name(bucket);
+        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
         self.client
             .put_object()
             .bucket(name)
@@ -177,20 +207,8 @@ impl Storage for S3Storage {
             .body(S3Body::from(json))
             .send()
             .await
-            .map_err(|e| unavailable(&format!("rewriting meta of {key} in {name}"), e))?;
-        Ok(true)
-    }
-
-    async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
-        let (exists, meta) = tokio::join!(self.exists(bucket, key), self.read_meta(bucket, key));
-        if !exists? {
-            return Ok(None);
-        }
-        let meta = meta?;
-        if meta.is_none() {
-            tracing::warn!(key, bucket = self.name(bucket), "object without its meta; ignoring it");
-        }
-        Ok(meta)
+            .map_err(|e| unavailable(&format!("writing meta of {key} in {name}"), e))?;
+        Ok(())
     }
 
     async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()> {
@@ -204,15 +222,22 @@ impl Storage for S3Storage {
     }
 
     async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
-        let Some(meta) = self.read_meta(bucket, key).await? else {
-            return Ok(None);
-        };
+        let meta = self.read_meta(bucket, key).await?;
         let name = self.name(bucket);
         let out = match self.client.get_object().bucket(name).key(key).send().await {
             Ok(o) => o,
-            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) if self.absent(&e).await => return Ok(None),
             Err(e) => return Err(unavailable(&format!("{key} in {name}"), e)),
         };
+        let meta = meta.unwrap_or_else(|| {
+            let facts = legacy::Facts {
+                size: out.content_length(),
+                content_type: out.content_type(),
+                last_modified: out.last_modified(),
+                metadata: out.metadata(),
+            };
+            legacy::meta(key, facts)
+        });
         let reader = out.body.into_async_read();
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK)
             .map(|r| r.map_err(|e| Error::StorageUnavailable(format!("reading from S3: {e}"))));
@@ -257,11 +282,20 @@ impl Storage for S3Storage {
         Ok(keys)
     }
 
+    /// HeadBucket on each bucket. Quarantine must answer 200 (the policy has
+    /// s3:ListBucket there: the sweeps list it); perm and reject may answer 403 (a
+    /// policy without s3:ListBucket on them): S3 answered, with the same credentials.
     async fn check(&self) -> Result<()> {
         let heads = Bucket::ALL.map(|b| {
             let name = self.name(b).to_string();
             let req = self.client.head_bucket().bucket(name.clone()).send();
-            async move { req.await.map_err(|e| unavailable(&format!("bucket {name}"), e)) }
+            async move {
+                match req.await {
+                    Ok(_) => Ok(()),
+                    Err(e) if b != Bucket::Quarantine && status(&e) == Some(403) => Ok(()),
+                    Err(e) => Err(unavailable(&format!("bucket {name}"), e)),
+                }
+            }
         });
         let all = futures_util::future::try_join_all(heads);
         match tokio::time::timeout(CHECK_TIMEOUT, all).await {
@@ -298,7 +332,11 @@ impl S3Storage {
             }
             aborted += 1;
             let object = self.client.head_object().bucket(&e.bucket).key(&e.key).send().await;
-            if object.as_ref().is_err_and(|err| status(err) == Some(404)) {
+            let gone = match &object {
+                Ok(_) => false,
+                Err(err) => self.absent(err).await,
+            };
+            if gone {
                 let _ = self.client.delete_object().bucket(&e.bucket).key(sidecar(&e.key)).send().await;
             }
             journal::Journal::done(&path).await;
@@ -375,6 +413,34 @@ trait HasStatus {
 impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+impl S3Storage {
+    /// Whether S3 said "no such key" to HeadObject, GetObject or CopyObject: 404, or
+    /// 403 under a policy without s3:ListBucket on the bucket (S3 then hides whether
+    /// the key exists; the gateway's policy allows s3:GetObject on every bucket, so
+    /// such a 403 means the key is not there). A 403 is taken for "absent" only while
+    /// S3 takes the gateway's credentials at all: its code does not say they were
+    /// refused (AWS: InvalidAccessKeyId, SignatureDoesNotMatch...; HeadObject's answer
+    /// has no body, so no code), and HeadBucket on quarantine, which the policy allows,
+    /// answers (some stores, Garage among them, say AccessDenied for a bad key too).
+    /// Otherwise it is an outage, and a verdict is retried, not dropped.
+    async fn absent<E: ProvideErrorMetadata, R: HasStatus>(&self, e: &SdkError<E, R>) -> bool {
+        const REFUSED: [&str; 6] = [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "InvalidToken",
+            "TokenRefreshRequired",
+            "RequestTimeTooSkewed",
+        ];
+        match status(e) {
+            Some(404) => true,
+            Some(403) if e.code().is_some_and(|c| REFUSED.contains(&c)) => false,
+            Some(403) => self.client.head_bucket().bucket(&self.options.quarantine).send().await.is_ok(),
+            _ => false,
+        }
     }
 }
 

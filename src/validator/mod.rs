@@ -198,6 +198,7 @@ async fn report(
             request_id: request_id.to_string(),
             validation: d.validation.to_string(),
             reason: d.reason.clone(),
+            ..Default::default()
         };
         verdicts
             .send(verdict)

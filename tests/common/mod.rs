@@ -2,9 +2,10 @@
 //! process), clients, and the real services the test command started.
 #![allow(dead_code, unused_imports)]
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use upload_gateway::queue::{Delivery, Message};
@@ -13,6 +14,7 @@ use upload_gateway::{App, Config};
 pub use upload_gateway::grpc::pb;
 
 pub mod s3;
+pub mod tcp;
 
 /// A gateway running in this process, with its data in a temporary folder.
 pub struct TestApp {
@@ -84,19 +86,9 @@ impl TestApp {
         m
     }
 
-    /// Posts a multipart upload the way curl -F does.
+    /// Posts a multipart upload the way curl -F does: one file part named `field`.
     pub async fn upload(&self, field: &str, content_type: &str, bytes: Vec<u8>) -> reqwest::Response {
-        let part = reqwest::multipart::Part::bytes(bytes)
-            .file_name("test-archive.tar.gz")
-            .mime_str(content_type)
-            .unwrap();
-        let form = reqwest::multipart::Form::new().part(field.to_string(), part);
-        self.http
-            .post(self.url("/api/ingress/v1/upload"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
+        Upload::new(content_type, bytes).field(field).send(&self.http, &self.base).await
     }
 
     /// The files in one bucket folder of the embedded storage.
@@ -155,37 +147,204 @@ pub fn identity(account: &str, org: &str) -> String {
     ))
 }
 
-/// The gateway as its own process (for memory, signals and restarts).
+/// One REST upload as clients send it (curl -F, the insights client): a file part and,
+/// when asked, a metadata part, an identity and a request id. The one place the tests
+/// build upload forms with reqwest.
+#[derive(Clone, Debug)]
+pub struct Upload {
+    path: String,
+    field: String,
+    file_name: String,
+    content_type: String,
+    body: Vec<u8>,
+    metadata: Option<String>,
+    identity: Option<String>,
+    request_id: Option<String>,
+}
+
+impl Upload {
+    /// A file part named `file` to `/api/ingress/v1/upload`.
+    pub fn new(content_type: &str, body: impl Into<Vec<u8>>) -> Upload {
+        Upload {
+            path: "/api/ingress/v1/upload".into(),
+            field: "file".into(),
+            file_name: "test-archive.tar.gz".into(),
+            content_type: content_type.into(),
+            body: body.into(),
+            metadata: None,
+            identity: None,
+            request_id: None,
+        }
+    }
+
+    pub fn path(mut self, path: &str) -> Upload {
+        self.path = path.into();
+        self
+    }
+
+    pub fn field(mut self, field: &str) -> Upload {
+        self.field = field.into();
+        self
+    }
+
+    pub fn file_name(mut self, name: &str) -> Upload {
+        self.file_name = name.into();
+        self
+    }
+
+    /// A `metadata` part, as the insights client sends it (a part with a file name).
+    pub fn metadata(mut self, json: &str) -> Upload {
+        self.metadata = Some(json.into());
+        self
+    }
+
+    /// An `x-rh-identity` header for this account and org.
+    pub fn identity(mut self, account: &str, org: &str) -> Upload {
+        self.identity = Some(identity(account, org));
+        self
+    }
+
+    /// An `x-rh-insights-request-id` header.
+    pub fn request_id(mut self, id: &str) -> Upload {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    pub fn form(&self) -> reqwest::multipart::Form {
+        let part = reqwest::multipart::Part::bytes(self.body.clone())
+            .file_name(self.file_name.clone())
+            .mime_str(&self.content_type)
+            .unwrap();
+        let mut form = reqwest::multipart::Form::new().part(self.field.clone(), part);
+        if let Some(m) = &self.metadata {
+            form = form.part("metadata", reqwest::multipart::Part::text(m.clone()).file_name("metadata"));
+        }
+        form
+    }
+
+    /// The request, ready to send (or to change: timeouts, more headers).
+    pub fn request(&self, http: &reqwest::Client, base: &str) -> reqwest::RequestBuilder {
+        let mut req = http.post(format!("{base}{}", self.path)).multipart(self.form());
+        if let Some(i) = &self.identity {
+            req = req.header("x-rh-identity", i);
+        }
+        if let Some(id) = &self.request_id {
+            req = req.header("x-rh-insights-request-id", id);
+        }
+        req
+    }
+
+    /// Sends it; fails the test when no answer comes.
+    pub async fn send(&self, http: &reqwest::Client, base: &str) -> reqwest::Response {
+        self.request(http, base).send().await.expect("the upload gets an answer")
+    }
+
+    /// Sends it and returns the request id of its 202; fails the test on anything else.
+    pub async fn accepted(&self, http: &reqwest::Client, base: &str) -> String {
+        accepted_id(self.send(http, base).await).await
+    }
+}
+
+/// The request id of a 202 answer; fails the test (with the body) on any other status.
+pub async fn accepted_id(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert_eq!(status, 202, "upload refused: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("a JSON answer");
+    v["request_id"].as_str().expect("request_id in the answer").to_string()
+}
+
+/// Waits until `check` holds, asking again every 50 ms; fails with `what` past `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The gateway as its own process (for memory, signals and restarts). It listens where
+/// it is told (port 0 unless the test says otherwise) and the harness reads the address
+/// it got from its start-up line ("upload-gateway listening addr=..."); its log lines go
+/// to the test's output. A child that exits while the harness waits fails the test.
 pub struct GatewayProcess {
     pub child: Child,
     pub base: String,
+    pub addr: SocketAddr,
     pub data: PathBuf,
 }
 
 impl GatewayProcess {
-    /// Starts the binary on a free port with `--data-dir data` and extra flags, and
+    /// Starts the binary on 127.0.0.1:0 with `--data-dir data` and extra flags, and
     /// waits until `/readyz` answers 200.
-    pub fn start(data: &std::path::Path, extra: &[&str]) -> GatewayProcess {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("gateway binary starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let p = GatewayProcess { child, base, data: data.to_path_buf() };
+    pub fn start(data: &Path, extra: &[&str]) -> GatewayProcess {
+        Self::start_on("127.0.0.1:0", data, extra)
+    }
+
+    /// The same on a given address (a restart on the port a client already knows).
+    pub fn start_on(listen: &str, data: &Path, extra: &[&str]) -> GatewayProcess {
+        let mut cmd = Self::command();
+        cmd.args(["--listen", listen, "--data-dir"]).arg(data).args(extra);
+        Self::spawn(cmd, data)
+    }
+
+    /// The gateway binary with the test's log settings, for a test that sets its own
+    /// flags or environment; start it with `spawn`.
+    pub fn command() -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upload-gateway"));
+        // The start-up line is logged at info; the rest at warn unless RUST_LOG says more.
+        let base = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        cmd.env("RUST_LOG", format!("{base},upload_gateway=info")).env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Spawns `cmd` (from `command`), reads the address it listens on and waits until
+    /// it is ready.
+    pub fn spawn(mut cmd: Command, data: &Path) -> GatewayProcess {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("gateway binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
+                }
+                eprintln!("[gateway] {line}");
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(addr) => break addr,
+                Err(_) => {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!("the gateway exited before it listened: {status}");
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        panic!("the gateway logged no 'upload-gateway listening' line within 30 s");
+                    }
+                }
+            }
+        };
+        let mut p = GatewayProcess { child, base: format!("http://{addr}"), addr, data: data.to_path_buf() };
         p.wait_ready(Duration::from_secs(30));
         p
     }
 
-    pub fn wait_ready(&self, within: Duration) {
-        let deadline = std::time::Instant::now() + within;
+    /// Waits until `/readyz` answers 200; fails at once when the process has exited.
+    pub fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
         let url = format!("{}/readyz", self.base);
-        while std::time::Instant::now() < deadline {
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the gateway at {} exited while starting: {status}", self.base);
+            }
             if http_status(&url).is_ok_and(|code| code == 200) {
                 return;
             }
@@ -198,7 +357,7 @@ impl GatewayProcess {
         self.child.id()
     }
 
-    /// Resident memory in KiB, from /proc.
+    /// Resident memory in KiB, from /proc (fails the test when it cannot be read).
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.pid())
     }
@@ -215,18 +374,30 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// The address in the gateway's start-up line, if this is that line.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("upload-gateway listening") {
+        return None;
+    }
+    let value = line.split("addr=").nth(1)?;
+    let value: String = value.chars().take_while(|c| !c.is_whitespace()).collect();
+    let addr: SocketAddr = value.trim_matches('"').parse().ok()?;
+    // Listening on every interface: reach it on loopback.
+    Some(if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr })
+}
+
+/// A process's resident memory in KiB. Fails the test when /proc cannot tell (the
+/// process is gone, or is a zombie with no memory left): a dead gateway must not
+/// pass a memory bound.
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
     status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        .unwrap_or_else(|| panic!("/proc/{pid}/status has no VmRSS (the process has exited)"))
 }
 
 /// A tiny blocking HTTP GET that returns the status code (readiness polling, with
@@ -327,6 +498,6 @@ impl RssPeak {
     /// Stops sampling; the highest resident memory seen, in KiB.
     pub fn peak(self) -> u64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.join().unwrap()
+        self.handle.join().unwrap_or_else(|_| panic!("sampling resident memory failed: the process is gone (see above)"))
     }
 }

@@ -172,7 +172,7 @@ async fn start_validator(channel: Channel, service: &str) -> anyhow::Result<Arc<
         .into_inner();
     tokio::spawn(async move {
         while let Ok(Some(a)) = announcements.message().await {
-            let v = Verdict { request_id: a.request_id, validation: "success".into(), reason: String::new() };
+            let v = Verdict { request_id: a.request_id, validation: "success".into(), reason: String::new(), ..Default::default() };
             if tx.send(v).await.is_err() {
                 break;
             }

@@ -1,10 +1,14 @@
 //! Moving a payload between buckets without its bytes passing through the gateway:
 //! CopyObject, or UploadPartCopy for objects larger than S3 copies at once (5 GiB).
-//! The sidecar is copied first, so the payload is never visible without its meta.
+//! The sidecar is copied first, so the payload is never visible without its meta; a
+//! payload the replaced services stored has none, and is copied alone.
 
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::copy_object::{CopyObjectError, CopyObjectOutput};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 
-use super::{sidecar, status, unavailable, upload::abort, S3Storage, MAX_PARTS};
+use super::{sidecar, unavailable, upload::abort, S3Storage, MAX_PARTS};
 use crate::error::{Error, Result};
 use crate::storage::Bucket;
 
@@ -12,13 +16,17 @@ pub(super) async fn copy(s: &S3Storage, from: Bucket, to: Bucket, key: &str) -> 
     let (src, dst) = (s.name(from), s.name(to));
     let head = match s.client.head_object().bucket(src).key(key).send().await {
         Ok(h) => h,
-        Err(e) if status(&e) == Some(404) => {
+        Err(e) if s.absent(&e).await => {
             return Err(Error::NotFound(format!("{key} is not in {src}")));
         }
         Err(e) => return Err(unavailable(&format!("{key} in {src}"), e)),
     };
     let size = head.content_length().unwrap_or(0).max(0) as u64;
-    copy_whole(s, src, dst, &sidecar(key)).await?;
+    match copy_object(s, src, dst, &sidecar(key)).await {
+        Ok(_) => {}
+        Err(e) if s.absent(&e).await => {}
+        Err(e) => return Err(unavailable(&format!("copying the meta of {key} from {src} to {dst}"), e)),
+    }
     if size <= s.options.multipart_copy_threshold {
         copy_whole(s, src, dst, key).await
     } else {
@@ -27,6 +35,18 @@ pub(super) async fn copy(s: &S3Storage, from: Bucket, to: Bucket, key: &str) -> 
 }
 
 async fn copy_whole(s: &S3Storage, src: &str, dst: &str, key: &str) -> Result<()> {
+    copy_object(s, src, dst, key)
+        .await
+        .map_err(|e| unavailable(&format!("copying {key} from {src} to {dst}"), e))?;
+    Ok(())
+}
+
+async fn copy_object(
+    s: &S3Storage,
+    src: &str,
+    dst: &str,
+    key: &str,
+) -> std::result::Result<CopyObjectOutput, SdkError<CopyObjectError, HttpResponse>> {
     s.client
         .copy_object()
         .bucket(dst)
@@ -35,8 +55,6 @@ async fn copy_whole(s: &S3Storage, src: &str, dst: &str, key: &str) -> Result<()
         .metadata_directive(MetadataDirective::Copy)
         .send()
         .await
-        .map_err(|e| unavailable(&format!("copying {key} from {src} to {dst}"), e))?;
-    Ok(())
 }
 
 async fn copy_in_parts(
