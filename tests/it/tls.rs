@@ -77,7 +77,7 @@ async fn a_grpc_upload_and_its_verdict_over_tls() {
     assert_eq!((receipt.request_id.as_str(), receipt.size), ("tls-grpc-1", body.len() as u64));
     assert_eq!(receipt.sha256, sha256_hex(&body));
 
-    let verdict = pb::Verdict { request_id: "tls-grpc-1".into(), validation: "success".into(), reason: "checked over TLS".into() };
+    let verdict = pb::Verdict { request_id: "tls-grpc-1".into(), validation: "success".into(), reason: "checked over TLS".into(), ..Default::default() };
     let mut acks = client.validation_result(futures_util::stream::iter([verdict])).await.unwrap().into_inner();
     let ack = acks.next().await.expect("an ack").unwrap();
     assert_eq!(ack.outcome, pb::verdict_ack::Outcome::Promoted as i32, "{}", ack.message);
