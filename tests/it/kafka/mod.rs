@@ -136,7 +136,7 @@ async fn end_to_end_success_and_failure_through_the_broker() {
     let sb = wait_records(&n.status, &b, 3, WAIT).await;
     assert_eq!(statuses(sb), ["received", "announced", "rejected"]);
 
-    let track: Value = t.http.get(t.url(&format!("/api/ingress/v1/track/{a}"))).send().await.unwrap().json().await.unwrap();
+    let track: Value = t.http.get(t.url(&format!("/api/ingress/v1/track/{a}"))).header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG)).send().await.unwrap().json().await.unwrap();
     assert_eq!(track["status"], "advertised");
     assert_eq!(track["history"].as_array().unwrap().len(), 4, "each milestone once: {track}");
     t.app.stop().await.unwrap();
@@ -295,7 +295,7 @@ async fn track_answers_on_every_replica() {
 
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let r = two.http.get(two.url(&format!("/api/ingress/v1/track/{id}"))).send().await.unwrap();
+        let r = two.http.get(two.url(&format!("/api/ingress/v1/track/{id}"))).header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG)).send().await.unwrap();
         if r.status() == 200 {
             let v: Value = r.json().await.unwrap();
             if v["status"] == "advertised" {
@@ -308,7 +308,7 @@ async fn track_answers_on_every_replica() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The replica that did the work has each milestone once, not twice.
-    let v: Value = one.http.get(one.url(&format!("/api/ingress/v1/track/{id}"))).send().await.unwrap().json().await.unwrap();
+    let v: Value = one.http.get(one.url(&format!("/api/ingress/v1/track/{id}"))).header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG)).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["history"].as_array().unwrap().len(), 4, "{v}");
     one.app.stop().await.unwrap();
     two.app.stop().await.unwrap();

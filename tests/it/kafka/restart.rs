@@ -12,7 +12,8 @@ fn start(data: &std::path::Path, flags: &[String]) -> GatewayProcess {
 
 /// A payload's status history, as `GET .../track/{id}` answers it.
 async fn track(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
-    http.get(format!("{base}/api/ingress/v1/track/{id}")).send().await.unwrap().json().await.unwrap()
+    // Status answers the org that owns the payload.
+    http.get(format!("{base}/api/ingress/v1/track/{id}")).header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG)).send().await.unwrap().json().await.unwrap()
 }
 
 #[tokio::test]

@@ -56,6 +56,7 @@ pub(crate) async fn track(t: &TestApp, id: &str) -> Value {
     let resp = t
         .http
         .get(t.url(&format!("/api/ingress/v1/track/{id}")))
+        .header("x-rh-identity", identity("acct-1", "org-1")) // status answers the owner
         .send()
         .await
         .unwrap();
