@@ -228,19 +228,26 @@ async fn the_sweep_announces_a_stored_but_unannounced_payload_once() {
     assert_eq!(f.pipeline.metrics().render().lines().find(|l| l.starts_with("upload_gateway_reannounced_total ")), Some("upload_gateway_reannounced_total 1"));
 }
 
-/// The in-process queue, failing its first `failures` publishes.
-struct Flaky {
+/// The in-process queue behind a fault of the test's choosing: `fault` sees each
+/// publish and may fail it.
+struct Faulty {
     inner: MemoryQueue,
-    failures: AtomicUsize,
+    fault: Box<dyn Fn(&Message) -> Option<Error> + Send + Sync>,
+}
+
+impl Faulty {
+    fn new(fault: impl Fn(&Message) -> Option<Error> + Send + Sync + 'static) -> Arc<Faulty> {
+        Arc::new(Faulty { inner: MemoryQueue::default(), fault: Box::new(fault) })
+    }
 }
 
 #[async_trait::async_trait]
-impl Queue for Flaky {
+impl Queue for Faulty {
     async fn publish(&self, message: Message) -> Result<()> {
-        if self.failures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
-            return Err(Error::QueueUnavailable("broker away (test)".into()));
+        match (self.fault)(&message) {
+            Some(e) => Err(e),
+            None => self.inner.publish(message).await,
         }
-        self.inner.publish(message).await
     }
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription> {
         self.inner.subscribe(topic, group).await
@@ -258,7 +265,12 @@ impl Queue for Flaky {
 
 #[tokio::test(start_paused = true)]
 async fn the_outbox_retries_until_delivered_in_order() {
-    let queue = Arc::new(Flaky { inner: MemoryQueue::default(), failures: AtomicUsize::new(3) });
+    // The broker is away for the first three publishes.
+    let failures = AtomicUsize::new(3);
+    let queue = Faulty::new(move |_| {
+        let away = failures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        away.then(|| Error::QueueUnavailable("broker away (test)".into()))
+    });
     let metrics = Arc::new(Metrics::default());
     let outbox = outbox::Outbox::start(queue.clone(), metrics.clone(), "dead".into());
     for i in 0..5 {
@@ -278,37 +290,10 @@ async fn the_outbox_retries_until_delivered_in_order() {
     assert!(metrics.render().contains("upload_gateway_outbox_retries_total 3"));
 }
 
-/// The in-process queue with a broker's size limit: larger messages are refused for good.
-struct Limited {
-    inner: MemoryQueue,
-    max: usize,
-}
-
-#[async_trait::async_trait]
-impl Queue for Limited {
-    async fn publish(&self, message: Message) -> Result<()> {
-        if message.payload.len() > self.max {
-            return Err(Error::QueueRefused(format!("{} bytes is over {}", message.payload.len(), self.max)));
-        }
-        self.inner.publish(message).await
-    }
-    async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription> {
-        self.inner.subscribe(topic, group).await
-    }
-    async fn check(&self) -> Result<()> {
-        Ok(())
-    }
-    fn durable(&self) -> bool {
-        true
-    }
-    async fn flush(&self, timeout: Duration) -> Result<()> {
-        self.inner.flush(timeout).await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_message_refused_for_good_is_dead_lettered_and_the_rest_go_on() {
-    let queue = Arc::new(Limited { inner: MemoryQueue::default(), max: 6000 });
+    // A broker's size limit: larger messages are refused for good.
+    let queue = Faulty::new(|m| (m.payload.len() > 6000).then(|| Error::QueueRefused(format!("{} bytes is over 6000", m.payload.len()))));
     let metrics = Arc::new(Metrics::default());
     let outbox = outbox::Outbox::start(queue.clone(), metrics.clone(), "platform.upload.dead-letter".into());
     outbox.send(Message::json("platform.payload-status", "k", &"before"));

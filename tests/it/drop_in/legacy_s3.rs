@@ -58,6 +58,7 @@ async fn wait_until<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(
 async fn payloads_the_old_services_stored_get_their_verdicts_over_kafka() {
     let env = S3Env::from_test_env();
     let b = Buckets::unique("legacy");
+    let _broker = BROKER.read().await;
     let n = Names::new("legacy");
     let mut flags = s3_flags(&env, &b, &[]);
     flags.extend(n.flags());
@@ -154,6 +155,7 @@ async fn payloads_the_old_services_stored_get_their_verdicts_over_kafka() {
 async fn the_quarantine_sweep_re_announces_with_the_metadata() {
     let env = S3Env::from_test_env();
     let b = Buckets::unique("sweepmd");
+    let _broker = BROKER.read().await;
     let n = Names::new("sweepmd");
     let mut flags = s3_flags(&env, &b, &[]);
     flags.extend(n.flags());
