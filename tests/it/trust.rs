@@ -345,3 +345,44 @@ async fn the_embedded_default_makes_a_private_validator_token_and_needs_it() {
     let t = spawn_app_in(data, &[]).await;
     assert_eq!(std::fs::read_to_string(t.data.path().join("validator-token")).unwrap().trim(), token);
 }
+
+/// The same race across two gateways sharing one S3 store (MinIO, which honours
+/// `If-None-Match: *`): twenty uploads of one request id, split between them, at once.
+/// Exactly one 2xx; the object and its meta are the winner's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_id_is_used_once_across_two_gateways_on_one_s3() {
+    use crate::common::s3::*;
+    let env = S3Env {
+        endpoint: required_env("TEST_MINIO_ENDPOINT"),
+        access_key: required_env("TEST_MINIO_ACCESS_KEY"),
+        secret_key: required_env("TEST_MINIO_SECRET_KEY"),
+        region: "us-east-1".into(),
+    };
+    let buckets = Buckets::unique("race");
+    let flags = s3_flags(&env, &buckets, &[]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (a, b) = (spawn_app(&flags).await, spawn_app(&flags).await);
+    let id = "race-s3-000000000000000000000001";
+    let body = |i: usize| format!("payload number {i} of the race across gateways").into_bytes();
+    let uploads = (0..20).map(|i| {
+        let (base, http) = if i % 2 == 0 { (a.base.clone(), a.http.clone()) } else { (b.base.clone(), b.http.clone()) };
+        let upload = Upload::new(ADVISOR, body(i)).request_id(id);
+        async move {
+            let resp = upload.send(&http, &base).await;
+            (i, resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    });
+    let results = futures_util::future::join_all(uploads).await;
+    let won: Vec<_> = results.iter().filter(|r| r.1 == 202).collect();
+    assert_eq!(won.len(), 1, "exactly one upload wins across the two gateways: {results:?}");
+    for (i, status, text) in results.iter().filter(|r| r.1 != 202) {
+        assert_eq!(*status, 409, "upload {i}: {text}");
+    }
+    let winner = body(won[0].0);
+    let s3 = env.client();
+    let object = s3.get_object().bucket(&buckets.quarantine).key(id).send().await.unwrap();
+    assert_eq!(object.body.collect().await.unwrap().into_bytes().to_vec(), winner, "the stored bytes are the winner's");
+    let meta = s3.get_object().bucket(&buckets.quarantine).key(format!(".meta/{id}.json")).send().await.unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&meta.body.collect().await.unwrap().into_bytes()).unwrap();
+    assert_eq!(meta["sha256"], sha256_hex(&winner), "and so is its meta");
+}
