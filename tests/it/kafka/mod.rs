@@ -417,3 +417,51 @@ async fn work_left_by_a_grpc_subscriber_goes_to_the_next_one() {
     t.app.stop().await.unwrap();
     n.cleanup().await;
 }
+
+/// A status message the broker refuses for good goes to the dead-letter topic and the
+/// messages behind it go on (the test makes the status topic itself, with room for
+/// 2,000 bytes a message); a 3 MB verdict reason over gRPC is applied, and its status
+/// message goes out cut to a few KiB.
+#[tokio::test]
+async fn a_message_the_broker_refuses_for_good_is_dead_lettered_and_the_rest_go_on() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let _broker = BROKER.read().await;
+    let n = Names::new("deadletter");
+    let dead = format!("{}.dead", n.group);
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = config().create().unwrap();
+    let small = NewTopic::new(&n.status, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "2000");
+    let made = admin.create_topics([&small], &AdminOptions::new().operation_timeout(Some(WAIT))).await.unwrap();
+    assert!(made[0].is_ok(), "{made:?}");
+    let mut flags = n.flags();
+    flags.extend(["--dead-letter-topic".to_string(), dead.clone()]);
+    let t = spawn_app(&as_strs(&flags)).await;
+    let id = accepted_id(upload(&t, SVC, None, b"to be refused at length".to_vec()).await).await;
+    wait_records(&n.status, &id, 2, WAIT).await; // received, announced: small enough
+
+    let reason = "r".repeat(3_000_000);
+    let verdict = pb::Verdict { request_id: id.clone(), validation: "failure".into(), reason, ..Default::default() };
+    let mut acks = t.grpc().await.validation_result(futures_util::stream::iter([verdict])).await.unwrap().into_inner();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!(ack.outcome, pb::verdict_ack::Outcome::Rejected as i32, "{}", ack.message);
+    assert_eq!(t.bucket_files("reject"), [id.clone()]);
+
+    // Its `rejected` status (the reason cut to 4 KiB) is over the topic's limit: the
+    // broker refuses it for good, and it goes to the dead-letter topic instead.
+    let letters = wait_records(&dead, &id, 1, WAIT).await;
+    let letter = letters[0].json();
+    assert_eq!(letter["topic"], n.status.as_str());
+    let size = letter["size"].as_u64().unwrap();
+    assert!((2000..8192).contains(&size), "the status message was cut to a few KiB: {size} bytes");
+    assert!(letter["reason"].as_str().unwrap().contains("Message size too large"), "{}", letter["reason"]);
+    let excerpt = letter["payload_excerpt"].as_str().unwrap();
+    assert!(excerpt.starts_with(r#"{"service":"ingress","status":"rejected""#), "{:.80}", excerpt);
+    assert_eq!(excerpt.len(), 4096, "the letter keeps the start of the payload");
+    // What comes behind it goes on.
+    let next = accepted_id(upload(&t, SVC, None, b"behind it".to_vec()).await).await;
+    wait_records(&n.status, &next, 2, WAIT).await;
+    assert_eq!(records_for(&n.status, &id).await.len(), 2, "the refused status is not on the status topic");
+    assert_eq!(t.metric("upload_gateway_dead_lettered_messages_total").await, 1.0);
+    assert_eq!(t.metric("upload_gateway_outbox_retries_total").await, 0.0, "not retried");
+    t.app.stop().await.unwrap();
+    n.cleanup().await;
+}

@@ -33,6 +33,14 @@ async fn a_verdict_sent_while_the_gateway_was_killed_is_applied_once_after_resta
     let v = Validator::new();
     v.send(&n.validation, &before, &json!({"request_id": before, "validation": "success"})).await;
     wait_file(&path, "perm", &before, WAIT).await;
+    // Its promotion whole (copied, advertised, removed from quarantine) before the kill:
+    // a kill inside a promotion applies it again after the restart, a second
+    // `available` that issue 12 (one decision per payload, fleet-wide) is about.
+    let deadline = std::time::Instant::now() + WAIT;
+    while list_bucket(&path, "quarantine").contains(&before) {
+        assert!(std::time::Instant::now() < deadline, "{before} never left quarantine");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // Killed between announce and verdict: no drain, no last commit.
     gw.signal("KILL");

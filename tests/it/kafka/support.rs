@@ -116,7 +116,7 @@ impl Record {
     }
 }
 
-fn config() -> ClientConfig {
+pub fn config() -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers());
     c
