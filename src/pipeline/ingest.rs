@@ -242,9 +242,15 @@ impl Pipeline {
     /// its service is unknown: a payload the replaced services stored without the
     /// gateway's meta was announced by them, and waits for its verdict.
     pub(crate) async fn announce_stored(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        let Some(meta) = self.inner.storage.head(Bucket::Quarantine, key).await? else {
-            return Ok(None);
-        };
+        match self.inner.storage.head(Bucket::Quarantine, key).await? {
+            Some(meta) => self.announce_meta(meta).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Pipeline::announce_stored`] for a payload whose meta was just read.
+    pub(crate) async fn announce_meta(&self, meta: ObjectMeta) -> Result<Option<ObjectMeta>> {
+        let key = meta.request_id.as_str();
         if meta.service.is_empty() {
             tracing::debug!(request_id = key, "not announced again: stored without the gateway's meta, its service is unknown");
             return Ok(None);

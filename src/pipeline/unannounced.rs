@@ -60,13 +60,15 @@ impl Pipeline {
             if self.inner.status.history(&key).is_some() || self.inner.in_hand.holds(&key) {
                 continue;
             }
-            let why = if suspects.contains(&key) {
+            let (why, announced_now) = if suspects.contains(&key) {
                 // Still there, still without a status, a whole period later.
-                "announced by the quarantine sweep: stored, but its announcement was never confirmed"
+                let why = "announced by the quarantine sweep: stored, but its announcement was never confirmed";
+                (why, self.announce_stored(&key).await?)
             } else {
                 match self.inner.storage.head(Bucket::Quarantine, &key).await? {
                     Some(meta) if meta.unconfirmed.is_some() => {
-                        "announced by the quarantine sweep: its client was answered 503 before the broker confirmed its announcement"
+                        let why = "announced by the quarantine sweep: its client was answered 503 before the broker confirmed its announcement";
+                        (why, self.announce_meta(meta).await?)
                     }
                     _ => {
                         now.insert(key);
@@ -74,7 +76,7 @@ impl Pipeline {
                     }
                 }
             };
-            let Some(meta) = self.announce_stored(&key).await? else {
+            let Some(meta) = announced_now else {
                 continue;
             };
             self.record(&meta, "announced", why);

@@ -130,12 +130,17 @@ impl S3Storage {
     /// Writes the sidecar of a new payload: only if there is none (`If-None-Match: *`),
     /// so of two puts of one key only one gets this far (the key's claim).
     async fn create_meta(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Result<()> {
+        self.write_meta(bucket, key, meta, true).await
+    }
+
+    /// Writes a sidecar; `create_only`: only where there is none (`Conflict` otherwise).
+    async fn write_meta(&self, bucket: &str, key: &str, meta: &ObjectMeta, create_only: bool) -> Result<()> {
         let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
         self.client
             .put_object()
             .bucket(bucket)
             .key(sidecar(key))
-            .if_none_match("*")
+            .set_if_none_match(create_only.then(|| "*".to_string()))
             .content_type("application/json")
             .body(S3Body::from(json))
             .send()
@@ -176,17 +181,7 @@ impl Storage for S3Storage {
             return Ok(false);
         }
         // An overwrite (not create_meta's write-once): the payload and its meta exist.
-        let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
-        let name = self.name(bucket);
-        self.client
-            .put_object()
-            .bucket(name)
-            .key(sidecar(key))
-            .content_type("application/json")
-            .body(S3Body::from(json))
-            .send()
-            .await
-            .map_err(|e| unavailable(&format!("rewriting meta of {key} in {name}"), e))?;
+        self.write_meta(self.name(bucket), key, meta, false).await?;
         Ok(true)
     }
 
@@ -385,7 +380,6 @@ fn sidecar(key: &str) -> String {
     format!(".meta/{key}.json")
 }
 
-/// The HTTP status S3 answered with, if it answered.
 /// A conditional write S3 refused (412 Precondition Failed, or 409 for a write that
 /// raced another) means the key is taken: `Conflict`. Anything else: unavailable.
 fn refused_or_unavailable<E, R>(key: &str, what: &str, e: SdkError<E, R>) -> Error
@@ -401,6 +395,7 @@ where
     }
 }
 
+/// The HTTP status S3 answered with, if it answered.
 fn status<E, R>(e: &SdkError<E, R>) -> Option<u16>
 where
     R: HasStatus,

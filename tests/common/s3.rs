@@ -27,6 +27,17 @@ impl S3Env {
         }
     }
 
+    /// The MinIO server `scripts/test` started (TEST_MINIO_*): the S3 server with
+    /// conditional writes, for the write-once checks (Garage ignores `If-None-Match`).
+    pub fn minio_from_test_env() -> S3Env {
+        S3Env {
+            endpoint: required_env("TEST_MINIO_ENDPOINT"),
+            access_key: required_env("TEST_MINIO_ACCESS_KEY"),
+            secret_key: required_env("TEST_MINIO_SECRET_KEY"),
+            region: "us-east-1".into(),
+        }
+    }
+
     /// A client of its own, not the gateway's, to check what was stored.
     pub fn client(&self) -> Client {
         let conf = aws_sdk_s3::config::Builder::new()

@@ -595,12 +595,7 @@ async fn t_delete(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<(),
 async fn s3_keeps_the_storage_contract() {
     use upload_gateway::config::Config;
     use upload_gateway::storage::{conformance, s3::S3Storage};
-    let env = S3Env {
-        endpoint: required_env("TEST_MINIO_ENDPOINT"),
-        access_key: required_env("TEST_MINIO_ACCESS_KEY"),
-        secret_key: required_env("TEST_MINIO_SECRET_KEY"),
-        region: "us-east-1".into(),
-    };
+    let env = S3Env::minio_from_test_env();
     let b = Buckets::unique("conf");
     let data = tempfile::tempdir().unwrap();
     let mut args = vec!["gw".to_string(), "--data-dir".into(), data.path().display().to_string()];

@@ -352,12 +352,7 @@ async fn the_embedded_default_makes_a_private_validator_token_and_needs_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_id_is_used_once_across_two_gateways_on_one_s3() {
     use crate::common::s3::*;
-    let env = S3Env {
-        endpoint: required_env("TEST_MINIO_ENDPOINT"),
-        access_key: required_env("TEST_MINIO_ACCESS_KEY"),
-        secret_key: required_env("TEST_MINIO_SECRET_KEY"),
-        region: "us-east-1".into(),
-    };
+    let env = S3Env::minio_from_test_env();
     let buckets = Buckets::unique("race");
     let flags = s3_flags(&env, &buckets, &[]);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
