@@ -190,6 +190,7 @@ impl Pipeline {
             metadata,
             derived: false,
             unconfirmed: None,
+            put_id: None,
         };
         // The storage consumes the payload; the payload's own failure (too large,
         // stalled, short) is what the client hears about, not the storage's echo.

@@ -25,6 +25,9 @@ pub async fn run(storage: &dyn Storage, prefix: &str) {
     let big: Vec<u8> = (0..(9 << 20) + 12_345).map(|i: u32| (i % 251) as u8).collect();
     round_trip(storage, &format!("{prefix}-big"), big).await;
     round_trip(storage, &format!("{prefix}-empty"), Vec::new()).await;
+    // A meta larger than S3's 2 KB of user metadata (a large identity): its sidecar.
+    let key = format!("{prefix}-large-meta");
+    round_trip_as(storage, &key, b"a large identity".to_vec(), large_meta(&key)).await;
     failed_put_leaves_nothing(storage, &format!("{prefix}-failed")).await;
     copy_and_delete(storage, &format!("{prefix}-copy")).await;
     write_once(storage, &format!("{prefix}-once")).await;
@@ -81,6 +84,7 @@ pub fn meta(key: &str) -> ObjectMeta {
         metadata: None,
         derived: false,
         unconfirmed: None,
+        put_id: None,
     }
 }
 
@@ -95,10 +99,19 @@ async fn read_all(storage: &dyn Storage, bucket: Bucket, key: &str) -> Option<(O
     Some((meta, out))
 }
 
+/// A meta whose identity alone is larger than S3's 2 KB of user metadata.
+fn large_meta(key: &str) -> ObjectMeta {
+    ObjectMeta { b64_identity: "eyJpZGVudGl0eSI6".repeat(256), ..meta(key) }
+}
+
 async fn round_trip(storage: &dyn Storage, key: &str, bytes: Vec<u8>) {
+    round_trip_as(storage, key, bytes, meta(key)).await
+}
+
+async fn round_trip_as(storage: &dyn Storage, key: &str, bytes: Vec<u8>, meta: ObjectMeta) {
     let sha = hex::encode(Sha256::digest(&bytes));
     let stored = storage
-        .put(Bucket::Quarantine, key, meta(key), payload(bytes.clone(), u64::MAX))
+        .put(Bucket::Quarantine, key, meta, payload(bytes.clone(), u64::MAX))
         .await
         .unwrap_or_else(|e| panic!("put {key}: {e}"));
     assert_eq!((stored.size, stored.sha256.as_str()), (bytes.len() as u64, sha.as_str()), "put fills in size and sha256");
@@ -145,8 +158,11 @@ async fn copy_and_delete(storage: &dyn Storage, key: &str) {
 }
 
 async fn write_once(storage: &dyn Storage, key: &str) {
+    // Half of the racers have a meta that fits in the object, half one that needs a
+    // sidecar: whichever wins, the meta read back is the winner's.
     let put = |k: String, bytes: &'static [u8]| async move {
-        storage.put(Bucket::Quarantine, &k, meta(&k), payload(bytes.to_vec(), u64::MAX)).await
+        let m = if bytes.last().is_some_and(|b| b % 2 == 0) { large_meta(&k) } else { meta(&k) };
+        storage.put(Bucket::Quarantine, &k, m, payload(bytes.to_vec(), u64::MAX)).await
     };
     let first = put(key.to_string(), b"first").await.unwrap();
     let e = put(key.to_string(), b"second").await.expect_err("a second put of a stored key is refused");
@@ -166,6 +182,7 @@ async fn write_once(storage: &dyn Storage, key: &str) {
     let (meta, bytes) = read_all(storage, Bucket::Quarantine, &racing).await.unwrap();
     assert_eq!(bytes, bodies[won[0]], "the stored bytes are the winner's");
     assert_eq!(meta.sha256, hex::encode(Sha256::digest(bodies[won[0]])), "and so is the stored meta");
+    assert_eq!(Some(meta), results[won[0]].as_ref().ok().cloned(), "all of it");
     storage.delete(Bucket::Quarantine, &racing).await.unwrap();
 }
 

@@ -73,6 +73,11 @@ pub struct ObjectMeta {
     /// quarantine and the quarantine sweep announces it. Absent from older metas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unconfirmed: Option<String>,
+    /// Which put stored the bytes this meta describes (S3: the object carries the same
+    /// id in its user metadata, so a sidecar left by a put that lost a race for the
+    /// key is never read as the winner's). Absent from older metas and on local disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub put_id: Option<String>,
 }
 
 impl ObjectMeta {
@@ -97,6 +102,7 @@ impl ObjectMeta {
             metadata: None,
             derived: true,
             unconfirmed: None,
+            put_id: None,
         }
     }
 }

@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! <bucket>/<key>               the payload; visible only once whole
-//! <bucket>/.meta/<key>.json    its ObjectMeta (the record the verdict path reads)
+//! <bucket>/.meta/<key>.json    its ObjectMeta, when it is not in the object itself
 //! ```
-//! The meta lives in a small sidecar object rather than in user metadata: S3 caps user
-//! metadata at 2 KB (an identity header can be larger), and a multipart upload learns
-//! its size and sha256 only at the end. Keys are request ids, which never start with
-//! '.' nor hold a '/', so sidecars cannot clash with payloads.
+//! A small payload carries its meta in its own user metadata (`inline.rs`): one
+//! PutObject stores both. The meta goes in a sidecar object when it cannot: S3 caps
+//! user metadata at 2 KB (an identity header can be larger), a multipart upload learns
+//! its size and sha256 only at the end, and a meta rewritten later (`set_meta`) is a
+//! sidecar that wins over the object's own. Keys are request ids, which never start
+//! with '.' nor hold a '/', so sidecars cannot clash with payloads.
 //!
-//! Order keeps "a payload is never visible without its meta": the sidecar is written
+//! Order keeps "a payload is never visible without its meta": a sidecar is written
 //! before the payload becomes visible (PutObject, or CompleteMultipartUpload), copied
 //! before the payload is copied, and deleted after it. A payload the replaced services
 //! stored has no sidecar; its meta comes from the object itself (`legacy.rs`).
@@ -33,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::domain::Payload;
 
 mod copy;
+mod inline;
 mod journal;
 mod legacy;
 mod parts;
@@ -177,11 +180,13 @@ impl Storage for S3Storage {
     }
 
     async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool> {
-        if self.head_object(bucket, key).await?.is_none() {
+        let Some(object) = self.head_object(bucket, key).await? else {
             return Ok(false);
-        }
+        };
         // An overwrite (not create_meta's write-once): the payload and its meta exist.
-        self.write_meta(self.name(bucket), key, meta, false).await?;
+        // Marked with the object's put id, it wins over the meta the object carries.
+        let meta = ObjectMeta { put_id: inline::put_id(object.metadata()), ..meta.clone() };
+        self.write_meta(self.name(bucket), key, &meta, false).await?;
         Ok(true)
     }
 
@@ -191,12 +196,12 @@ impl Storage for S3Storage {
         let Some(h) = object? else {
             return Ok(None);
         };
-        if let Some(meta) = meta {
+        if let Some(meta) = inline::choose(h.metadata(), meta) {
             return Ok(Some(meta));
         }
         // Read again: the two looks ran at once, and a sidecar is written before its
         // object, so only a second miss means the object has none.
-        if let Some(meta) = self.read_meta(bucket, key).await? {
+        if let Some(meta) = inline::choose(h.metadata(), self.read_meta(bucket, key).await?) {
             return Ok(Some(meta));
         }
         let facts = legacy::Facts {
@@ -226,7 +231,7 @@ impl Storage for S3Storage {
             Err(e) if self.absent(&e).await => return Ok(None),
             Err(e) => return Err(unavailable(&format!("{key} in {name}"), e)),
         };
-        let meta = meta.unwrap_or_else(|| {
+        let meta = inline::choose(out.metadata(), meta).unwrap_or_else(|| {
             let facts = legacy::Facts {
                 size: out.content_length(),
                 content_type: out.content_type(),

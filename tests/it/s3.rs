@@ -607,4 +607,11 @@ async fn s3_keeps_the_storage_contract() {
     // The failed put left no unfinished multipart upload behind either.
     let unfinished = env.client().list_multipart_uploads().bucket(&b.quarantine).send().await.unwrap();
     assert!(unfinished.uploads().is_empty(), "{:?}", unfinished.uploads());
+    // A small payload is one object: its meta rides in its own user metadata, no
+    // sidecar (one PutObject before the 2xx).
+    use upload_gateway::storage::{Bucket, Storage};
+    let stored = s3.put(Bucket::Quarantine, "s3-one-write", conformance::meta("s3-one-write"), conformance::payload(b"ten KiB or so".to_vec(), u64::MAX)).await.unwrap();
+    let sidecar = env.client().head_object().bucket(&b.quarantine).key(".meta/s3-one-write.json").send().await;
+    assert!(sidecar.is_err(), "no sidecar for a small payload");
+    assert_eq!(s3.head(Bucket::Quarantine, "s3-one-write").await.unwrap(), Some(stored), "its meta is read from the object");
 }

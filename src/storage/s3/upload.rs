@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use super::journal::{Entry, Journal};
 use super::parts::PartReader;
-use super::{refused_or_unavailable, sidecar, unavailable, S3Storage, MAX_PARTS};
+use super::{inline, refused_or_unavailable, sidecar, unavailable, S3Storage, MAX_PARTS};
 use crate::error::{Error, Result};
 use crate::domain::Payload;
 use crate::storage::{Bucket, ObjectMeta};
@@ -63,7 +63,10 @@ pub(super) async fn put(
     }
 }
 
-/// The whole payload in one PutObject (it fits in one part).
+/// The whole payload in one PutObject (it fits in one part). Its meta rides in the
+/// object's user metadata when it fits S3's 2 KB, so the put is one round trip, and its
+/// `If-None-Match: *` is the key's write-once claim; a meta too large for that goes in
+/// a sidecar first (the claim then), as a multipart upload's does.
 async fn single(
     s: &S3Storage,
     bucket: &str,
@@ -76,8 +79,15 @@ async fn single(
     let (size, sha256) = reader.payload.finish()?;
     meta.size = size;
     meta.sha256 = sha256;
-    s.create_meta(bucket, key, meta).await?;
-    left.sidecar = true;
+    meta.put_id = Some(new_put_id());
+    let metadata = match inline::with_meta(user_metadata(meta), meta) {
+        Some(m) => m,
+        None => {
+            s.create_meta(bucket, key, meta).await?;
+            left.sidecar = true;
+            user_metadata(meta)
+        }
+    };
     left.object = true;
     s.client
         .put_object()
@@ -85,7 +95,7 @@ async fn single(
         .key(key)
         .if_none_match("*")
         .content_type(&meta.content_type)
-        .set_metadata(Some(user_metadata(meta)))
+        .set_metadata(Some(metadata))
         .body(S3Body::from(body))
         .customize()
         .disable_payload_signing_if(!s.options.sign_payloads)
@@ -94,6 +104,11 @@ async fn single(
         .map_err(|e| refused_or_unavailable(key, &format!("storing {key} in {bucket}"), e))
         .inspect_err(|e| left.object &= !matches!(e, Error::Conflict(_)))?;
     Ok(())
+}
+
+/// A fresh id for one put, carried by its object and its sidecar.
+fn new_put_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 async fn multipart(
@@ -106,6 +121,7 @@ async fn multipart(
     left: &mut Leftovers,
 ) -> Result<()> {
     let key = key.to_string();
+    meta.put_id = Some(new_put_id());
     let created = s
         .client
         .create_multipart_upload()
@@ -208,6 +224,9 @@ fn joined(r: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>)
 /// it is (ASCII only, as S3 wants; the sidecar has everything).
 fn user_metadata(meta: &ObjectMeta) -> HashMap<String, String> {
     let mut m = HashMap::new();
+    if let Some(id) = &meta.put_id {
+        m.insert(inline::PUT_ID.into(), id.clone());
+    }
     m.insert("request-id".into(), meta.request_id.clone());
     m.insert("service".into(), meta.service.clone());
     m.insert("category".into(), meta.category.clone());
