@@ -246,6 +246,11 @@ impl Upload {
         self.request(http, base).send().await.expect("the upload gets an answer")
     }
 
+    /// Sends it; the answer's status, or `None` when no answer came (the gateway is gone).
+    pub async fn try_send(&self, http: &reqwest::Client, base: &str) -> Option<u16> {
+        self.request(http, base).send().await.ok().map(|r| r.status().as_u16())
+    }
+
     /// Sends it and returns the request id of its 202; fails the test on anything else.
     pub async fn accepted(&self, http: &reqwest::Client, base: &str) -> String {
         accepted_id(self.send(http, base).await).await

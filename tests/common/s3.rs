@@ -116,11 +116,24 @@ pub async fn exists(c: &Client, bucket: &str, key: &str) -> bool {
     }
 }
 
-/// The gateway's record of a payload (its sidecar), as JSON.
+/// The gateway's record of a payload, as JSON: its sidecar when it has one, else the
+/// meta it carries in its own user metadata (`gateway-meta`, base64 JSON: a small
+/// payload is one PutObject).
 pub async fn stored_meta(c: &Client, bucket: &str, key: &str) -> Option<serde_json::Value> {
-    let out = c.get_object().bucket(bucket).key(format!(".meta/{key}.json")).send().await.ok()?;
-    let bytes = out.body.collect().await.ok()?.into_bytes();
-    Some(serde_json::from_slice(&bytes).expect("the sidecar is JSON"))
+    if let Ok(out) = c.get_object().bucket(bucket).key(format!(".meta/{key}.json")).send().await {
+        let bytes = out.body.collect().await.ok()?.into_bytes();
+        return Some(serde_json::from_slice(&bytes).expect("the sidecar is JSON"));
+    }
+    inline_meta(c, bucket, key).await
+}
+
+/// The meta an object carries in its user metadata, if it does.
+pub async fn inline_meta(c: &Client, bucket: &str, key: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let head = c.head_object().bucket(bucket).key(key).send().await.ok()?;
+    let b64 = head.metadata()?.get("gateway-meta")?;
+    let json = base64::engine::general_purpose::STANDARD.decode(b64).expect("gateway-meta is base64");
+    Some(serde_json::from_slice(&json).expect("gateway-meta is JSON"))
 }
 
 /// A Garage server of the test's own, under its own state folder, for tests that stop

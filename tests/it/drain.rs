@@ -216,10 +216,19 @@ async fn sigterm_drains_20_slow_uploads_refuses_new_connections_and_exits_0() {
     assert_eq!(announced, accepted);
 }
 
-/// Waits until the gateway is writing `n` uploads (their files in its temp folder).
+/// Waits until the gateway is writing `n` uploads: their keys claimed in quarantine
+/// (a meta's place taken) and not stored yet.
 async fn being_written(data: &std::path::Path, n: usize) {
     let what = format!("the gateway should be writing {n} uploads");
-    eventually(Duration::from_secs(10), &what, || async { list_bucket(data, ".tmp").len() >= n }).await;
+    let writing = || {
+        let stored = list_bucket(data, "quarantine");
+        list_bucket(&data.join("quarantine"), ".meta")
+            .iter()
+            .filter_map(|m| m.strip_suffix(".json"))
+            .filter(|k| !stored.iter().any(|s| s == k))
+            .count()
+    };
+    eventually(Duration::from_secs(10), &what, || async { writing() >= n }).await;
 }
 
 /// Opens an upload that sends its head and a few bytes, then stalls; returns once the

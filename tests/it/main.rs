@@ -7,6 +7,7 @@
 mod common;
 
 mod chaos;
+mod crash;
 mod drain;
 mod drop_in;
 mod grpc_upload;

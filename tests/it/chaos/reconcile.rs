@@ -12,7 +12,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use crate::common::pb;
 
 /// What an S3 quarantine bucket holds: the keys of visible payloads, and the keys
-/// that have a `.meta/<key>.json` sidecar.
+/// that have the gateway's meta (a `.meta/<key>.json` sidecar, or the meta a small
+/// payload carries in its own user metadata).
 pub async fn s3_stored(c: &aws_sdk_s3::Client, bucket: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     let (mut payloads, mut sidecars) = (BTreeSet::new(), BTreeSet::new());
     let mut token: Option<String> = None;
@@ -32,9 +33,16 @@ pub async fn s3_stored(c: &aws_sdk_s3::Client, bucket: &str) -> (BTreeSet<String
         }
         token = page.next_continuation_token().map(str::to_string);
         if token.is_none() {
-            return (payloads, sidecars);
+            break;
         }
     }
+    // A small payload carries its meta in itself (one PutObject): it counts as having one.
+    for k in payloads.difference(&sidecars.clone()).cloned().collect::<Vec<_>>() {
+        if crate::common::s3::inline_meta(c, bucket, &k).await.is_some() {
+            sidecars.insert(k);
+        }
+    }
+    (payloads, sidecars)
 }
 
 /// The keys of every message on a topic, read partition by partition to the end
