@@ -157,14 +157,6 @@ impl Pipeline {
             .map(|m| self.parse_metadata(m))
             .transpose()?;
         let key = caller.request_id.as_str().to_string();
-        // A request id is used once. Storage refuses a second put of the key while
-        // the payload is in quarantine (or being stored); a payload already decided
-        // lives in perm or reject, so a supplied id is looked up there too.
-        if caller.supplied && self.locate(&key).await?.is_some() {
-            return Err(Error::Conflict(format!(
-                "request id {key} was already used for another payload"
-            )));
-        }
         let payload = Payload::new(
             body,
             Checks {
@@ -197,11 +189,36 @@ impl Pipeline {
         let failure = PayloadFailure::default();
         let watched = failure.watch(payload);
         let hold = self.inner.in_hand.hold(&key);
-        let meta = match self.inner.storage.put(Bucket::Quarantine, &key, meta, watched).await {
-            Ok(meta) => meta,
-            Err(e) => return Err(failure.take().unwrap_or(e)),
+        // A request id is used once. Storage refuses a second put of the key while
+        // the payload is in quarantine (or being stored); a payload already decided
+        // lives in perm or reject, so a supplied id is looked up there too, while the
+        // bytes arrive rather than before (no round trip added to the upload): when
+        // it is found, the put is dropped part-way, which leaves nothing behind.
+        let put = async {
+            self.inner.storage.put(Bucket::Quarantine, &key, meta, watched).await.map_err(|e| failure.take().unwrap_or(e))
         };
-        Ok(Staged {
+        let decided_already = async {
+            if caller.supplied {
+                for b in [Bucket::Perm, Bucket::Reject] {
+                    if self.inner.storage.head(b, &key).await?.is_some() {
+                        return Err(Error::Conflict(format!("request id {key} was already used for another payload")));
+                    }
+                }
+            }
+            Ok(())
+        };
+        tokio::pin!(put, decided_already);
+        let mut checked = false;
+        let meta = loop {
+            tokio::select! {
+                used = &mut decided_already, if !checked => {
+                    used?;
+                    checked = true;
+                }
+                stored = &mut put => break stored?,
+            }
+        };
+        let staged = Staged {
             pipeline: self.clone(),
             request_id: caller.request_id,
             identity: caller.identity,
@@ -209,7 +226,13 @@ impl Pipeline {
             metadata_late: false,
             done: false,
             hold: Some(hold),
-        })
+        };
+        if !checked {
+            // Stored before the look-up answered: dropped on a refusal, the staged
+            // payload is removed from quarantine.
+            decided_already.await?;
+        }
+        Ok(staged)
     }
 
     /// The announce message of a stored payload, with a fresh URL.

@@ -47,7 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let payload = PayloadSource::new(args.size, args.chunk);
     let connections = match args.protocol {
-        Protocol::Rest | Protocol::Fsync => args.concurrency,
+        Protocol::Rest | Protocol::Fsync | Protocol::S3 => args.concurrency,
         Protocol::Grpc => args.connections.unwrap_or(args.concurrency).clamp(1, args.concurrency),
     };
     let (rec, elapsed, warmup_uploads) = match args.protocol {
@@ -66,6 +66,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let workers = (0..args.concurrency)
                 .map(|i| grpc::GrpcUploader::new(channels[i % connections].clone(), payload.clone(), &args.service))
                 .collect();
+            drive(workers, &args).await
+        }
+        Protocol::S3 => {
+            let workers = crate::s3put::PutUploader::many(&args, payload.contiguous()).await?;
             drive(workers, &args).await
         }
         Protocol::Fsync => {

@@ -61,6 +61,10 @@ pub enum Protocol {
     /// No network: the disk's durable-write ceiling (temp file, fsync, rename, fsync
     /// folder) in the folder --target.
     Fsync,
+    /// Straight to the S3 server at --target, no gateway: one PutObject per payload
+    /// into --bucket (P1-S3's baseline). Credentials from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_REGION.
+    S3,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,6 +109,9 @@ pub struct RunArgs {
     /// REST path of the upload endpoint.
     #[arg(long, default_value = "/api/ingress/v1/upload")]
     pub path: String,
+    /// With --protocol s3: the bucket (created when missing).
+    #[arg(long, default_value = "upload-load-bench")]
+    pub bucket: String,
     /// A name for the report row.
     #[arg(long, default_value = "")]
     pub label: String,

@@ -153,14 +153,59 @@ async fn put(client: &Client, a: &S3PutArgs, key: &str, part: bytes::Bytes) -> a
 
 /// The gateway's own S3 client, from the same settings the gateway would be given.
 async fn client(a: &S3PutArgs) -> anyhow::Result<Client> {
+    gateway_client(&a.endpoint, &a.region, &a.access_key, &a.secret_key, a.size).await
+}
+
+async fn gateway_client(endpoint: &str, region: &str, key: &str, secret: &str, size: u64) -> anyhow::Result<Client> {
     let config = upload_gateway::Config::from_args([
         "upload-load",
         "--storage-driver=s3",
-        &format!("--s3-endpoint-url={}", a.endpoint),
-        &format!("--s3-region={}", a.region),
-        &format!("--s3-access-key-id={}", a.access_key),
-        &format!("--s3-secret-access-key={}", a.secret_key),
+        &format!("--s3-endpoint-url={endpoint}"),
+        &format!("--s3-region={region}"),
+        &format!("--s3-access-key-id={key}"),
+        &format!("--s3-secret-access-key={secret}"),
     ])?;
-    let options = S3Options::from_config(&config, a.size, std::path::Path::new(".")).map_err(anyhow::Error::msg)?;
+    let options = S3Options::from_config(&config, size, std::path::Path::new(".")).map_err(anyhow::Error::msg)?;
     Ok(upload_gateway::storage::s3::client(&options).await)
+}
+
+/// P1-S3's baseline (`run --protocol s3`): what the S3 server takes with nothing in
+/// between, one PutObject per payload under a fresh key, on the gateway's own client.
+pub struct PutUploader {
+    client: Client,
+    bucket: String,
+    body: bytes::Bytes,
+    prefix: String,
+    n: u64,
+}
+
+impl PutUploader {
+    pub async fn many(args: &crate::RunArgs, body: bytes::Bytes) -> anyhow::Result<Vec<PutUploader>> {
+        let env = |name: &str| std::env::var(name).with_context(|| format!("--protocol s3 needs {name}"));
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+        let client = gateway_client(&args.target, &region, &env("AWS_ACCESS_KEY_ID")?, &env("AWS_SECRET_ACCESS_KEY")?, args.size).await?;
+        if let Err(e) = client.create_bucket().bucket(&args.bucket).send().await {
+            let owned = e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists());
+            anyhow::ensure!(owned, "creating bucket {}: {}", args.bucket, aws_sdk_s3::error::DisplayErrorContext(&e));
+        }
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        Ok((0..args.concurrency)
+            .map(|i| PutUploader { client: client.clone(), bucket: args.bucket.clone(), body: body.clone(), prefix: format!("{run}-{i}"), n: 0 })
+            .collect())
+    }
+}
+
+impl crate::driver::Uploader for PutUploader {
+    async fn upload(&mut self) -> Result<(), String> {
+        self.n += 1;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("{}-{}", self.prefix, self.n))
+            .body(ByteStream::from(self.body.clone()))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| format!("PutObject: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+    }
 }
