@@ -138,8 +138,10 @@ pub enum BadValidation {
     Unknown(String),
 }
 
-/// The largest validation message parsed; larger ones are skipped unread.
-pub const MAX_VALIDATION_MESSAGE: usize = 1 << 20;
+/// The largest validation message parsed; larger ones are skipped unread. The same as
+/// a gRPC verdict may be (the gRPC service's message limit), so that a verdict with a
+/// long `reason` (cut in its status message) applies whichever way it comes.
+pub const MAX_VALIDATION_MESSAGE: usize = 4 << 20;
 
 impl ValidationResult {
     pub fn parse(bytes: &[u8]) -> Result<Self, BadValidation> {

@@ -32,15 +32,21 @@ impl GatewayService {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Metadata that says who is calling (identity, request id, credential), as text. Sent
+/// twice with different values it is refused (PERMISSION_DENIED), never one of them
+/// preferred, as over REST.
 fn metadata_str(req_meta: &tonic::metadata::MetadataMap, name: &str) -> Result<Option<String>, Status> {
-    req_meta
-        .get(name)
-        .map(|v| {
-            v.to_str()
-                .map(str::to_string)
-                .map_err(|_| Status::invalid_argument(format!("{name} metadata is not visible ASCII")))
-        })
-        .transpose()
+    let mut values = req_meta
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().map_err(|_| Status::invalid_argument(format!("{name} metadata is not visible ASCII"))));
+    let Some(first) = values.next().transpose()? else { return Ok(None) };
+    for other in values {
+        if other? != first {
+            return Err(Error::Forbidden(format!("the {name} metadata is sent twice with different values: send it once")).into());
+        }
+    }
+    Ok(Some(first.to_string()))
 }
 
 /// What a failed upload stream means: the client went away, sent a message over the

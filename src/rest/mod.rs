@@ -17,14 +17,26 @@ mod upload;
 /// Who is calling: the `x-rh-identity` and `authorization` headers, and the client
 /// certificate's names when the connection has one.
 pub(crate) fn caller(pipeline: &Pipeline, headers: &http::HeaderMap, peer: Option<&PeerNames>) -> Result<Caller, Error> {
-    let text = |name: &str| -> Result<Option<&str>, Error> {
-        headers
-            .get(name)
-            .map(|v| v.to_str().map_err(|_| Error::bad_request(format!("the {name} header is not visible ASCII"))))
-            .transpose()
-    };
     let names = peer.map(|p| p.0.as_slice()).unwrap_or_default();
-    pipeline.caller(text("x-rh-identity")?, text("authorization")?, names)
+    pipeline.caller(header_once(headers, "x-rh-identity")?, header_once(headers, "authorization")?, names)
+}
+
+/// A header that says who is calling (identity, request id, credential), as text. Sent
+/// twice with different values it is refused (403), never one of them preferred: a
+/// proxy that adds `x-rh-identity` instead of replacing it must not let the client's
+/// own value win.
+pub(crate) fn header_once<'a>(headers: &'a http::HeaderMap, name: &str) -> Result<Option<&'a str>, Error> {
+    let mut values = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().map_err(|_| Error::bad_request(format!("the {name} header is not visible ASCII"))));
+    let Some(first) = values.next().transpose()? else { return Ok(None) };
+    for other in values {
+        if other? != first {
+            return Err(Error::Forbidden(format!("the {name} header is sent twice with different values: send it once")));
+        }
+    }
+    Ok(Some(first))
 }
 
 /// Every REST path is served under each of these.

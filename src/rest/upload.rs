@@ -54,8 +54,8 @@ fn header(headers: &HeaderMap, name: &str) -> Result<Option<String>> {
 async fn take_upload(app: &AppState, req: Request) -> Result<crate::pipeline::Receipt> {
     let headers = req.headers();
     let base = UploadHeader {
-        identity: header(headers, "x-rh-identity")?,
-        request_id: header(headers, "x-rh-insights-request-id")?,
+        identity: super::header_once(headers, "x-rh-identity")?.map(str::to_string),
+        request_id: super::header_once(headers, "x-rh-insights-request-id")?.map(str::to_string),
         ..Default::default()
     };
     // Refuse a bad id or identity before reading any of the body.

@@ -13,6 +13,7 @@ use upload_gateway::{App, Config};
 
 pub use upload_gateway::grpc::pb;
 
+pub mod grpc_web;
 pub mod s3;
 pub mod tcp;
 

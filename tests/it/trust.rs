@@ -234,6 +234,68 @@ async fn every_verb_answers_each_caller_as_the_trust_table_says() {
     assert!(none.is_err(), "nothing was advertised");
 }
 
+/// gRPC-Web (browsers, tonic-web clients, on the same port) is held to the same
+/// rules: the validator verbs need a credential for the payload's service, and a
+/// status read by another org is NOT_FOUND, as for an unknown id.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_web_calls_are_held_to_the_same_roles() {
+    use crate::common::grpc_web::{call, WebAnswer};
+    use prost::Message as _;
+    let g = gateway().await;
+    let bytes = b"org A's payload, seen over gRPC-Web";
+    let p = g.upload_as_org_a(bytes).await;
+    let web = |who: Who, method: &str, msg: Vec<u8>, max_frames: usize| {
+        let url = format!("{}/upload.v1.UploadGateway/{method}", g.https);
+        let (http, headers) = (g.http(who), g.headers(who));
+        async move { call(&http, &url, &headers, msg, max_frames).await }
+    };
+    let refused = |a: &WebAnswer, code: &str, what: &str| {
+        assert_eq!(a.http, 200, "{what}: gRPC-Web answers errors in gRPC terms: {a:?}");
+        assert_eq!(a.status, code, "{what}: {a:?}");
+        assert!(a.frames.is_empty(), "{what}: no message with a refusal");
+    };
+
+    // Subscribe and Download: 16 without a (good) credential, 7 for another service.
+    let subscribe = pb::SubscribeRequest { service: "advisor".into() }.encode_to_vec();
+    let download = pb::DownloadRequest { request_id: p.clone() }.encode_to_vec();
+    for (who, code) in [(Who::Nobody, "16"), (Who::BadToken, "16"), (Who::OrgA, "16"), (Who::ComplianceToken, "7")] {
+        refused(&web(who, "Subscribe", subscribe.clone(), 1).await, code, &format!("Subscribe as {who:?}"));
+        refused(&web(who, "Download", download.clone(), 100).await, code, &format!("Download as {who:?}"));
+    }
+    // The advisor validator gets the work and the bytes.
+    let work = web(Who::AdvisorToken, "Subscribe", subscribe, 1).await;
+    assert_eq!((work.http, work.frames.len()), (200, 1), "{work:?}");
+    assert_eq!(pb::Announcement::decode(&work.frames[0][..]).unwrap().request_id, p);
+    let got = web(Who::AdvisorToken, "Download", download, 100).await;
+    assert_eq!(got.status, "0", "{got:?}");
+    let chunks: Vec<_> = got.frames.iter().map(|f| pb::DownloadChunk::decode(&f[..]).unwrap()).collect();
+    assert_eq!(chunks.iter().flat_map(|c| c.data.to_vec()).collect::<Vec<u8>>(), bytes);
+
+    // ValidationResult: 16 without a credential; another service's validator is acked
+    // FORBIDDEN (as over gRPC) and nothing moves; the advisor validator decides.
+    let verdict = |validation: &str| pb::Verdict { request_id: p.clone(), validation: validation.into(), ..Default::default() }.encode_to_vec();
+    refused(&web(Who::Nobody, "ValidationResult", verdict("success"), 100).await, "16", "ValidationResult with no credential");
+    let ack = |a: &WebAnswer| pb::VerdictAck::decode(&a.frames.first().unwrap_or_else(|| panic!("an ack: {a:?}"))[..]).unwrap();
+    let other = web(Who::ComplianceToken, "ValidationResult", verdict("success"), 100).await;
+    assert_eq!(ack(&other).outcome, pb::verdict_ack::Outcome::Forbidden as i32, "{:?}", ack(&other).message);
+    assert_eq!(g.quarantine(), [p.clone()], "nothing moved");
+    let decided = web(Who::AdvisorToken, "ValidationResult", verdict("success"), 100).await;
+    assert_eq!(ack(&decided).outcome, pb::verdict_ack::Outcome::Promoted as i32, "{:?}", ack(&decided).message);
+    assert_eq!(g.t.bucket_files("perm"), [p.clone()]);
+
+    // GetStatus: the owner sees it; org B and nobody get NOT_FOUND, as for an unknown id.
+    let status = |id: &str| pb::StatusRequest { request_id: id.into() }.encode_to_vec();
+    let own = web(Who::OrgA, "GetStatus", status(&p), 100).await;
+    assert_eq!(own.status, "0", "{own:?}");
+    assert_eq!(pb::StatusHistory::decode(&own.frames[0][..]).unwrap().request_id, p);
+    let unknown = web(Who::OrgB, "GetStatus", status("no-such-payload-0001"), 100).await;
+    for who in [Who::OrgB, Who::Nobody] {
+        let a = web(who, "GetStatus", status(&p), 100).await;
+        refused(&a, "5", &format!("GetStatus as {who:?}"));
+        assert_eq!(a.message.replace(&p, "ID"), unknown.message.replace("no-such-payload-0001", "ID"), "says no more than for an unknown id");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_cannot_name_another_identity_or_id_in_its_body() {
     let g = gateway().await;
@@ -271,24 +333,23 @@ async fn an_upload_cannot_name_another_identity_or_id_in_its_body() {
     assert_eq!((r.org_id.as_str(), r.request_id.as_str()), ("orgB", "idfrombody0001"));
 }
 
-/// Twenty uploads with one request id at once, ten over REST and ten over gRPC:
-/// exactly one 2xx, the others 409 / ALREADY_EXISTS, the stored bytes and meta are
-/// the winner's, one announcement.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_request_id_is_used_once_whatever_the_timing() {
-    let t = spawn_app(&[]).await;
-    let id = "race-0000000000000000000000000001";
-    let body = |i: usize| format!("payload number {i} of the race").into_bytes();
-    let rest = (0..10).map(|i| {
-        let (http, base, bytes) = (t.http.clone(), t.base.clone(), body(i));
-        async move {
-            let resp = Upload::new(ADVISOR, bytes).file_name("a.tgz").request_id(id).send(&http, &base).await;
-            (i, resp.status().as_u16(), resp.text().await.unwrap())
+/// How a racing upload is sent.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Rest,
+    Grpc,
+}
+
+/// One upload of `bytes` under request id `id` to the gateway at `base`; the answer
+/// as an HTTP status (a gRPC OK as 202, ALREADY_EXISTS as 409, anything else as 0)
+/// and its text.
+async fn upload_as(via: Via, base: String, id: &str, bytes: Vec<u8>) -> (u16, String) {
+    match via {
+        Via::Rest => {
+            let resp = Upload::new(ADVISOR, bytes).file_name("a.tgz").request_id(id).send(&reqwest::Client::new(), &base).await;
+            (resp.status().as_u16(), resp.text().await.unwrap())
         }
-    });
-    let grpc = (10..20).map(|i| {
-        let (base, bytes) = (t.base.clone(), body(i));
-        async move {
+        Via::Grpc => {
             let mut client = pb::upload_gateway_client::UploadGatewayClient::connect(base).await.unwrap();
             let msgs = vec![
                 pb::UploadRequest { part: Some(pb::upload_request::Part::Header(pb::UploadHeader { content_type: ADVISOR.into(), ..Default::default() })) },
@@ -297,21 +358,42 @@ async fn a_request_id_is_used_once_whatever_the_timing() {
             let mut req = tonic::Request::new(futures_util::stream::iter(msgs));
             req.metadata_mut().insert("x-rh-insights-request-id", id.parse().unwrap());
             match client.upload(req).await {
-                Ok(_) => (i, 202, String::new()),
-                Err(s) if s.code() == Code::AlreadyExists => (i, 409, s.message().to_string()),
-                Err(s) => (i, 0, format!("{s:?}")),
+                Ok(_) => (202, String::new()),
+                Err(s) if s.code() == Code::AlreadyExists => (409, s.message().to_string()),
+                Err(s) => (0, format!("{s:?}")),
             }
         }
-    });
-    let (mut results, g) = tokio::join!(futures_util::future::join_all(rest), futures_util::future::join_all(grpc));
-    results.extend(g);
-    let won: Vec<_> = results.iter().filter(|r| r.1 == 202).collect();
-    assert_eq!(won.len(), 1, "exactly one upload wins: {results:?}");
-    for (i, status, text) in results.iter().filter(|r| r.1 != 202) {
-        assert_eq!(*status, 409, "upload {i}: {text}");
-        assert!(text.contains(id), "upload {i} says which id: {text}");
     }
-    let winner = body(won[0].0);
+}
+
+/// Sends every upload at once (upload `i` is `body(i)`, through `targets[i]`); checks
+/// that exactly one got 2xx and every other 409 naming the id, and returns the index
+/// of the one that won.
+async fn race(targets: &[(Via, String)], id: &str, body: impl Fn(usize) -> Vec<u8>) -> usize {
+    let uploads = targets.iter().enumerate().map(|(i, (via, base))| {
+        let upload = upload_as(*via, base.clone(), id, body(i));
+        async move { (i, *via, upload.await) }
+    });
+    let results = futures_util::future::join_all(uploads).await;
+    let won: Vec<_> = results.iter().filter(|r| r.2 .0 == 202).collect();
+    assert_eq!(won.len(), 1, "exactly one upload wins: {results:?}");
+    for (i, via, (status, text)) in results.iter().filter(|r| r.2 .0 != 202) {
+        assert_eq!(*status, 409, "upload {i} ({via:?}): {text}");
+        assert!(text.contains(id), "upload {i} ({via:?}) says which id: {text}");
+    }
+    won[0].0
+}
+
+/// Twenty uploads with one request id at once, ten over REST and ten over gRPC:
+/// exactly one 2xx, the others 409 / ALREADY_EXISTS, the stored bytes and meta are
+/// the winner's, one announcement.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_id_is_used_once_whatever_the_timing() {
+    let t = spawn_app(&[]).await;
+    let id = "race-0000000000000000000000000001";
+    let body = |i: usize| format!("payload number {i} of the race").into_bytes();
+    let targets: Vec<_> = (0..20).map(|i| (if i < 10 { Via::Rest } else { Via::Grpc }, t.base.clone())).collect();
+    let winner = body(race(&targets, id, body).await);
     let stored = std::fs::read(t.data.path().join("quarantine").join(id)).unwrap();
     assert_eq!(stored, winner, "the stored bytes are the winner's");
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(t.data.path().join("quarantine/.meta").join(format!("{id}.json"))).unwrap()).unwrap();
@@ -359,25 +441,60 @@ async fn a_request_id_is_used_once_across_two_gateways_on_one_s3() {
     let (a, b) = (spawn_app(&flags).await, spawn_app(&flags).await);
     let id = "race-s3-000000000000000000000001";
     let body = |i: usize| format!("payload number {i} of the race across gateways").into_bytes();
-    let uploads = (0..20).map(|i| {
-        let (base, http) = if i % 2 == 0 { (a.base.clone(), a.http.clone()) } else { (b.base.clone(), b.http.clone()) };
-        let upload = Upload::new(ADVISOR, body(i)).request_id(id);
-        async move {
-            let resp = upload.send(&http, &base).await;
-            (i, resp.status().as_u16(), resp.text().await.unwrap())
-        }
-    });
-    let results = futures_util::future::join_all(uploads).await;
-    let won: Vec<_> = results.iter().filter(|r| r.1 == 202).collect();
-    assert_eq!(won.len(), 1, "exactly one upload wins across the two gateways: {results:?}");
-    for (i, status, text) in results.iter().filter(|r| r.1 != 202) {
-        assert_eq!(*status, 409, "upload {i}: {text}");
-    }
-    let winner = body(won[0].0);
+    let targets: Vec<_> = (0..20).map(|i| (Via::Rest, if i % 2 == 0 { a.base.clone() } else { b.base.clone() })).collect();
+    let winner = body(race(&targets, id, body).await);
+    assert_stored_on_s3(&env, &buckets, id, &winner).await;
+}
+
+/// The object and the meta (its sha256) under `id` in quarantine are `winner`'s.
+async fn assert_stored_on_s3(env: &crate::common::s3::S3Env, buckets: &crate::common::s3::Buckets, id: &str, winner: &[u8]) {
     let s3 = env.client();
     let object = s3.get_object().bucket(&buckets.quarantine).key(id).send().await.unwrap();
     assert_eq!(object.body.collect().await.unwrap().into_bytes().to_vec(), winner, "the stored bytes are the winner's");
-    let meta = s3.get_object().bucket(&buckets.quarantine).key(format!(".meta/{id}.json")).send().await.unwrap();
-    let meta: serde_json::Value = serde_json::from_slice(&meta.body.collect().await.unwrap().into_bytes()).unwrap();
-    assert_eq!(meta["sha256"], sha256_hex(&winner), "and so is its meta");
+    let meta = crate::common::s3::stored_meta(&s3, &buckets.quarantine, id).await.expect("the winner's meta is stored");
+    assert_eq!(meta["sha256"], sha256_hex(winner), "and so is its meta");
+}
+
+/// The race across two gateway processes (the binary, each with its own data folder
+/// and start-up, as two replicas run) sharing one Kafka broker and one S3 store
+/// (MinIO): twenty uploads of one request id at once, over REST and gRPC to each.
+/// Exactly one 2xx; the object and meta are the winner's; and one announcement on the
+/// service's topic: none is sent for a loser, on either replica.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_id_is_used_once_across_two_gateway_processes_on_kafka_and_s3() {
+    use crate::common::s3::*;
+    use crate::kafka::support::{records_for, wait_records, Names, BROKER};
+    let _broker = BROKER.read().await;
+    let n = Names::new("race2");
+    let env = S3Env::minio_from_test_env();
+    let buckets = Buckets::unique("race2");
+    let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |data: std::path::PathBuf, flags: Vec<String>| {
+        tokio::task::spawn_blocking(move || GatewayProcess::start(&data, &as_strs(&flags)))
+    };
+    let (a, b) = tokio::join!(start(data_a.path().into(), flags.clone()), start(data_b.path().into(), flags));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_ne!(a.pid(), b.pid());
+
+    let id = "race-two-processes-0000000000001";
+    let body = |i: usize| format!("payload number {i} of the race across processes").into_bytes();
+    let targets: Vec<_> = (0..20)
+        .map(|i| {
+            let via = if i % 4 < 2 { Via::Rest } else { Via::Grpc };
+            (via, if i % 2 == 0 { a.base.clone() } else { b.base.clone() })
+        })
+        .collect();
+    let winner = body(race(&targets, id, body).await);
+    assert_stored_on_s3(&env, &buckets, id, &winner).await;
+
+    // One announcement, the winner's; a second one would come within moments of the
+    // first (every upload was answered before this point).
+    let topic = n.announce("advisor");
+    let first = wait_records(&topic, id, 1, Duration::from_secs(30)).await;
+    assert_eq!(first[0].json()["sha256"], sha256_hex(&winner), "the announcement is the winner's");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(records_for(&topic, id).await.len(), 1, "one announcement only");
+    drop((a, b));
+    n.cleanup().await;
 }

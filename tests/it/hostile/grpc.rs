@@ -55,6 +55,43 @@ pub async fn upload(base: &str, msgs: Vec<UploadRequest>, tail: Tail, gzip: bool
     client.upload(stream(msgs, tail)).await.map(|r| r.into_inner().request_id)
 }
 
+/// Request metadata (header name, value) a call carries.
+pub type Metadata = Vec<(&'static str, String)>;
+
+fn with_metadata<T>(msg: T, metadata: &Metadata) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    for (name, value) in metadata {
+        // Appended, not inserted: a name listed twice is sent twice.
+        req.metadata_mut().append(*name, value.parse().expect("a valid metadata value"));
+    }
+    req
+}
+
+/// An upload (the stream ends after `msgs`) with request metadata.
+pub async fn upload_with(base: &str, msgs: Vec<UploadRequest>, metadata: &Metadata) -> Result<String, Status> {
+    let mut client = pb::upload_gateway_client::UploadGatewayClient::connect(base.to_string())
+        .await
+        .expect("grpc connects");
+    client.upload(with_metadata(futures_util::stream::iter(msgs), metadata)).await.map(|r| r.into_inner().request_id)
+}
+
+/// Subscribes to a service's work with request metadata (a validator's credentials).
+/// A stream that opens is closed at once: it answers with what it was let do.
+pub async fn subscribe(base: &str, service: &str, metadata: &Metadata) -> Result<String, Status> {
+    let mut client = pb::upload_gateway_client::UploadGatewayClient::connect(base.to_string())
+        .await
+        .expect("grpc connects");
+    let req = with_metadata(pb::SubscribeRequest { service: service.into() }, metadata);
+    let mut work = client.subscribe(req).await?.into_inner();
+    // A refusal can come after the response head (an HTTP status with no grpc-status:
+    // the stream ends with it at once); work comes only after an upload, so a stream
+    // still quiet after a moment was let in.
+    match tokio::time::timeout(std::time::Duration::from_millis(500), work.message()).await {
+        Ok(Err(status)) => Err(status),
+        Ok(Ok(_)) | Err(_) => Ok(format!("a Subscribe stream for {service} was opened")),
+    }
+}
+
 /// Sends these bytes as the Upload call's messages, protobuf or not.
 pub async fn upload_raw(base: &str, messages: Vec<Vec<u8>>) -> Result<String, Status> {
     let channel = tonic::transport::Channel::from_shared(base.to_string())

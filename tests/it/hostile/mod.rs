@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use crate::common::pb::UploadHeader;
 use crate::common::*;
-use grpc::{advisor, chunk, header, Tail};
+use grpc::{advisor, chunk, header, Metadata, Tail};
 use raw::{Answer, Step};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -46,7 +46,12 @@ const UNPARSED: u64 = 4 * MIB;
 /// add to the limit they enforce.
 const SOCKET_SLACK: u64 = 512 * 1024;
 /// The table's size (the README says how many cases it runs).
-const CASES: usize = 99;
+const CASES: usize = 113;
+/// Validator tokens the table's gateway accepts (its credentials file lists their
+/// hashes): one for `advisor`, to be refused where it asks for another service.
+const ADVISOR_TOKEN: &str = "ugw_hostile-table-token-for-advisor";
+/// A track path for the `authorization` cases (the one REST route that reads it).
+const TRACK: &str = "/api/ingress/v1/track/hostile-track-id";
 
 // ---- what is sent ---------------------------------------------------------------
 
@@ -59,6 +64,10 @@ enum Send {
     GrpcGzip(Vec<crate::common::pb::UploadRequest>),
     /// Upload call messages as raw bytes, protobuf or not.
     GrpcRaw(Vec<Vec<u8>>),
+    /// A gRPC upload with request metadata.
+    GrpcWith(Vec<crate::common::pb::UploadRequest>, Metadata),
+    /// A Subscribe to this service with request metadata (no upload: nothing to store).
+    Subscribe(&'static str, Metadata),
     /// More uploads in flight than the concurrency limit, then one more request.
     OverConcurrencyLimit,
 }
@@ -192,6 +201,16 @@ fn nested(depth: usize) -> Vec<u8> {
     v.extend_from_slice(b"1");
     v.extend(std::iter::repeat_n(b'}', depth));
     v
+}
+
+/// A GET of `TRACK` with extra request header lines.
+fn track(extra: &str) -> Vec<u8> {
+    format!("GET {TRACK} HTTP/1.1\r\nHost: gw\r\n{extra}\r\n").into_bytes()
+}
+
+/// The advisor validator's token as `authorization` metadata.
+fn bearer(token: &str) -> Metadata {
+    vec![("authorization", format!("Bearer {token}"))]
 }
 
 fn encoded(m: &crate::common::pb::UploadRequest) -> Vec<u8> {
@@ -684,6 +703,88 @@ fn cases() -> Vec<Case> {
             Send::Grpc(vec![header(UploadHeader { file_name: "../\0/escaped-by-name".into(), ..advisor() }), chunk(b"x".to_vec())], Tail::End),
             GrpcAccepted,
         ),
+        // Trust: identity only from the request's metadata, credentials only from
+        // `authorization`, each for its own services, and of a sane size.
+        case(
+            "gRPC: an UploadHeader.identity that differs from the x-rh-identity metadata",
+            Send::GrpcWith(
+                vec![header(UploadHeader { identity: identity("0002", "orgB"), ..advisor() }), chunk(b"x".to_vec())],
+                vec![("x-rh-identity", identity("0001", "orgA"))],
+            ),
+            Grpc(Code::PermissionDenied, "x-rh-identity"),
+        ),
+        case(
+            "gRPC: two x-rh-identity metadata values naming different orgs",
+            Send::GrpcWith(
+                vec![header(advisor()), chunk(b"x".to_vec())],
+                vec![("x-rh-identity", identity("0001", "orgA")), ("x-rh-identity", identity("0002", "orgB"))],
+            ),
+            Grpc(Code::PermissionDenied, "x-rh-identity metadata is sent twice with different values"),
+        ),
+        case(
+            "two x-rh-identity headers naming different orgs",
+            once(good_post(&format!("x-rh-identity: {}\r\nx-rh-identity: {}\r\n", identity("0001", "orgA"), identity("0002", "orgB")))),
+            Status(403, "x-rh-identity header is sent twice with different values"),
+        ),
+        case(
+            // A proxy that repeats the identity it was given changes nothing.
+            "the same x-rh-identity header twice",
+            once(good_post(&format!("x-rh-identity: {0}\r\nx-rh-identity: {0}\r\n", identity("0001", "orgA")))),
+            Accepted,
+        ),
+        case(
+            "two x-rh-insights-request-id headers that differ",
+            once(good_post("x-rh-insights-request-id: first-id-0001\r\nx-rh-insights-request-id: second-id-0002\r\n")),
+            Status(403, "x-rh-insights-request-id header is sent twice with different values"),
+        ),
+        case(
+            "gRPC: Subscribe with the validator token in a `token` header",
+            Send::Subscribe("advisor", vec![("token", ADVISOR_TOKEN.into())]),
+            Grpc(Code::Unauthenticated, "authorization: Bearer"),
+        ),
+        case(
+            // Refused as the malformed identity it is, before any verb is looked at.
+            "gRPC: Subscribe with the validator token as x-rh-identity",
+            Send::Subscribe("advisor", vec![("x-rh-identity", format!("Bearer {ADVISOR_TOKEN}"))]),
+            Grpc(Code::InvalidArgument, "x-rh-identity is not valid base64"),
+        ),
+        case(
+            "gRPC: Subscribe with the token but no Bearer scheme",
+            Send::Subscribe("advisor", vec![("authorization", ADVISOR_TOKEN.into())]),
+            Grpc(Code::Unauthenticated, "Bearer <token>"),
+        ),
+        case(
+            "gRPC: Subscribe to compliance with an advisor token",
+            Send::Subscribe("compliance", bearer(ADVISOR_TOKEN)),
+            Grpc(Code::PermissionDenied, "not for \"compliance\""),
+        ),
+        case(
+            "gRPC: Subscribe with an authorization of 8 KiB",
+            Send::Subscribe("advisor", bearer(&"x".repeat(8 * 1024))),
+            Grpc(Code::Unauthenticated, "a bearer token is far shorter"),
+        ),
+        case(
+            "gRPC: Subscribe with an authorization of 64 KiB",
+            // Over the 64 KiB of headers HTTP/2 takes: h2 answers 431 before the
+            // gateway's code runs, and tonic says so (no grpc-status of its own).
+            Send::Subscribe("advisor", bearer(&"x".repeat(64 * 1024))),
+            Grpc(Code::Unknown, "HTTP status code 431"),
+        ),
+        case(
+            "track with an authorization of 8 KiB",
+            once(track(&format!("authorization: Bearer {}\r\n", "x".repeat(8 * 1024)))),
+            Status(401, "a bearer token is far shorter"),
+        ),
+        case(
+            "track with an authorization of 64 KiB",
+            once(track(&format!("authorization: Bearer {}\r\n", "x".repeat(64 * 1024)))),
+            StatusOrClosed(431),
+        ),
+        case(
+            "an upload with an authorization of 64 KiB",
+            once(good_post(&format!("authorization: Bearer {}\r\n", "x".repeat(64 * 1024)))),
+            StatusOrClosed(431),
+        ),
         // Load.
         case(
             "more uploads at once than the concurrency limit",
@@ -732,6 +833,8 @@ async fn send(t: &TestApp, send: &Send, also: &mut Vec<String>) -> Seen {
         Send::Grpc(msgs, tail) => grpc_seen(grpc::upload(&t.base, msgs.clone(), *tail, false), started).await,
         Send::GrpcGzip(msgs) => grpc_seen(grpc::upload(&t.base, msgs.clone(), Tail::End, true), started).await,
         Send::GrpcRaw(msgs) => grpc_seen(grpc::upload_raw(&t.base, msgs.clone()), started).await,
+        Send::GrpcWith(msgs, metadata) => grpc_seen(grpc::upload_with(&t.base, msgs.clone(), metadata), started).await,
+        Send::Subscribe(service, metadata) => grpc_seen(grpc::subscribe(&t.base, service, metadata), started).await,
         Send::OverConcurrencyLimit => over_concurrency_limit(t, also).await,
     }
 }
@@ -819,7 +922,10 @@ fn request_id_of(text: &str) -> String {
 }
 
 /// The request id of an upload the gateway accepted, whether or not it should have.
-fn accepted_id(seen: &Seen) -> Option<String> {
+fn accepted_id(send: &Send, seen: &Seen) -> Option<String> {
+    if matches!(send, Send::Subscribe(..)) {
+        return None; // no upload, whatever its answer
+    }
     match seen {
         Seen::Http { status: 202, body, .. } => Some(request_id_of(body)),
         Seen::Grpc { result: Ok(id), .. } => Some(id.clone()),
@@ -983,7 +1089,13 @@ fn hostile_clients_get_precise_answers_and_the_gateway_keeps_serving() {
 }
 
 async fn run_the_table() {
-    let t = spawn_app(FLAGS).await;
+    // The validator credentials the auth cases need, in a file the gateway reads.
+    let creds = tempfile::NamedTempFile::new().unwrap();
+    let line = format!("advisor-v sha256:{} advisor\n", upload_gateway::auth::token_hash(ADVISOR_TOKEN));
+    std::fs::write(creds.path(), line).unwrap();
+    let creds_path = creds.path().display().to_string();
+    let flags: Vec<&str> = FLAGS.iter().copied().chain(["--validator-credentials", creds_path.as_str()]).collect();
+    let t = spawn_app(&flags).await;
     let cases = cases();
     assert_eq!(cases.len(), CASES, "the table's size (and the README's count)");
     let mut accepted = BTreeSet::new();
@@ -994,7 +1106,7 @@ async fn run_the_table() {
         let started = Instant::now();
         let seen = send(&t, &c.send, &mut c.also).await;
         accepted.extend(c.also.drain(..));
-        accepted.extend(accepted_id(&seen));
+        accepted.extend(accepted_id(&c.send, &seen));
         let mut failed = 0;
         if let Err(why) = check(&c.expect, &seen) {
             failures.push(format!("{}: {why}", c.name));

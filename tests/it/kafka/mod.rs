@@ -424,14 +424,10 @@ async fn work_left_by_a_grpc_subscriber_goes_to_the_next_one() {
 /// message goes out cut to a few KiB.
 #[tokio::test]
 async fn a_message_the_broker_refuses_for_good_is_dead_lettered_and_the_rest_go_on() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let _broker = BROKER.read().await;
     let n = Names::new("deadletter");
     let dead = format!("{}.dead", n.group);
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = config().create().unwrap();
-    let small = NewTopic::new(&n.status, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "2000");
-    let made = admin.create_topics([&small], &AdminOptions::new().operation_timeout(Some(WAIT))).await.unwrap();
-    assert!(made[0].is_ok(), "{made:?}");
+    create_topic(&n.status, &[("max.message.bytes", "2000")]).await;
     let mut flags = n.flags();
     flags.extend(["--dead-letter-topic".to_string(), dead.clone()]);
     let t = spawn_app(&as_strs(&flags)).await;
@@ -462,6 +458,53 @@ async fn a_message_the_broker_refuses_for_good_is_dead_lettered_and_the_rest_go_
     assert_eq!(records_for(&n.status, &id).await.len(), 2, "the refused status is not on the status topic");
     assert_eq!(t.metric("upload_gateway_dead_lettered_messages_total").await, 1.0);
     assert_eq!(t.metric("upload_gateway_outbox_retries_total").await, 0.0, "not retried");
+    t.app.stop().await.unwrap();
+    n.cleanup().await;
+}
+
+/// A 3 MB verdict reason sent the way the contract's Kafka validators send verdicts: on
+/// the validation topic (made to take messages of 4 MiB, as the test's producer may
+/// send). The verdict applies, its status message goes out cut to a few KiB with the
+/// marker, and the messages queued behind it (its `advertised`, another upload's
+/// milestones) go out too.
+#[tokio::test]
+async fn a_3_mb_reason_over_the_validation_topic_is_applied_and_its_status_cut() {
+    const ROOM: usize = 4 << 20;
+    let _broker = BROKER.read().await;
+    let n = Names::new("bigreason");
+    create_topic(&n.validation, &[("max.message.bytes", &ROOM.to_string())]).await;
+    let t = spawn_app(&as_strs(&n.flags())).await;
+    let body = b"judged at length".to_vec();
+    let id = accepted_id(upload(&t, SVC, None, body.clone()).await).await;
+    let announced = wait_records(&n.announce(SVC), &id, 1, WAIT).await[0].json();
+
+    // The validator echoes the announcement, with its verdict and a 3 MB reason.
+    let mut verdict = announced;
+    verdict["validation"] = json!("success");
+    verdict["reason"] = json!("r".repeat(3_000_000));
+    let sent = serde_json::to_vec(&verdict).unwrap();
+    assert!(sent.len() > 3_000_000 && sent.len() < ROOM);
+    Validator::sending_up_to(ROOM).send_raw(&n.validation, Some(&id), Some(&sent)).await;
+
+    // Applied: promoted and advertised.
+    wait_file(t.data.path(), "perm", &id, WAIT).await;
+    let available = wait_records(&n.available, &id, 1, WAIT).await;
+    assert_eq!(available[0].json()["sha256"], sha256_hex(&body));
+    // Its `success` status carries the reason cut to 4 KiB, saying how long it was;
+    // the `advertised` queued after it went out too.
+    let statuses = wait_records(&n.status, &id, 4, WAIT).await;
+    let names: Vec<String> = statuses.iter().map(|r| r.json()["status"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["received", "announced", "success", "advertised"]);
+    let success = statuses[2].json();
+    let msg = success["status_msg"].as_str().unwrap();
+    assert!(msg.len() <= 4096 && msg.len() > 4000, "cut to a few KiB: {} bytes", msg.len());
+    assert!(msg.starts_with("rrrr") && msg.ends_with(" [cut: 3000000 bytes]"), "...{}", &msg[msg.len() - 40..]);
+    assert!(statuses[2].payload.len() < 8192, "the status message is {} bytes", statuses[2].payload.len());
+    // Messages of another payload, queued after it, go out as well.
+    let next = accepted_id(upload(&t, SVC, None, b"behind it".to_vec()).await).await;
+    wait_records(&n.status, &next, 2, WAIT).await;
+    assert_eq!(t.metric(r#"upload_gateway_verdicts_total{outcome="promoted"}"#).await, 1.0);
+    assert_eq!(t.metric("upload_gateway_outbox_retries_total").await, 0.0, "nothing had to be sent again");
     t.app.stop().await.unwrap();
     n.cleanup().await;
 }

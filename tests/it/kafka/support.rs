@@ -226,6 +226,13 @@ impl Validator {
         Validator(config().set("message.timeout.ms", "10000").create().unwrap())
     }
 
+    /// One that may send messages up to `max_bytes` (librdkafka refuses anything over
+    /// 1 MB by default, before the broker sees it).
+    pub fn sending_up_to(max_bytes: usize) -> Self {
+        let max = max_bytes.to_string();
+        Validator(config().set("message.timeout.ms", "10000").set("message.max.bytes", &max).create().unwrap())
+    }
+
     /// Sends raw bytes (or nothing: a tombstone) with an optional key.
     pub async fn send_raw(&self, topic: &str, key: Option<&str>, payload: Option<&[u8]>) {
         let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic);
@@ -241,6 +248,16 @@ impl Validator {
     pub async fn send(&self, topic: &str, key: &str, value: &Value) {
         self.send_raw(topic, Some(key), Some(&serde_json::to_vec(value).unwrap())).await
     }
+}
+
+/// Creates a topic of one partition with these settings (before the gateway would
+/// create it with the broker's defaults).
+pub async fn create_topic(name: &str, settings: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = config().create().unwrap();
+    let topic = settings.iter().fold(NewTopic::new(name, 1, TopicReplication::Fixed(1)), |t, (k, v)| t.set(k, v));
+    let made = admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await.unwrap();
+    assert!(made[0].is_ok(), "creating {name}: {made:?}");
 }
 
 /// Runs `scripts/kafka.sh <args>` and fails the test if it fails.
