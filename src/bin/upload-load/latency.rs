@@ -43,6 +43,10 @@ pub struct LatencyArgs {
     /// Give up on one payload after this long.
     #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
     pub timeout: Duration,
+    /// The validator token (the embedded default writes one to <data>/validator-token):
+    /// Subscribe and ValidationResult need it.
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
     #[arg(long, default_value = "")]
     pub label: String,
     #[arg(long, value_enum, default_value_t = Output::Md)]
@@ -54,7 +58,11 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot connect to {}", args.target))?
         .remove(0);
-    let refused = start_validator(channel.clone(), &args.service).await?;
+    let token = match &args.token_file {
+        Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?.trim().to_string()),
+        None => None,
+    };
+    let refused = start_validator(channel.clone(), &args.service, token.as_deref()).await?;
     let payload = PayloadSource::new(args.size, 256 << 10);
     let total = args.warmup_count + args.count;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -157,16 +165,22 @@ async fn one(
 
 /// Subscribes to the service's announcements and answers each with `success` at once.
 /// Returns a counter of verdicts the gateway did not promote.
-async fn start_validator(channel: Channel, service: &str) -> anyhow::Result<Arc<std::sync::atomic::AtomicU64>> {
+async fn start_validator(channel: Channel, service: &str, token: Option<&str>) -> anyhow::Result<Arc<std::sync::atomic::AtomicU64>> {
     let mut client = UploadGatewayClient::new(channel);
+    fn with_token<T>(token: Option<&str>, mut req: tonic::Request<T>) -> anyhow::Result<tonic::Request<T>> {
+        if let Some(t) = token {
+            req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().context("the token cannot be metadata")?);
+        }
+        Ok(req)
+    }
     let mut announcements = client
-        .subscribe(SubscribeRequest { service: service.to_string() })
+        .subscribe(with_token(token, tonic::Request::new(SubscribeRequest { service: service.to_string() }))?)
         .await
         .context("Subscribe")?
         .into_inner();
     let (tx, rx) = mpsc::channel::<Verdict>(1024);
     let mut acks = client
-        .validation_result(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .validation_result(with_token(token, tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)))?)
         .await
         .context("ValidationResult")?
         .into_inner();
