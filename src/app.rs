@@ -61,7 +61,7 @@ impl App {
             tokio::spawn(crate::auth::source::watch(credentials.clone(), file.clone(), shutdown.clone()));
         }
         let metrics = Arc::new(Metrics::default());
-        let storage = open_storage(&settings).await?;
+        let storage = open_storage(&settings, &metrics).await?;
         let queue = open_queue(&settings, &shutdown, &metrics).await?;
         storage.recover(shutdown.clone()).await.context("recovering storage")?;
 
@@ -145,7 +145,7 @@ impl App {
     }
 }
 
-async fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
+async fn open_storage(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Storage>> {
     match &settings.storage {
         StorageChoice::Local => Ok(Arc::new(
             LocalDisk::open(&settings.data_dir)
@@ -153,7 +153,9 @@ async fn open_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
                 .map_err(|e| anyhow::anyhow!("local storage in {}: {e}", settings.data_dir.display()))?,
         )),
         StorageChoice::S3(options) => Ok(Arc::new(
-            S3Storage::open(options.clone()).await.map_err(|e| anyhow::anyhow!("S3 storage: {e}"))?,
+            S3Storage::open_counted(options.clone(), Some(Arc::clone(metrics)))
+                .await
+                .map_err(|e| anyhow::anyhow!("S3 storage: {e}"))?,
         )),
     }
 }
@@ -168,7 +170,8 @@ async fn open_queue(
     };
     let queue = Arc::new(
         KafkaQueue::new(kafka, &settings.topics.validation)
-            .map_err(|e| anyhow::anyhow!("Kafka settings: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("Kafka settings: {e}"))?
+            .counting_into(Arc::clone(metrics)),
     );
     // Topics first; a broker that is down now is waited for in the background
     // (readiness says not ready meanwhile).

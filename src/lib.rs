@@ -17,6 +17,7 @@ pub mod queue;
 pub mod rest;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 pub mod tls;
 pub mod validator;
 

@@ -57,8 +57,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.config.log_json, cli.log_color.enabled());
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let telemetry = {
+        let _in_runtime = rt.enter();
+        match upload_gateway::telemetry::init(cli.config.log_json, cli.log_color.enabled()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("upload-gateway: {e:#}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    };
     let result = rt.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.config).await,
@@ -66,6 +75,7 @@ fn main() -> std::process::ExitCode {
             Command::Token { name, services } => token(&name, &services),
         }
     });
+    telemetry.shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -106,16 +116,5 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-    }
-}
-
-fn init_tracing(json: bool, color: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().with_ansi(false).init();
-    } else {
-        builder.with_ansi(color).init();
     }
 }

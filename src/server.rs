@@ -33,25 +33,70 @@ pub fn router(state: AppState, settings: &Settings) -> (axum::Router, tonic_heal
             let limit = limit.clone();
             let metrics = metrics.clone();
             async move {
-                let Ok(_permit) = limit.try_acquire() else {
-                    metrics.http_response(503);
-                    return Error::Overloaded("over the concurrency limit; retry shortly".into())
-                        .into_response();
+                let started = std::time::Instant::now();
+                let (protocol, method) = request_labels(&req);
+                let mut resp = match limit.try_acquire() {
+                    Ok(_permit) => next.run(req).await,
+                    Err(_) => Error::Overloaded("over the concurrency limit; retry shortly".into()).into_response(),
                 };
-                let resp = next.run(req).await;
                 metrics.http_response(resp.status().as_u16());
+                let status = response_status(protocol, &resp);
+                metrics.request(protocol, &method, &status, started.elapsed());
+                // The trace id, for the user to quote (traces on).
+                if let Some(t) = crate::telemetry::traceparent(&tracing::Span::current()) {
+                    if let Ok(v) = http::HeaderValue::from_str(&t) {
+                        resp.headers_mut().insert("traceparent", v);
+                    }
+                }
                 resp
             }
         }))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(),
-                request_id = tracing::field::Empty);
+                request_id = tracing::field::Empty, trace_id = tracing::field::Empty);
             if let Some(id) = req.headers().get("x-rh-insights-request-id").and_then(|v| v.to_str().ok()) {
                 span.record("request_id", id);
+            }
+            // The client's trace (W3C traceparent header, or gRPC metadata) is the parent.
+            crate::telemetry::adopt_headers(&span, req.headers());
+            if let Some(id) = crate::telemetry::trace_id(&span) {
+                span.record("trace_id", id.as_str());
             }
             span
         }));
     (router, health)
+}
+
+/// The protocol of a request (`grpc` for gRPC and gRPC-Web, else `rest`) and the
+/// method it is counted under: the gRPC method's path, or the REST route that matched
+/// (its template, so ids do not make new series).
+fn request_labels(req: &Request) -> (&'static str, String) {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/grpc"));
+    if grpc {
+        return ("grpc", req.uri().path().to_string());
+    }
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
+    ("rest", route.to_string())
+}
+
+/// A response's status as counted: the HTTP status, or for gRPC the code's name. A
+/// gRPC failure that comes before any message is answered in the headers
+/// (`grpc-status`); a call answered with messages is counted `OK` when it starts.
+fn response_status(protocol: &str, resp: &axum::response::Response) -> String {
+    if protocol != "grpc" {
+        return resp.status().as_u16().to_string();
+    }
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0);
+    format!("{:?}", tonic::Code::from(code))
 }
 
 /// Serves until `shutdown` is cancelled, then drains: stops accepting, lets requests

@@ -100,8 +100,14 @@ impl Pipeline {
 
     /// Parses and applies a validation message as read from the validation topic.
     pub async fn apply_message(&self, bytes: &[u8]) -> VerdictReport {
+        self.apply_message_from(bytes, None).await
+    }
+
+    /// [`Pipeline::apply_message`] for a message that carried a `traceparent` header:
+    /// the verdict's span joins that trace.
+    pub async fn apply_message_from(&self, bytes: &[u8], traceparent: Option<&str>) -> VerdictReport {
         match ValidationResult::parse(bytes) {
-            Ok(result) => self.apply(result).await,
+            Ok(result) => self.apply_as(result, None, traceparent).await,
             Err(e) => {
                 self.metrics().verdict(Outcome::Invalid.as_str());
                 warn!(error = %e, "skipping a malformed validation message");
@@ -142,20 +148,21 @@ impl Pipeline {
             id: details.id,
             echo: details.echo,
         };
-        self.apply_as(result, Some(validator)).await
+        self.apply_as(result, Some(validator), None).await
     }
 
     /// Applies one verdict. Safe to repeat: a verdict on a decided payload changes nothing.
     pub async fn apply(&self, result: ValidationResult) -> VerdictReport {
-        self.apply_as(result, None).await
+        self.apply_as(result, None, None).await
     }
 
     /// Applies one verdict, from a validator whose credential is checked against the
     /// payload's service (`None`: from the validation topic, whose access the broker
     /// controls).
-    async fn apply_as(&self, result: ValidationResult, validator: Option<&Validator>) -> VerdictReport {
+    async fn apply_as(&self, result: ValidationResult, validator: Option<&Validator>, traceparent: Option<&str>) -> VerdictReport {
         let id = result.request_id.clone();
         let span = tracing::info_span!("verdict", request_id = %id, validation = result.validation.as_str());
+        crate::telemetry::adopt(&span, traceparent, None);
         let report = tracing::Instrument::instrument(self.apply_inner(result, validator), span).await;
         self.metrics().verdict(report.outcome.as_str());
         if !matches!(report.outcome, Outcome::Retry | Outcome::Forbidden) {
@@ -228,6 +235,13 @@ impl Pipeline {
     /// Copy to perm, advertise, then delete from quarantine: a crash anywhere leaves
     /// the payload in quarantine, so the verdict is applied again, never lost.
     async fn promote(&self, meta: &ObjectMeta, result: &ValidationResult) -> Result<()> {
+        let span = tracing::info_span!("promote", request_id = %meta.request_id);
+        tracing::Instrument::instrument(self.promote_inner(meta, result), span).await
+    }
+
+    async fn promote_inner(&self, meta: &ObjectMeta, result: &ValidationResult) -> Result<()> {
+        let started = std::time::Instant::now();
+        self.verdict_latency(meta);
         let key = &meta.request_id;
         self.inner.storage.copy(Bucket::Quarantine, Bucket::Perm, key).await?;
         let url = self.url(Bucket::Perm, key).await?;
@@ -249,15 +263,28 @@ impl Pipeline {
             sha256: meta.sha256.clone(),
             timestamp: now_rfc3339(),
         };
-        let msg = Message::json(&self.settings().topics.available, key, &available);
-        self.inner.queue.publish(msg).await?;
+        let advertise = tracing::info_span!("advertise", request_id = %key);
+        let msg = advertise.in_scope(|| Message::json(&self.settings().topics.available, key, &available));
+        tracing::Instrument::instrument(self.inner.queue.publish(msg), advertise).await?;
+        self.metrics().stage(crate::metrics::Stage::Advertised, started.elapsed());
         self.inner.storage.delete(Bucket::Quarantine, key).await?;
         self.record(meta, "success", result.reason.as_deref().unwrap_or("validated"));
         self.record(meta, "advertised", "published on the available topic");
         Ok(())
     }
 
+    /// Received to decided: the payload's wait for its verdict.
+    fn verdict_latency(&self, meta: &ObjectMeta) {
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&meta.received_at) {
+            let waited = chrono::Utc::now().signed_duration_since(t);
+            if let Ok(d) = waited.to_std() {
+                self.metrics().stage(crate::metrics::Stage::Verdict, d);
+            }
+        }
+    }
+
     async fn reject(&self, meta: &ObjectMeta, result: &ValidationResult) -> Result<()> {
+        self.verdict_latency(meta);
         let key = &meta.request_id;
         self.inner.storage.copy(Bucket::Quarantine, Bucket::Reject, key).await?;
         self.inner.storage.delete(Bucket::Quarantine, key).await?;
@@ -275,7 +302,7 @@ impl Pipeline {
         self.consume(&topic, &group, &shutdown, |message| async move {
             let mut backoff = Duration::from_millis(200);
             loop {
-                let report = me.apply_message(&message.payload).await;
+                let report = me.apply_message_from(&message.payload, message.header("traceparent")).await;
                 if report.outcome != Outcome::Retry {
                     return true;
                 }

@@ -42,6 +42,27 @@ struct Lease {
     generation: u64,
     delivery: Delivery,
     _permit: OwnedSemaphorePermit,
+    _counted: Counted,
+}
+
+/// Counts one in a per-service gauge (held payloads, subscribers) while it lives.
+struct Counted {
+    metrics: Arc<crate::metrics::Metrics>,
+    service: String,
+    gauge: fn(&crate::metrics::Metrics, &str, i64),
+}
+
+impl Counted {
+    fn new(metrics: &Arc<crate::metrics::Metrics>, service: &str, gauge: fn(&crate::metrics::Metrics, &str, i64)) -> Counted {
+        gauge(metrics, service, 1);
+        Counted { metrics: metrics.clone(), service: service.to_string(), gauge }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.gauge)(&self.metrics, &self.service, -1);
+    }
 }
 
 struct Member {
@@ -131,6 +152,7 @@ impl Leases {
 struct Subscriber {
     id: u64,
     pipeline: Pipeline,
+    _counted: Counted,
 }
 
 impl Drop for Subscriber {
@@ -168,7 +190,7 @@ impl Pipeline {
         let state = State {
             sub,
             inbox,
-            me: Subscriber { id, pipeline: self.clone() },
+            me: Subscriber { id, pipeline: self.clone(), _counted: Counted::new(self.metrics(), service, crate::metrics::Metrics::subscribers) },
             service: service.to_string(),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         };
@@ -228,7 +250,7 @@ impl Pipeline {
         let id = announce.request_id.clone();
         let old = leases.held.lock().unwrap().insert(
             id.clone(),
-            Lease { subscriber, generation, delivery, _permit: permit },
+            Lease { subscriber, generation, delivery, _permit: permit, _counted: Counted::new(self.metrics(), service, crate::metrics::Metrics::held) },
         );
         if let Some(old) = old {
             old.delivery.ack(); // the same payload delivered twice: one lease is enough

@@ -116,7 +116,10 @@ impl Pipeline {
     /// error nothing is kept.
     pub async fn store(&self, header: UploadHeader, body: BodyStream) -> Result<Staged> {
         let started = std::time::Instant::now();
-        let result = self.store_inner(header, body).await;
+        let _in_flight = self.metrics().upload_in_flight();
+        let request = tracing::Span::current();
+        let span = tracing::info_span!("store", request_id = tracing::field::Empty);
+        let result = tracing::Instrument::instrument(self.store_inner(header, body, &request), span).await;
         if let Err(e) = &result {
             self.metrics().upload_refused(e.kind());
             info!(error = %e, "upload refused");
@@ -125,8 +128,9 @@ impl Pipeline {
         result
     }
 
-    async fn store_inner(&self, header: UploadHeader, body: BodyStream) -> Result<Staged> {
+    async fn store_inner(&self, header: UploadHeader, body: BodyStream, request: &tracing::Span) -> Result<Staged> {
         let caller = self.check_caller(&header)?;
+        request.record("request_id", caller.request_id.as_str());
         tracing::Span::current().record("request_id", caller.request_id.as_str());
         // Bounded like every field that reaches a message (README "Trust").
         if header.content_type.len() > 256 {
@@ -339,11 +343,19 @@ impl Staged {
             let key = &self.meta.request_id;
             p.inner.storage.set_meta(Bucket::Quarantine, key, &self.meta).await?; // Drop removes the object.
         }
-        let msg = p.announcement(&self.meta).await?;
-        let settled = tokio::spawn(async move {
-            let published = p.inner.queue.publish(msg).await;
-            self.settle(published).await
-        });
+        let span = tracing::info_span!("announce", request_id = %self.meta.request_id);
+        let msg = tracing::Instrument::instrument(p.announcement(&self.meta), span.clone()).await?;
+        let started = std::time::Instant::now();
+        let settled = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let published = p.inner.queue.publish(msg).await;
+                if published.is_ok() {
+                    p.metrics().stage(crate::metrics::Stage::Announced, started.elapsed());
+                }
+                self.settle(published).await
+            },
+            span,
+        ));
         settled.await.map_err(|e| Error::Internal(format!("announcing: {e}")))?
     }
 

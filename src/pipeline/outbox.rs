@@ -37,7 +37,7 @@ async fn set_aside(queue: &dyn Queue, metrics: &Metrics, topic: &str, msg: &Mess
             tracing::error!(topic = %msg.topic, request_id = %msg.key, reason = why, dead_letter = topic, "message refused for good: sent to the dead-letter topic");
         }
         Err(e) => {
-            metrics.dropped();
+            metrics.dropped_message(&msg.topic);
             tracing::error!(topic = %msg.topic, request_id = %msg.key, reason = why, error = %e, "message refused for good and not dead-lettered: dropped");
         }
     }

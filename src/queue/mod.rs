@@ -23,11 +23,16 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message carrying `value` as JSON, and the W3C `traceparent` of the span it is
+    /// made in when traces are on (so the consumer's work joins the payload's trace).
     pub fn json<T: serde::Serialize>(topic: &str, key: &str, value: &T) -> Self {
+        let headers = crate::telemetry::traceparent(&tracing::Span::current())
+            .map(|t| vec![("traceparent".to_string(), t)])
+            .unwrap_or_default();
         Message {
             topic: topic.to_string(),
             key: key.to_string(),
-            headers: Vec::new(),
+            headers,
             payload: serde_json::to_vec(value)
                 .expect("contract messages always serialize")
                 .into(),

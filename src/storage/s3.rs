@@ -40,6 +40,7 @@ mod journal;
 mod legacy;
 mod parts;
 mod sweep;
+mod timing;
 mod upload;
 
 pub use crate::config::S3Options;
@@ -59,7 +60,12 @@ pub struct S3Storage {
 impl S3Storage {
     /// Builds the client and, when configured to, creates missing buckets.
     pub async fn open(options: S3Options) -> Result<Self> {
-        let client = client(&options).await;
+        Self::open_counted(options, None).await
+    }
+
+    /// [`S3Storage::open`], with every S3 call timed into `metrics`.
+    pub async fn open_counted(options: S3Options, metrics: Option<std::sync::Arc<crate::metrics::Metrics>>) -> Result<Self> {
+        let client = client_with(&options, metrics.map(timing::Timing)).await;
         let journal = options.journal_dir.clone().map(journal::Journal::new);
         let storage = S3Storage { client, options, journal };
         if storage.options.create_buckets {
@@ -352,6 +358,10 @@ impl S3Storage {
 /// The S3 client the gateway uses (region, credentials, timeouts, path-style for a
 /// custom endpoint); `upload-load s3-put` builds its baseline on the same one.
 pub async fn client(o: &S3Options) -> Client {
+    client_with(o, None).await
+}
+
+async fn client_with(o: &S3Options, timing: Option<timing::Timing>) -> Client {
     use aws_config::timeout::TimeoutConfig;
     use aws_config::{BehaviorVersion, Region};
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -376,6 +386,9 @@ pub async fn client(o: &S3Options) -> Client {
     let mut builder = aws_sdk_s3::config::Builder::from(&shared);
     if let Some(url) = &o.endpoint_url {
         builder = builder.endpoint_url(url).force_path_style(true);
+    }
+    if let Some(t) = timing {
+        builder = builder.interceptor(t);
     }
     Client::from_conf(builder.build())
 }

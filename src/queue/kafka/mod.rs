@@ -42,11 +42,18 @@ pub struct KafkaQueue {
     members: Mutex<HashMap<(String, String), Weak<group::Shared>>>,
     /// A topic that exists, for the readiness round trip.
     probe_topic: String,
+    /// Where failed publishes are counted, by kind.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl KafkaQueue {
     /// Connects (lazily: librdkafka retries in the background) and checks the
     /// settings; an unknown librdkafka option is refused here.
+    /// Counts failed publishes into `metrics` (`upload_gateway_kafka_produce_errors_total`).
+    pub fn counting_into(self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        KafkaQueue { metrics: Some(metrics), ..self }
+    }
+
     pub fn new(settings: &KafkaSettings, probe_topic: &str) -> Result<Self> {
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", &settings.brokers)
@@ -65,6 +72,7 @@ impl KafkaQueue {
         }
         let producer = producer(&base, settings.publish_timeout)?;
         Ok(KafkaQueue {
+            metrics: None,
             settings: settings.clone(),
             base,
             producer: RwLock::new(producer),
@@ -195,8 +203,15 @@ impl Queue for KafkaQueue {
     async fn publish(&self, message: Message) -> Result<()> {
         let producer = self.producer();
         let published = produce::publish(&producer, &message, self.settings.publish_timeout).await;
-        if published.is_err() {
+        if let Err(e) = &published {
             self.replace_if_fatal(&producer);
+            if let Some(m) = &self.metrics {
+                m.kafka_error(match e {
+                    crate::error::Error::QueueRefused(_) => "refused",
+                    crate::error::Error::QueueUnconfirmed(_) => "possibly_persisted",
+                    _ => "not_persisted",
+                });
+            }
         }
         published
     }

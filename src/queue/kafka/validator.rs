@@ -36,6 +36,9 @@ pub struct Announcement {
     pub announce: Announce,
     /// The message as it stood on the topic (echoed back with the verdict).
     pub raw: Value,
+    /// The announcement's W3C `traceparent` header: sent on with the verdict, so the
+    /// gateway's work on it joins the payload's trace.
+    pub traceparent: Option<String>,
     partition: i32,
     offset: i64,
 }
@@ -83,10 +86,12 @@ impl ValidatorLink {
         loop {
             let m = self.consumer.recv().await.map_err(|e| unavailable("reading announcements", e))?;
             let (partition, offset) = (m.partition(), m.offset());
-            let service = m
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "service").and_then(|h| h.value))
-                .map(|v| String::from_utf8_lossy(v).into_owned());
+            let header = |name: &str| {
+                m.headers()
+                    .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            let (service, traceparent) = (header("service"), header("traceparent"));
             let parsed = m.payload().and_then(|p| {
                 let raw: Value = serde_json::from_slice(p).ok()?;
                 let announce: Announce = serde_json::from_value(raw.clone()).ok()?;
@@ -96,7 +101,7 @@ impl ValidatorLink {
                 Some((raw, announce))
                     if service.as_deref().unwrap_or(&announce.service) == self.config.service =>
                 {
-                    return Ok(Announcement { announce, raw, partition, offset })
+                    return Ok(Announcement { announce, raw, traceparent, partition, offset })
                 }
                 Some(_) => {}
                 None => tracing::warn!(partition, offset, "skipping an unreadable announcement"),
@@ -117,7 +122,10 @@ impl ValidatorLink {
         }
         let payload = serde_json::to_vec(&msg).map_err(|e| Error::Internal(e.to_string()))?;
         let key = a.announce.request_id.as_str();
-        let record = FutureRecord::to(&self.config.validation_topic).key(key).payload(&payload);
+        let mut record = FutureRecord::to(&self.config.validation_topic).key(key).payload(&payload);
+        if let Some(t) = &a.traceparent {
+            record = record.headers(rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header { key: "traceparent", value: Some(t.as_bytes()) }));
+        }
         self.producer
             .send(record, Duration::from_secs(30))
             .await

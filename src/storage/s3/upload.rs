@@ -16,6 +16,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::journal::{Entry, Journal};
 use super::parts::PartReader;
@@ -100,6 +101,7 @@ async fn single(
         .customize()
         .disable_payload_signing_if(!s.options.sign_payloads)
         .send()
+        .instrument(tracing::info_span!("s3.put_object"))
         .await
         .map_err(|e| refused_or_unavailable(key, &format!("storing {key} in {bucket}"), e))
         .inspect_err(|e| left.object &= !matches!(e, Error::Conflict(_)))?;
@@ -178,18 +180,22 @@ async fn multipart(
             .part_number(number)
             .body(S3Body::from(body));
         let what = format!("sending part {number} of {key} to {bucket}");
-        in_flight.spawn(async move {
-            let out = req
-                .customize()
-                .disable_payload_signing_if(unsigned)
-                .send()
-                .await
-                .map_err(|e| unavailable(&what, e))?;
-            Ok(CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(out.e_tag().map(str::to_string))
-                .build())
-        });
+        let span = tracing::info_span!("s3.upload_part", part = number);
+        in_flight.spawn(
+            async move {
+                let out = req
+                    .customize()
+                    .disable_payload_signing_if(unsigned)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(&what, e))?;
+                Ok(CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build())
+            }
+            .instrument(span),
+        );
     }
     while let Some(r) = in_flight.join_next().await {
         done.push(joined(r)?);
