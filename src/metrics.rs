@@ -16,8 +16,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-/// The content type of [`Metrics::render`].
+/// The content type of [`Metrics::render`] (what Prometheus asks for).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Metrics::render_text`] (the classic text format, for clients
+/// that do not ask for OpenMetrics: the contract's).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 macro_rules! label {
     ($name:ident, $field:ident) => {
@@ -284,6 +287,34 @@ impl Metrics {
             .map_or(0, |v| v as u64)
     }
 
+    /// The classic Prometheus text exposition ([`TEXT_CONTENT_TYPE`]): the OpenMetrics
+    /// one with counters' `# HELP`/`# TYPE` named as their samples (`_total`), and no
+    /// `# UNIT` or `# EOF` lines.
+    pub fn render_text(&self) -> String {
+        let open = self.render();
+        let counters: std::collections::HashSet<&str> =
+            open.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+            match meta {
+                Some((p, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let name = if counters.contains(name) { format!("{name}_total") } else { name.to_string() };
+                    out.push_str(&format!("{p}{name} {tail}\n"));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     /// The OpenMetrics text exposition ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -318,6 +349,10 @@ mod tests {
         assert!(text.contains("upload_gateway_request_duration_seconds_count{protocol=\"rest\",method=\"/api/ingress/v1/upload\",status=\"202\"} 1"), "{text}");
         assert!(text.contains("upload_gateway_build_info{"), "{text}");
         assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+        let classic = m.render_text();
+        assert!(classic.contains("# TYPE upload_gateway_verdicts_total counter\n"), "{classic}");
+        assert!(classic.contains("upload_gateway_verdicts_total{outcome=\"promoted\"} 2\n"), "{classic}");
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"), "{classic}");
         assert_eq!(m.get("upload_gateway_verdicts_total", "promoted"), 2);
         assert_eq!(m.get("upload_gateway_dropped_messages_total", "t"), 1);
         assert_eq!(m.get("upload_gateway_verdicts_total", "rejected"), 0);

@@ -29,12 +29,20 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(app): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        app.pipeline.metrics().render(),
-    )
-        .into_response()
+/// OpenMetrics when the client asks for it (Prometheus does), else the classic text
+/// format.
+pub async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let open = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let m = app.pipeline.metrics();
+    if open {
+        ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], m.render()).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, crate::metrics::TEXT_CONTENT_TYPE)], m.render_text()).into_response()
+    }
 }
 
 pub async fn version() -> Json<serde_json::Value> {
