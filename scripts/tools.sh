@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Go tools the tests and benchmarks use (grpcurl; ghz with `all`) into a
-# cache outside the clone, reused when present, and prints the folder they are in.
-#   scripts/tools.sh [grpcurl|all]
+# Installs the tools the tests and benchmarks use into a cache outside the clone,
+# reused when present:
+#   scripts/tools.sh [grpcurl|all]   Go tools (grpcurl; ghz with `all`) into $CACHE/go-bin;
+#                                    prints that folder
+#   scripts/tools.sh python          a venv in $CACHE/py with the Prometheus project's
+#                                    Python client (its OpenMetrics parser, used by
+#                                    tests/support/parse_metrics.py); prints its python
 set -euo pipefail
 CACHE=${UPLOAD_GATEWAY_CACHE:-${HOME:-/root}/.cache/upload-gateway}
 BIN="$CACHE/go-bin"
-mkdir -p "$BIN"
+
+PROMETHEUS_CLIENT_VERSION=0.26.0   # PyPI prometheus-client
+PY="$CACHE/py"
 
 install() { # name module@version
   local name=$1 module=$2
@@ -14,6 +20,26 @@ install() { # name module@version
   GOBIN="$BIN" GOFLAGS=-mod=mod go install "$module" >&2
 }
 
+python_venv() {
+  local marker="$PY/.prometheus-client-$PROMETHEUS_CLIENT_VERSION"
+  if [ -x "$PY/bin/python" ] && [ -f "$marker" ]; then echo "$PY/bin/python"; return 0; fi
+  echo "installing prometheus-client $PROMETHEUS_CLIENT_VERSION into a venv in $PY" >&2
+  rm -rf "$PY"
+  python3 -m venv "$PY" >&2
+  "$PY/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "prometheus-client==$PROMETHEUS_CLIENT_VERSION" >&2
+  "$PY/bin/python" -c 'import prometheus_client.openmetrics.parser' >&2
+  touch "$marker"
+  echo "$PY/bin/python"
+}
+
+case "${1:-grpcurl}" in
+  python) python_venv; exit 0 ;;
+  grpcurl|all) ;;
+  *) echo "usage: $0 [grpcurl|all|python]" >&2; exit 2 ;;
+esac
+
+mkdir -p "$BIN"
 install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 if [ "${1:-grpcurl}" = all ]; then
   install ghz github.com/bojand/ghz/cmd/ghz@v0.121.0

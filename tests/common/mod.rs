@@ -289,6 +289,8 @@ pub struct GatewayProcess {
     pub base: String,
     pub addr: SocketAddr,
     pub data: PathBuf,
+    /// Every line it wrote to stderr so far (also echoed to the test's output).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl GatewayProcess {
@@ -321,6 +323,8 @@ impl GatewayProcess {
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("gateway binary starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -328,6 +332,7 @@ impl GatewayProcess {
                     let _ = tx.send(addr);
                 }
                 eprintln!("[gateway] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -345,7 +350,7 @@ impl GatewayProcess {
                 }
             }
         };
-        let mut p = GatewayProcess { child, base: format!("http://{addr}"), addr, data: data.to_path_buf() };
+        let mut p = GatewayProcess { child, base: format!("http://{addr}"), addr, data: data.to_path_buf(), log };
         p.wait_ready(Duration::from_secs(30));
         p
     }
@@ -368,6 +373,11 @@ impl GatewayProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The lines it has written to stderr so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// Resident memory in KiB, from /proc (fails the test when it cannot be read).

@@ -14,6 +14,7 @@ mod grpc_upload;
 mod hostile;
 mod kafka;
 mod limits;
+mod observability;
 mod properties;
 mod readme;
 mod rest_upload;
