@@ -96,7 +96,10 @@ fn response_status(protocol: &str, resp: &axum::response::Response) -> String {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .unwrap_or(0);
-    format!("{:?}", tonic::Code::from(code))
+    match tonic::Code::from(code) {
+        tonic::Code::Ok => "OK".to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then drains: stops accepting, lets requests

@@ -234,17 +234,16 @@ impl Pipeline {
 
     /// Copy to perm, advertise, then delete from quarantine: a crash anywhere leaves
     /// the payload in quarantine, so the verdict is applied again, never lost.
+    /// (Spans: `promote` for the copy, `advertise` for the `available` message, both
+    /// under the verdict's.)
     async fn promote(&self, meta: &ObjectMeta, result: &ValidationResult) -> Result<()> {
-        let span = tracing::info_span!("promote", request_id = %meta.request_id);
-        tracing::Instrument::instrument(self.promote_inner(meta, result), span).await
-    }
-
-    async fn promote_inner(&self, meta: &ObjectMeta, result: &ValidationResult) -> Result<()> {
         let started = std::time::Instant::now();
         self.verdict_latency(meta);
         let key = &meta.request_id;
-        self.inner.storage.copy(Bucket::Quarantine, Bucket::Perm, key).await?;
-        let url = self.url(Bucket::Perm, key).await?;
+        let copy = self.inner.storage.copy(Bucket::Quarantine, Bucket::Perm, key);
+        tracing::Instrument::instrument(copy, tracing::info_span!("promote", request_id = %key)).await?;
+        let advertise = tracing::info_span!("advertise", request_id = %key);
+        let url = tracing::Instrument::instrument(self.url(Bucket::Perm, key), advertise.clone()).await?;
         let available = Available {
             id: result.id.clone().unwrap_or_else(|| key.clone()),
             url,
@@ -263,7 +262,6 @@ impl Pipeline {
             sha256: meta.sha256.clone(),
             timestamp: now_rfc3339(),
         };
-        let advertise = tracing::info_span!("advertise", request_id = %key);
         let msg = advertise.in_scope(|| Message::json(&self.settings().topics.available, key, &available));
         tracing::Instrument::instrument(self.inner.queue.publish(msg), advertise).await?;
         self.metrics().stage(crate::metrics::Stage::Advertised, started.elapsed());

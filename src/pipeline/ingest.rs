@@ -120,11 +120,13 @@ impl Pipeline {
         let request = tracing::Span::current();
         let span = tracing::info_span!("store", request_id = tracing::field::Empty);
         let result = tracing::Instrument::instrument(self.store_inner(header, body, &request), span).await;
-        if let Err(e) = &result {
-            self.metrics().upload_refused(e.kind());
-            info!(error = %e, "upload refused");
+        match &result {
+            Ok(_) => self.metrics().observe_store(started.elapsed()),
+            Err(e) => {
+                self.metrics().upload_refused(e.kind());
+                info!(error = %e, "upload refused");
+            }
         }
-        self.metrics().observe_store(started.elapsed());
         result
     }
 

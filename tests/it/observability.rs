@@ -45,12 +45,22 @@ struct Exposition {
 }
 
 fn parse_openmetrics(text: &str) -> Exposition {
+    parse_with(text, &[])
+}
+
+/// The classic text format, with the same project's classic parser.
+fn parse_classic(text: &str) -> Exposition {
+    parse_with(text, &["--classic"])
+}
+
+fn parse_with(text: &str, args: &[&str]) -> Exposition {
     let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| {
         panic!("TEST_PYTHON is not set: run the suite with scripts/test (scripts/tools.sh python makes the venv)")
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/parse_metrics.py");
     let mut child = Command::new(&python)
         .arg(script)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -125,9 +135,14 @@ impl Exposition {
     }
 }
 
-/// `/metrics`: its content type and its text.
+/// `/metrics` as Prometheus asks for it (OpenMetrics): its content type and its text.
 async fn scrape(http: &reqwest::Client, base: &str) -> (String, String) {
-    let resp = http.get(format!("{base}/metrics")).send().await.unwrap();
+    scrape_accepting(http, base, "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5").await
+}
+
+/// `/metrics` with an `Accept` header of the caller's.
+async fn scrape_accepting(http: &reqwest::Client, base: &str, accept: &str) -> (String, String) {
+    let resp = http.get(format!("{base}/metrics")).header("accept", accept).send().await.unwrap();
     assert_eq!(resp.status(), 200, "GET /metrics");
     let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     (ct, resp.text().await.unwrap())
@@ -207,6 +222,13 @@ async fn metrics_are_openmetrics_the_prometheus_parser_accepts_and_histograms_co
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(content_type, OPENMETRICS, "the content type of /metrics");
+    // A client that does not ask for OpenMetrics (curl, the contract's scrapers) gets the
+    // classic text format, which the project's classic parser reads, with the same counts.
+    let (classic_type, classic_text) = scrape_accepting(&t.http, &t.base, "*/*").await;
+    assert_eq!(classic_type, "text/plain; version=0.0.4; charset=utf-8", "the content type without Accept");
+    let classic = parse_classic(&classic_text);
+    let accepted = classic.sum("upload_gateway_uploads_accepted_total", &[("service", "testareno")]);
+    assert_eq!(accepted, 5.0, "the classic format counts the same uploads\n{classic_text}");
 
     // The families this run must have filled, with their types (the parser names a
     // counter's family without `_total`); the labelled ones nothing here touched (S3 on

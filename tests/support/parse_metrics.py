@@ -14,6 +14,7 @@ import math
 import sys
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families as classic_families
 
 
 def number(v):
@@ -28,10 +29,12 @@ def number(v):
 
 def main() -> int:
     text = sys.stdin.read()
+    # --classic: the classic text format (text/plain; version=0.0.4) and its parser.
+    parse = classic_families if "--classic" in sys.argv[1:] else text_string_to_metric_families
     families, samples = [], []
     try:
         # The parser is a generator: errors surface while iterating, so read it all.
-        for family in text_string_to_metric_families(text):
+        for family in parse(text):
             families.append(
                 {"name": family.name, "type": family.type, "unit": family.unit, "help": family.documentation}
             )
