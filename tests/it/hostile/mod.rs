@@ -1134,7 +1134,7 @@ async fn run_the_table() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     let allowed: BTreeSet<String> =
-        ["quarantine", "perm", "reject", ".tmp", ".signing-key", "validator-token"].iter().map(|s| s.to_string()).collect();
+        ["quarantine", "perm", "reject", ".tmp", ".wal", ".signing-key", "validator-token"].iter().map(|s| s.to_string()).collect();
     assert!(top.is_subset(&allowed), "unexpected entries in the data folder: {top:?}");
     assert!(failures.is_empty(), "{failed_cases} of {total} cases failed:\n{}", failures.join("\n"));
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the gateway panicked");
