@@ -14,7 +14,7 @@ use crate::auth::Validator;
 use crate::error::Result;
 use crate::messages::{now_rfc3339, Available, Validation, ValidationResult, VerdictDetails};
 use crate::queue::Message;
-use crate::storage::{Bucket, ObjectMeta};
+use crate::storage::{Bucket, Decision, ObjectMeta};
 
 /// What applying one verdict did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,8 +199,49 @@ impl Pipeline {
                 return VerdictReport::new(id, Outcome::AlreadyDecided, format!("already decided: the payload is in {}", b.as_str()))
             }
         };
+        // The verdict is recorded once for every replica and channel before anything
+        // moves: of two different verdicts at the same moment, on two replicas, one is
+        // applied and the other answered ALREADY_DECIDED with what was decided. The
+        // same verdict again (redelivered, retried) finishes what the first began.
+        let mut advertised = false;
+        if let Some(validation) = match result.validation {
+            Validation::Success => Some("success"),
+            Validation::Failure => Some("failure"),
+            Validation::Handoff => None,
+        } {
+            let ours = Decision { validation: validation.into(), advertised: false };
+            match self.inner.storage.decide(id, &ours).await {
+                Err(e) => return VerdictReport::new(id, Outcome::Retry, e.to_string()),
+                // Recorded. Unless another replica decided, moved the payload and
+                // forgot its record between our look and our record: then it is gone
+                // from quarantine, and our record goes too.
+                Ok(None) => match self.inner.storage.head(Bucket::Quarantine, id).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        self.forget_decision(id).await;
+                        let now = match self.locate(id).await {
+                            Ok(Some((b, _))) => format!("the payload is in {}", b.as_str()),
+                            _ => "the payload has left quarantine".to_string(),
+                        };
+                        return VerdictReport::new(id, Outcome::AlreadyDecided, format!("already decided: {now} (another verdict came first)"));
+                    }
+                    Err(e) => {
+                        self.forget_decision(id).await;
+                        return VerdictReport::new(id, Outcome::Retry, e.to_string());
+                    }
+                },
+                Ok(Some(recorded)) if recorded.validation == validation => advertised = recorded.advertised,
+                Ok(Some(recorded)) => {
+                    return VerdictReport::new(
+                        id,
+                        Outcome::AlreadyDecided,
+                        format!("already decided: {} (another verdict came first)", recorded.validation),
+                    )
+                }
+            }
+        }
         let applied = match result.validation {
-            Validation::Success => self.promote(&meta, &result).await.map(|()| Outcome::Promoted),
+            Validation::Success => self.promote(&meta, &result, advertised).await.map(|()| Outcome::Promoted),
             Validation::Failure => self.reject(&meta, &result).await.map(|()| Outcome::Rejected),
             Validation::Handoff if self.status().last_is(id, "handoff") => {
                 return VerdictReport::new(id, Outcome::AlreadyDecided, "already decided: the payload was handed off")
@@ -236,12 +277,28 @@ impl Pipeline {
     /// the payload in quarantine, so the verdict is applied again, never lost.
     /// (Spans: `promote` for the copy, `advertise` for the `available` message, both
     /// under the verdict's.)
-    async fn promote(&self, meta: &ObjectMeta, result: &ValidationResult) -> Result<()> {
+    async fn promote(&self, meta: &ObjectMeta, result: &ValidationResult, advertised: bool) -> Result<()> {
         let started = std::time::Instant::now();
         self.verdict_latency(meta);
         let key = &meta.request_id;
         let copy = self.inner.storage.copy(Bucket::Quarantine, Bucket::Perm, key);
         tracing::Instrument::instrument(copy, tracing::info_span!("promote", request_id = %key)).await?;
+        if !advertised {
+            self.advertise(meta, result).await?;
+            let done = Decision { validation: "success".into(), advertised: true };
+            self.inner.storage.update_decision(key, &done).await?;
+        }
+        self.inner.storage.delete(Bucket::Quarantine, key).await?;
+        self.forget_decision(key).await;
+        self.record(meta, "success", result.reason.as_deref().unwrap_or("validated"));
+        self.record(meta, "advertised", "published on the available topic");
+        self.metrics().stage(crate::metrics::Stage::Advertised, started.elapsed());
+        Ok(())
+    }
+
+    /// Publishes the `available` message of a promoted payload.
+    async fn advertise(&self, meta: &ObjectMeta, result: &ValidationResult) -> Result<()> {
+        let key = &meta.request_id;
         let advertise = tracing::info_span!("advertise", request_id = %key);
         let url = tracing::Instrument::instrument(self.url(Bucket::Perm, key), advertise.clone()).await?;
         let available = Available {
@@ -263,12 +320,15 @@ impl Pipeline {
             timestamp: now_rfc3339(),
         };
         let msg = advertise.in_scope(|| Message::json(&self.settings().topics.available, key, &available));
-        tracing::Instrument::instrument(self.inner.queue.publish(msg), advertise).await?;
-        self.metrics().stage(crate::metrics::Stage::Advertised, started.elapsed());
-        self.inner.storage.delete(Bucket::Quarantine, key).await?;
-        self.record(meta, "success", result.reason.as_deref().unwrap_or("validated"));
-        self.record(meta, "advertised", "published on the available topic");
-        Ok(())
+        tracing::Instrument::instrument(self.inner.queue.publish(msg), advertise).await
+    }
+
+    /// The decision record's job is done once the payload left quarantine (a later
+    /// verdict finds it in perm or reject). Left behind (S3 down), it is harmless.
+    async fn forget_decision(&self, key: &str) {
+        if let Err(e) = self.inner.storage.forget_decision(key).await {
+            warn!(request_id = key, error = %e, "could not remove a decided payload's decision record");
+        }
     }
 
     /// Received to decided: the payload's wait for its verdict.
@@ -286,6 +346,7 @@ impl Pipeline {
         let key = &meta.request_id;
         self.inner.storage.copy(Bucket::Quarantine, Bucket::Reject, key).await?;
         self.inner.storage.delete(Bucket::Quarantine, key).await?;
+        self.forget_decision(key).await;
         self.record(meta, "rejected", result.reason.as_deref().unwrap_or("refused by its validator"));
         Ok(())
     }

@@ -34,6 +34,33 @@ pub async fn run(storage: &dyn Storage, prefix: &str) {
     meta_replaced(storage, &format!("{prefix}-meta")).await;
     absent_keys(storage, &format!("{prefix}-absent")).await;
     set_meta(storage, &format!("{prefix}-marked")).await;
+    decisions(storage, &format!("{prefix}-decided")).await;
+}
+
+/// A decision is recorded once: a second one reads the first; an update is read back;
+/// once forgotten, a new one can be recorded. Ten different ones at once: one wins.
+async fn decisions(storage: &dyn Storage, key: &str) {
+    use super::Decision;
+    let d = |v: &str, advertised| Decision { validation: v.into(), advertised };
+    assert_eq!(storage.decide(key, &d("success", false)).await.unwrap(), None, "the first decision is recorded");
+    assert_eq!(storage.decide(key, &d("failure", false)).await.unwrap(), Some(d("success", false)), "a second reads the first");
+    storage.update_decision(key, &d("success", true)).await.unwrap();
+    assert_eq!(storage.decide(key, &d("success", false)).await.unwrap(), Some(d("success", true)), "the update is read back");
+    storage.forget_decision(key).await.unwrap();
+    storage.forget_decision(key).await.expect("forgetting what is gone is fine");
+    assert_eq!(storage.decide(key, &d("failure", false)).await.unwrap(), None, "forgotten, a new one is recorded");
+    storage.forget_decision(key).await.unwrap();
+    let racing = format!("{key}-race");
+    let all: Vec<Decision> = (0..10).map(|i| d(if i % 2 == 0 { "success" } else { "failure" }, false)).collect();
+    let results = futures_util::future::join_all(all.iter().map(|x| storage.decide(&racing, x))).await;
+    let won: Vec<usize> = results.iter().enumerate().filter(|(_, r)| matches!(r, Ok(None))).map(|(i, _)| i).collect();
+    assert_eq!(won.len(), 1, "exactly one of ten racing decisions is recorded: {results:?}");
+    for r in &results {
+        if let Ok(Some(recorded)) = r {
+            assert_eq!(recorded, &all[won[0]], "the others read the winner's");
+        }
+    }
+    storage.forget_decision(&racing).await.unwrap();
 }
 
 /// set_meta rewrites the meta of a stored payload (the unconfirmed mark), and writes

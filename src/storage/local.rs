@@ -5,6 +5,7 @@
 //! <data>/<bucket>/.meta/<key>.json   its ObjectMeta
 //! <data>/.tmp/                       files being written (cleared at start-up)
 //! <data>/.wal/                       the write-ahead log of small payloads (wal.rs)
+//! <data>/quarantine/.decided/<key>.json  a payload's verdict, once decided
 //! ```
 //! A payload is written to `.tmp`, then renamed into place after its meta, so no
 //! reader ever sees half a payload; keys never start with '.', so they cannot clash
@@ -21,7 +22,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{Bucket, ByteStream, ObjectMeta, Storage};
+use super::{Bucket, ByteStream, Decision, ObjectMeta, Storage};
 use crate::error::{Error, Result};
 use crate::domain::Payload;
 
@@ -52,6 +53,7 @@ impl LocalDisk {
             create_dir(&root.join(b.as_str()).join(".meta")).await?;
         }
         create_dir(&root.join(".tmp")).await?;
+        create_dir(&root.join(Bucket::Quarantine.as_str()).join(".decided")).await?;
         let root = root.to_path_buf();
         let r = root.clone();
         let wal = tokio::task::spawn_blocking(move || {
@@ -73,6 +75,10 @@ impl LocalDisk {
             .join(bucket.as_str())
             .join(".meta")
             .join(format!("{key}.json"))
+    }
+
+    fn decision(&self, key: &str) -> PathBuf {
+        self.root.join(Bucket::Quarantine.as_str()).join(".decided").join(format!("{key}.json"))
     }
 
     fn temp(&self) -> TempFile {
@@ -239,6 +245,52 @@ impl Storage for LocalDisk {
         self.put_small(claim, bucket, key, meta, head).await
     }
 
+    async fn decide(&self, key: &str, decision: &Decision) -> Result<Option<Decision>> {
+        // Written whole to a temp file, then linked into place: link(2) creates only if
+        // absent, so a reader never sees a half-written decision.
+        let path = self.decision(key);
+        let json = serde_json::to_vec(decision).map_err(|e| Error::Internal(e.to_string()))?;
+        let tmp = self.temp();
+        let (from, to) = (tmp.0.clone(), path.clone());
+        let linked = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&from)?;
+                f.write_all(&json)?;
+                f.sync_all()?;
+            }
+            match std::fs::hard_link(&from, &to) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(io)?;
+        drop(tmp);
+        if linked {
+            return Ok(None);
+        }
+        let bytes = tokio::fs::read(&path).await.map_err(io)?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("the decision of {key}: {e}")))
+    }
+
+    async fn update_decision(&self, key: &str, decision: &Decision) -> Result<()> {
+        let json = serde_json::to_vec(decision).map_err(|e| Error::Internal(e.to_string()))?;
+        self.write_atomic(&self.decision(key), &json).await
+    }
+
+    async fn forget_decision(&self, key: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.decision(key)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool> {
         if self.head(bucket, key).await?.is_none() {
             return Ok(false);
@@ -359,6 +411,17 @@ impl Storage for LocalDisk {
                         tokio::fs::remove_file(entry.path()).await.map_err(io)?;
                         removed += 1;
                     }
+                }
+            }
+        }
+        // A decision whose payload has left quarantine: a crash before it was forgotten.
+        let mut dir = tokio::fs::read_dir(self.root.join(Bucket::Quarantine.as_str()).join(".decided")).await.map_err(io)?;
+        while let Some(entry) = dir.next_entry().await.map_err(io)? {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(key) = name.strip_suffix(".json") {
+                if tokio::fs::metadata(self.object(Bucket::Quarantine, key)).await.is_err() {
+                    tokio::fs::remove_file(entry.path()).await.map_err(io)?;
+                    removed += 1;
                 }
             }
         }

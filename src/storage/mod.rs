@@ -107,6 +107,18 @@ impl ObjectMeta {
     }
 }
 
+/// A payload's verdict, recorded once for every replica: the first verdict applied
+/// wins, and a replica (or channel) that comes second reads what it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `success` or `failure`.
+    pub validation: String,
+    /// Set once its `available` message is out (success), so the verdict applied again
+    /// (redelivered after a crash, retried) does not publish it twice.
+    #[serde(default)]
+    pub advertised: bool,
+}
+
 /// Bytes read back from storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
@@ -137,6 +149,18 @@ pub trait Storage: Send + Sync + 'static {
     /// does not hold it. A delete at the same moment may leave a lone meta, which is
     /// invisible and removed like a crash's (start-up, the S3 sweep).
     async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool>;
+
+    /// Records `decision` for the payload `key` in quarantine unless one is recorded,
+    /// whichever replica recorded it: `None` when this one was, else the one that was
+    /// (local disk: `O_EXCL`; S3: a conditional write, `If-None-Match: *`).
+    async fn decide(&self, key: &str, decision: &Decision) -> Result<Option<Decision>>;
+
+    /// Rewrites the recorded decision of `key` (it was advertised).
+    async fn update_decision(&self, key: &str, decision: &Decision) -> Result<()>;
+
+    /// Removes the decision of `key`, once its payload has left quarantine; removing
+    /// what is not there is fine.
+    async fn forget_decision(&self, key: &str) -> Result<()>;
 
     /// Copies an object (and its meta, when it has one) to another bucket; overwrites
     /// what is there.

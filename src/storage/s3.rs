@@ -3,6 +3,7 @@
 //! ```text
 //! <bucket>/<key>               the payload; visible only once whole
 //! <bucket>/.meta/<key>.json    its ObjectMeta, when it is not in the object itself
+//! <quarantine>/.decided/<key>.json  a payload's verdict, once decided (conditional write)
 //! ```
 //! A small payload carries its meta in its own user metadata (`inline.rs`): one
 //! PutObject stores both. The meta goes in a sidecar object when it cannot: S3 caps
@@ -30,7 +31,7 @@ use aws_sdk_s3::Client;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bucket, ByteStream, ObjectMeta, Storage};
+use super::{Bucket, ByteStream, Decision, ObjectMeta, Storage};
 use crate::error::{Error, Result};
 use crate::domain::Payload;
 
@@ -183,6 +184,63 @@ impl S3Storage {
 impl Storage for S3Storage {
     async fn put(&self, bucket: Bucket, key: &str, meta: ObjectMeta, payload: Payload) -> Result<ObjectMeta> {
         upload::put(self, bucket, key, meta, payload).await
+    }
+
+    async fn decide(&self, key: &str, decision: &Decision) -> Result<Option<Decision>> {
+        let json = serde_json::to_vec(decision).map_err(|e| Error::Internal(e.to_string()))?;
+        let bucket = self.name(Bucket::Quarantine);
+        let put = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(decision_key(key))
+            .if_none_match("*")
+            .content_type("application/json")
+            .body(S3Body::from(json))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(None),
+            Err(e) if matches!(status(&e), Some(412) | Some(409)) => {
+                let out = self
+                    .client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(decision_key(key))
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(&format!("the decision of {key}"), e))?;
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| Error::StorageUnavailable(format!("the decision of {key}: {e}")))?
+                    .into_bytes();
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| Error::Internal(format!("the decision of {key}: {e}")))
+            }
+            Err(e) => Err(unavailable(&format!("recording the decision of {key}"), e)),
+        }
+    }
+
+    async fn update_decision(&self, key: &str, decision: &Decision) -> Result<()> {
+        let json = serde_json::to_vec(decision).map_err(|e| Error::Internal(e.to_string()))?;
+        let bucket = self.name(Bucket::Quarantine);
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(decision_key(key))
+            .content_type("application/json")
+            .body(S3Body::from(json))
+            .send()
+            .await
+            .map_err(|e| unavailable(&format!("the decision of {key}"), e))?;
+        Ok(())
+    }
+
+    async fn forget_decision(&self, key: &str) -> Result<()> {
+        self.delete_key(self.name(Bucket::Quarantine), &decision_key(key)).await
     }
 
     async fn set_meta(&self, bucket: Bucket, key: &str, meta: &ObjectMeta) -> Result<bool> {
@@ -391,6 +449,11 @@ async fn client_with(o: &S3Options, timing: Option<timing::Timing>) -> Client {
         builder = builder.interceptor(t);
     }
     Client::from_conf(builder.build())
+}
+
+/// Where a payload's decision is kept (in quarantine).
+fn decision_key(key: &str) -> String {
+    format!(".decided/{key}.json")
 }
 
 /// Where a payload's meta is kept.

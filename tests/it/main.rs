@@ -10,6 +10,7 @@ mod chaos;
 mod crash;
 mod drain;
 mod drop_in;
+mod fleet;
 mod grpc_upload;
 mod hostile;
 mod kafka;

@@ -1,0 +1,76 @@
+//! Several gateways on one Kafka and one S3 server behave as one (issue 12, its first
+//! part): a verdict is applied once, whichever replica it reaches. Two different
+//! verdicts for one payload, sent at the same moment to two gateway processes, give one
+//! outcome and at most one `available`; the other verdict is answered ALREADY_DECIDED
+//! with what was decided. On MinIO, which honours conditional writes (README "Trust").
+
+use std::time::Duration;
+
+use crate::common::pb::verdict_ack::Outcome;
+use crate::common::s3::*;
+use crate::common::*;
+use crate::kafka::support::{records_for, Names, BROKER};
+
+const ADVISOR: &str = "application/vnd.redhat.advisor.fleet+tgz";
+
+/// One verdict over gRPC to the gateway at `base` (its own validator token), its ack.
+async fn verdict(base: &str, data: &std::path::Path, id: &str, validation: &str) -> (Outcome, String) {
+    let mut client = grpc_client(base, data).await;
+    let v = pb::Verdict { request_id: id.into(), validation: validation.into(), reason: "fleet test".into(), ..Default::default() };
+    let mut acks = client.validation_result(futures_util::stream::iter(vec![v])).await.expect("ValidationResult").into_inner();
+    let ack = acks.message().await.expect("an ack").expect("one ack");
+    (Outcome::try_from(ack.outcome).expect("a known outcome"), ack.message)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conflicting_verdicts_on_two_gateways_give_one_outcome_and_one_available() {
+    let _broker = BROKER.read().await;
+    let n = Names::new("fleet");
+    let env = S3Env::minio_from_test_env();
+    let buckets = Buckets::unique("fleet");
+    let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |data: std::path::PathBuf, flags: Vec<String>| {
+        tokio::task::spawn_blocking(move || GatewayProcess::start(&data, &as_strs(&flags)))
+    };
+    let (a, b) = tokio::join!(start(data_a.path().into(), flags.clone()), start(data_b.path().into(), flags));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let s3 = env.client();
+    let http = reqwest::Client::new();
+
+    for round in 0..6 {
+        let id = format!("fleet-{round:02}-00000000000000000000000001");
+        Upload::new(ADVISOR, format!("payload {round}").into_bytes()).request_id(&id).accepted(&http, &a.base).await;
+        // success to one replica, failure to the other, at the same moment (which gets
+        // which alternates).
+        let (to_success, to_failure) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (s, f) = tokio::join!(
+            verdict(&to_success.base, &to_success.data, &id, "success"),
+            verdict(&to_failure.base, &to_failure.data, &id, "failure"),
+        );
+        let outcomes = [s.0, f.0];
+        let applied: Vec<_> = outcomes.iter().filter(|o| matches!(o, Outcome::Promoted | Outcome::Rejected)).collect();
+        assert_eq!(applied.len(), 1, "round {round}: exactly one verdict applied: {s:?} {f:?}");
+        let loser = if matches!(s.0, Outcome::Promoted) { &f } else { &s };
+        assert_eq!(loser.0, Outcome::AlreadyDecided, "round {round}: the other is ALREADY_DECIDED: {s:?} {f:?}");
+        let promoted = s.0 == Outcome::Promoted;
+        let decided = if promoted { "success" } else { "failure" };
+        assert!(loser.1.contains(decided) || loser.1.contains(if promoted { "perm" } else { "reject" }), "round {round}: it says what was decided: {}", loser.1);
+
+        // One outcome in the buckets: the winner's, and nothing left in quarantine.
+        let (in_perm, in_reject, in_quarantine) = (
+            exists(&s3, &buckets.perm, &id).await,
+            exists(&s3, &buckets.reject, &id).await,
+            exists(&s3, &buckets.quarantine, &id).await,
+        );
+        assert_eq!((in_perm, in_reject, in_quarantine), (promoted, !promoted, false), "round {round}: where the payload is");
+        // The same verdict again, on either replica: already decided, nothing published.
+        let again = verdict(&to_success.base, &to_success.data, &id, "success").await;
+        assert_eq!(again.0, Outcome::AlreadyDecided, "round {round}: a repeated verdict: {again:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let available = records_for(&n.available, &id).await.len();
+        assert_eq!(available, usize::from(promoted), "round {round}: `available` published once if promoted, never if rejected");
+    }
+    drop((a, b));
+    n.cleanup().await;
+}
