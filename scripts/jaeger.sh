@@ -11,6 +11,7 @@
 #             waits until it answers, prints JAEGER_OTLP_GRPC=http://..., JAEGER_OTLP_HTTP=...,
 #             JAEGER_QUERY=... (no-op but the print when one is running)
 #   stop      stops it and removes its state
+#   status    prints the running one's JAEGER_* lines, or exits 1
 #
 # Environment: UPLOAD_GATEWAY_CACHE (default ~/.cache/upload-gateway),
 #              UPLOAD_GATEWAY_STATE (default /tmp/upload-gateway-services; Jaeger in ./jaeger)
@@ -164,5 +165,6 @@ case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
+  status) if running; then cat "$STATE/env"; else echo "jaeger.sh: not running" >&2; exit 1; fi ;;
+  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
 esac

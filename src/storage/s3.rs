@@ -189,39 +189,47 @@ impl Storage for S3Storage {
     async fn decide(&self, key: &str, decision: &Decision) -> Result<Option<Decision>> {
         let json = serde_json::to_vec(decision).map_err(|e| Error::Internal(e.to_string()))?;
         let bucket = self.name(Bucket::Quarantine);
-        let put = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(decision_key(key))
-            .if_none_match("*")
-            .content_type("application/json")
-            .body(S3Body::from(json))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(None),
-            Err(e) if matches!(status(&e), Some(412) | Some(409)) => {
-                let out = self
-                    .client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(decision_key(key))
-                    .send()
-                    .await
-                    .map_err(|e| unavailable(&format!("the decision of {key}"), e))?;
-                let bytes = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| Error::StorageUnavailable(format!("the decision of {key}: {e}")))?
-                    .into_bytes();
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| Error::Internal(format!("the decision of {key}: {e}")))
+        // A conditional write that races another may be answered 409 (the other is in
+        // progress) before either is visible; a record read back may be gone (its
+        // payload moved and the record forgotten meanwhile). Both: look again shortly.
+        let mut pause = Duration::from_millis(20);
+        for _ in 0..10 {
+            let put = self
+                .client
+                .put_object()
+                .bucket(bucket)
+                .key(decision_key(key))
+                .if_none_match("*")
+                .content_type("application/json")
+                .body(S3Body::from(json.clone()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(None),
+                Err(e) if status(&e) == Some(412) => {
+                    match self.client.get_object().bucket(bucket).key(decision_key(key)).send().await {
+                        Ok(out) => {
+                            let bytes = out
+                                .body
+                                .collect()
+                                .await
+                                .map_err(|e| Error::StorageUnavailable(format!("the decision of {key}: {e}")))?
+                                .into_bytes();
+                            return serde_json::from_slice(&bytes)
+                                .map(Some)
+                                .map_err(|e| Error::Internal(format!("the decision of {key}: {e}")));
+                        }
+                        Err(e) if self.absent(&e).await => {}
+                        Err(e) => return Err(unavailable(&format!("the decision of {key}"), e)),
+                    }
+                }
+                Err(e) if status(&e) == Some(409) => {}
+                Err(e) => return Err(unavailable(&format!("recording the decision of {key}"), e)),
             }
-            Err(e) => Err(unavailable(&format!("recording the decision of {key}"), e)),
+            tokio::time::sleep(pause).await;
+            pause *= 2;
         }
+        Err(Error::StorageUnavailable(format!("the decision of {key}: S3 kept answering that another write is in progress")))
     }
 
     async fn update_decision(&self, key: &str, decision: &Decision) -> Result<()> {

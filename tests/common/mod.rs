@@ -291,6 +291,8 @@ pub struct GatewayProcess {
     pub data: PathBuf,
     /// Every line it wrote to stderr so far (also echoed to the test's output).
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The data folder, when the harness made it (removed with the process).
+    owned: Option<tempfile::TempDir>,
 }
 
 impl GatewayProcess {
@@ -350,7 +352,7 @@ impl GatewayProcess {
                 }
             }
         };
-        let mut p = GatewayProcess { child, base: format!("http://{addr}"), addr, data: data.to_path_buf(), log };
+        let mut p = GatewayProcess { child, base: format!("http://{addr}"), addr, data: data.to_path_buf(), log, owned: None };
         p.wait_ready(Duration::from_secs(30));
         p
     }
@@ -395,6 +397,21 @@ impl Drop for GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Two gateway processes with the same flags (one Kafka, one S3: a fleet), each on a
+/// data folder of its own (removed when its process is dropped), started at once.
+pub async fn two_gateways(flags: &[String]) -> (GatewayProcess, GatewayProcess) {
+    let start = |flags: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let data = tempfile::tempdir().unwrap();
+            let mut p = GatewayProcess::start(data.path(), &flags.iter().map(String::as_str).collect::<Vec<_>>());
+            p.owned = Some(data);
+            p
+        })
+    };
+    let (a, b) = tokio::join!(start(flags.to_vec()), start(flags.to_vec()));
+    (a.unwrap(), b.unwrap())
 }
 
 /// The address in the gateway's start-up line, if this is that line.

@@ -29,12 +29,7 @@ async fn conflicting_verdicts_on_two_gateways_give_one_outcome_and_one_available
     let env = S3Env::minio_from_test_env();
     let buckets = Buckets::unique("fleet");
     let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let start = |data: std::path::PathBuf, flags: Vec<String>| {
-        tokio::task::spawn_blocking(move || GatewayProcess::start(&data, &as_strs(&flags)))
-    };
-    let (a, b) = tokio::join!(start(data_a.path().into(), flags.clone()), start(data_b.path().into(), flags));
-    let (a, b) = (a.unwrap(), b.unwrap());
+    let (a, b) = two_gateways(&flags).await;
     let s3 = env.client();
     let http = reqwest::Client::new();
 

@@ -469,12 +469,7 @@ async fn a_request_id_is_used_once_across_two_gateway_processes_on_kafka_and_s3(
     let env = S3Env::minio_from_test_env();
     let buckets = Buckets::unique("race2");
     let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let start = |data: std::path::PathBuf, flags: Vec<String>| {
-        tokio::task::spawn_blocking(move || GatewayProcess::start(&data, &as_strs(&flags)))
-    };
-    let (a, b) = tokio::join!(start(data_a.path().into(), flags.clone()), start(data_b.path().into(), flags));
-    let (a, b) = (a.unwrap(), b.unwrap());
+    let (a, b) = crate::common::two_gateways(&flags).await;
     assert_ne!(a.pid(), b.pid());
 
     let id = "race-two-processes-0000000000001";
