@@ -87,6 +87,14 @@ impl App {
             .context("announcing again what quarantine holds")?;
 
         tokio::spawn(pipeline.clone().run_verdict_consumer(shutdown.clone()));
+        if let (Some(kafka), StorageChoice::Local) = (&settings.kafka, &settings.storage) {
+            tracing::warn!(
+                data = %settings.data_dir.display(),
+                "Kafka with local-disk storage: a single-replica setup (payloads live on this machine's disk, so no other \
+                 replica can apply their verdicts); to run several replicas, give them one S3 store (--storage-driver s3)"
+            );
+            tokio::spawn(warn_on_other_replicas(kafka.clone(), settings.consumer_group.clone(), shutdown.clone()));
+        }
         if let Some(kafka) = &settings.kafka {
             // Replicas share one broker: each builds its status view from the topic.
             tokio::spawn(pipeline.clone().run_status_feed(shutdown.clone()));
@@ -157,6 +165,33 @@ async fn open_storage(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Re
                 .await
                 .map_err(|e| anyhow::anyhow!("S3 storage: {e}"))?,
         )),
+    }
+}
+
+/// Local disk and Kafka: another replica in the gateway's consumer group would take
+/// verdicts for payloads it does not hold (and answer them "unknown id"). Looked for
+/// shortly after start-up and every minute; said in a warning an operator (and a test)
+/// can see.
+async fn warn_on_other_replicas(kafka: crate::config::KafkaSettings, group: String, shutdown: CancellationToken) {
+    let mut every = Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        every = Duration::from_secs(60);
+        let (k, g) = (kafka.clone(), group.clone());
+        match tokio::task::spawn_blocking(move || KafkaQueue::group_members(&k, &g)).await {
+            Ok(Ok(n)) if n > 1 => tracing::warn!(
+                group = %group,
+                members = n,
+                "another replica shares this consumer group, but payloads are on local disk: verdicts it takes for \
+                 payloads this replica holds are lost to it; run one replica per group, or put every replica on S3"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not describe the consumer group"),
+            Err(_) => {}
+        }
     }
 }
 

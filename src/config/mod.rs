@@ -86,8 +86,9 @@ pub struct Config {
     /// Kafka bootstrap servers (`host:port,...`). Unset: the in-process queue.
     #[arg(long = "kafka-brokers", env = "KAFKAMQ")]
     pub kafka_brokers: Option<String>,
-    /// Partitions of the topics the gateway creates at start-up (-1: the broker's default).
-    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3, allow_negative_numbers = true)]
+    /// Partitions of the topics the gateway creates at start-up (-1: the broker's default);
+    /// enough for a fleet: each partition's verdicts are applied by one replica.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 12, allow_negative_numbers = true)]
     pub kafka_partitions: i32,
     /// Replication factor of the topics the gateway creates (-1: the broker's default).
     #[arg(long, env = "KAFKA_REPLICATION", default_value_t = -1, allow_negative_numbers = true)]

@@ -87,6 +87,9 @@ impl DecisionLocks {
     }
 }
 
+/// Verdicts from the validation topic applied at once, per replica.
+const VERDICTS_AT_ONCE: usize = 16;
+
 impl Pipeline {
     /// Which bucket holds a payload, and its meta. Quarantine is looked at first.
     pub(crate) async fn locate(&self, key: &str) -> Result<Option<(Bucket, ObjectMeta)>> {
@@ -288,11 +291,13 @@ impl Pipeline {
             let done = Decision { validation: "success".into(), advertised: true };
             self.inner.storage.update_decision(key, &done).await?;
         }
-        self.inner.storage.delete(Bucket::Quarantine, key).await?;
-        self.forget_decision(key).await;
+        self.metrics().stage(crate::metrics::Stage::Advertised, started.elapsed());
+        // Its statuses are queued before it leaves quarantine: a kill after that loses
+        // neither (statuses wait in memory until published).
         self.record(meta, "success", result.reason.as_deref().unwrap_or("validated"));
         self.record(meta, "advertised", "published on the available topic");
-        self.metrics().stage(crate::metrics::Stage::Advertised, started.elapsed());
+        self.inner.storage.delete(Bucket::Quarantine, key).await?;
+        self.forget_decision(key).await;
         Ok(())
     }
 
@@ -345,9 +350,9 @@ impl Pipeline {
         self.verdict_latency(meta);
         let key = &meta.request_id;
         self.inner.storage.copy(Bucket::Quarantine, Bucket::Reject, key).await?;
+        self.record(meta, "rejected", result.reason.as_deref().unwrap_or("refused by its validator"));
         self.inner.storage.delete(Bucket::Quarantine, key).await?;
         self.forget_decision(key).await;
-        self.record(meta, "rejected", result.reason.as_deref().unwrap_or("refused by its validator"));
         Ok(())
     }
 
@@ -357,18 +362,23 @@ impl Pipeline {
     pub async fn run_verdict_consumer(self, shutdown: CancellationToken) {
         let topic = self.settings().topics.validation.clone();
         let group = self.settings().consumer_group.clone();
-        let (me, stop) = (&self, &shutdown);
-        self.consume(&topic, &group, &shutdown, |message| async move {
-            let mut backoff = Duration::from_millis(200);
-            loop {
-                let report = me.apply_message_from(&message.payload, message.header("traceparent")).await;
-                if report.outcome != Outcome::Retry {
-                    return true;
+        let (me, stop) = (self.clone(), shutdown.clone());
+        // Verdicts for different payloads are applied side by side; one payload's in
+        // the order they came (its request id is the message key).
+        self.consume_by_key(&topic, &group, &shutdown, VERDICTS_AT_ONCE, move |message| {
+            let (me, stop) = (me.clone(), stop.clone());
+            async move {
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    let report = me.apply_message_from(&message.payload, message.header("traceparent")).await;
+                    if report.outcome != Outcome::Retry {
+                        return true;
+                    }
+                    if pause(&stop, backoff).await {
+                        return false; // not acked: read again after the restart
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
-                if pause(stop, backoff).await {
-                    return false; // not acked: read again after the restart
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         })
         .await

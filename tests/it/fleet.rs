@@ -69,3 +69,22 @@ async fn conflicting_verdicts_on_two_gateways_give_one_outcome_and_one_available
     drop((a, b));
     n.cleanup().await;
 }
+
+/// Kafka with local-disk storage is one replica: the gateway says so at start-up, and
+/// when a second one joins its consumer group, says that in a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_replica_on_local_disk_is_warned_about() {
+    let _broker = BROKER.read().await;
+    let n = Names::new("fleetlocal");
+    let (a, b) = two_gateways(&n.flags()).await;
+    let said = |p: &GatewayProcess, what: &str| p.log_lines().iter().any(|l| l.contains(what));
+    for p in [&a, &b] {
+        assert!(said(p, "a single-replica setup"), "the start-up warning names the setup:\n{}", p.log_lines().join("\n"));
+    }
+    eventually(Duration::from_secs(30), "a replica warns that another shares its consumer group", || async {
+        said(&a, "another replica shares this consumer group") || said(&b, "another replica shares this consumer group")
+    })
+    .await;
+    drop((a, b));
+    n.cleanup().await;
+}

@@ -49,6 +49,24 @@ pub struct KafkaQueue {
 impl KafkaQueue {
     /// Connects (lazily: librdkafka retries in the background) and checks the
     /// settings; an unknown librdkafka option is refused here.
+    /// How many members the consumer group `group` has now (its own included), as the
+    /// group's coordinator says. Blocking: call from a blocking task.
+    pub fn group_members(settings: &KafkaSettings, group: &str) -> Result<usize> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &settings.brokers);
+        for (k, v) in &settings.options {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| Error::QueueUnavailable(format!("cannot create a Kafka client: {e}")))?;
+        let list = consumer
+            .fetch_group_list(Some(group), Duration::from_secs(5))
+            .map_err(|e| Error::QueueUnavailable(format!("describing consumer group {group}: {e}")))?;
+        Ok(list.groups().iter().find(|g| g.name() == group).map_or(0, |g| g.members().len()))
+    }
+
     /// Counts failed publishes into `metrics` (`upload_gateway_kafka_produce_errors_total`).
     pub fn counting_into(self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         KafkaQueue { metrics: Some(metrics), ..self }

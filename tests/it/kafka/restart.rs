@@ -62,12 +62,12 @@ async fn a_verdict_sent_while_the_gateway_was_killed_is_applied_once_after_resta
     wait_committed_to_end(&n.validation, &n.group, WAIT).await;
     for id in [&before, &after] {
         assert_eq!(records_for(&n.available, id).await.len(), 1, "{id} advertised once");
-        let statuses: Vec<String> = records_for(&n.status, id)
-            .await
-            .iter()
-            .map(|r| r.json()["status"].as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(statuses, ["received", "announced", "success", "advertised"], "{id}");
+        // Statuses go out through the outbox, just after the verdict's commit.
+        let statuses = || async {
+            records_for(&n.status, id).await.iter().map(|r| r.json()["status"].as_str().unwrap().to_string()).collect::<Vec<String>>()
+        };
+        eventually(WAIT, "four statuses", || async { statuses().await.len() >= 4 }).await;
+        assert_eq!(statuses().await, ["received", "announced", "success", "advertised"], "{id}");
     }
     assert!(list_bucket(&path, "quarantine").is_empty());
     // The restarted gateway knows the whole history, its first life included.
