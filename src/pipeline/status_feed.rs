@@ -1,5 +1,6 @@
 //! The status view of a replica among several on one broker: fed from the status
-//! topic as well as by this process's own milestones.
+//! topic as well as by this process's own milestones. The same events release the
+//! payloads this replica holds for its subscribers once they are decided elsewhere.
 
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +21,12 @@ impl Pipeline {
             if m.header(ORIGIN_HEADER) != Some(me.replica()) {
                 match serde_json::from_slice::<PayloadStatus>(&m.payload) {
                     Ok(event) => {
+                        // Decided on another replica (or from the validation topic there):
+                        // a payload this replica holds for a subscriber is released now,
+                        // not when the visibility timeout runs out.
+                        if matches!(event.status.as_str(), "success" | "advertised" | "rejected" | "handoff") {
+                            me.inner.leases.settle(&event.request_id);
+                        }
                         me.inner.status.add_new(event);
                     }
                     Err(e) => tracing::debug!(error = %e, "skipping an unreadable status message"),

@@ -88,3 +88,44 @@ async fn a_second_replica_on_local_disk_is_warned_about() {
     drop((a, b));
     n.cleanup().await;
 }
+
+/// A payload held for a subscriber on one replica is released as soon as its verdict
+/// lands on another (via the status topic every replica reads), not after the
+/// visibility timeout: 40 payloads go through one subscriber that holds at most 16,
+/// with every verdict sent to the other replica.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verdict_on_another_replica_releases_the_subscribers_hold_at_once() {
+    use tokio_stream::StreamExt as _;
+    let _broker = BROKER.read().await;
+    let n = Names::new("fleethold");
+    let env = S3Env::minio_from_test_env();
+    let buckets = Buckets::unique("fleethold");
+    let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
+    let (a, b) = two_gateways(&flags).await;
+    let mut work = grpc_client(&a.base, &a.data)
+        .await
+        .subscribe(pb::SubscribeRequest { service: "advisor".into() })
+        .await
+        .expect("Subscribe on A")
+        .into_inner();
+    const PAYLOADS: usize = 40;
+    let http = reqwest::Client::new();
+    for i in 0..PAYLOADS {
+        Upload::new(ADVISOR, format!("held {i}").into_bytes()).accepted(&http, &a.base).await;
+    }
+    let started = std::time::Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < PAYLOADS {
+        let next = tokio::time::timeout(Duration::from_secs(60), work.next()).await;
+        let item = next.unwrap_or_else(|_| panic!("stalled after {} payloads: holds not released by verdicts on B", seen.len()));
+        let item = item.expect("the stream goes on").expect("work");
+        let id = item.request_id;
+        if seen.insert(id.clone()) {
+            let (outcome, msg) = verdict(&b.base, &b.data, &id, "success").await;
+            assert_eq!(outcome, Outcome::Promoted, "{id}: {msg}");
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(120), "40 payloads took {:?}", started.elapsed());
+    drop((a, b));
+    n.cleanup().await;
+}
