@@ -13,6 +13,17 @@ use crate::kafka::support::{records_for, Names, BROKER};
 
 const ADVISOR: &str = "application/vnd.redhat.advisor.fleet+tgz";
 
+/// Two gateway processes on one Kafka (topics of the test's own) and one S3 server
+/// (MinIO, buckets of the test's own): a fleet of two.
+async fn fleet_on_minio(tag: &str) -> (Names, S3Env, Buckets, GatewayProcess, GatewayProcess) {
+    let n = Names::new(tag);
+    let env = S3Env::minio_from_test_env();
+    let buckets = Buckets::unique(tag);
+    let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
+    let (a, b) = two_gateways(&flags).await;
+    (n, env, buckets, a, b)
+}
+
 /// One verdict over gRPC to the gateway at `base` (its own validator token), its ack.
 async fn verdict(base: &str, data: &std::path::Path, id: &str, validation: &str) -> (Outcome, String) {
     let mut client = grpc_client(base, data).await;
@@ -25,11 +36,7 @@ async fn verdict(base: &str, data: &std::path::Path, id: &str, validation: &str)
 #[tokio::test(flavor = "multi_thread")]
 async fn conflicting_verdicts_on_two_gateways_give_one_outcome_and_one_available() {
     let _broker = BROKER.read().await;
-    let n = Names::new("fleet");
-    let env = S3Env::minio_from_test_env();
-    let buckets = Buckets::unique("fleet");
-    let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
-    let (a, b) = two_gateways(&flags).await;
+    let (n, env, buckets, a, b) = fleet_on_minio("fleet").await;
     let s3 = env.client();
     let http = reqwest::Client::new();
 
@@ -97,11 +104,7 @@ async fn a_second_replica_on_local_disk_is_warned_about() {
 async fn a_verdict_on_another_replica_releases_the_subscribers_hold_at_once() {
     use tokio_stream::StreamExt as _;
     let _broker = BROKER.read().await;
-    let n = Names::new("fleethold");
-    let env = S3Env::minio_from_test_env();
-    let buckets = Buckets::unique("fleethold");
-    let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
-    let (a, b) = two_gateways(&flags).await;
+    let (n, _env, _buckets, a, b) = fleet_on_minio("fleethold").await;
     let mut work = grpc_client(&a.base, &a.data)
         .await
         .subscribe(pb::SubscribeRequest { service: "advisor".into() })
