@@ -166,7 +166,17 @@ impl Pipeline {
         let id = result.request_id.clone();
         let span = tracing::info_span!("verdict", request_id = %id, validation = result.validation.as_str());
         crate::telemetry::adopt(&span, traceparent, None);
-        let report = tracing::Instrument::instrument(self.apply_inner(result, validator), span).await;
+        // Applied in a task of its own: a validator that hangs up meanwhile cannot stop
+        // it between its recorded decision and the move.
+        let (me, validator) = (self.clone(), validator.cloned());
+        let applying = tokio::spawn(tracing::Instrument::instrument(
+            async move { me.apply_inner(result, validator.as_ref()).await },
+            span,
+        ));
+        let report = match applying.await {
+            Ok(r) => r,
+            Err(e) => VerdictReport::new(&id, Outcome::Retry, format!("applying the verdict: {e}")),
+        };
         self.metrics().verdict(report.outcome.as_str());
         if !matches!(report.outcome, Outcome::Retry | Outcome::Forbidden) {
             self.inner.leases.settle(&id);
