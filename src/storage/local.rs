@@ -67,14 +67,11 @@ impl LocalDisk {
     }
 
     fn object(&self, bucket: Bucket, key: &str) -> PathBuf {
-        self.root.join(bucket.as_str()).join(key)
+        object_path(&self.root, bucket, key)
     }
 
     fn meta(&self, bucket: Bucket, key: &str) -> PathBuf {
-        self.root
-            .join(bucket.as_str())
-            .join(".meta")
-            .join(format!("{key}.json"))
+        meta_path(&self.root, bucket, key)
     }
 
     fn decision(&self, key: &str) -> PathBuf {
@@ -432,6 +429,16 @@ impl Storage for LocalDisk {
     }
 }
 
+/// Where a payload is: `<root>/<bucket>/<key>`.
+fn object_path(root: &Path, bucket: Bucket, key: &str) -> PathBuf {
+    root.join(bucket.as_str()).join(key)
+}
+
+/// Where its meta is: `<root>/<bucket>/.meta/<key>.json`.
+fn meta_path(root: &Path, bucket: Bucket, key: &str) -> PathBuf {
+    root.join(bucket.as_str()).join(".meta").join(format!("{key}.json"))
+}
+
 /// Where a bucket's files are, for the blocking work of replay and delete.
 struct Places {
     root: PathBuf,
@@ -439,11 +446,11 @@ struct Places {
 
 impl Places {
     fn object(&self, bucket: Bucket, key: &str) -> PathBuf {
-        self.root.join(bucket.as_str()).join(key)
+        object_path(&self.root, bucket, key)
     }
 
     fn meta(&self, bucket: Bucket, key: &str) -> PathBuf {
-        self.root.join(bucket.as_str()).join(".meta").join(format!("{key}.json"))
+        meta_path(&self.root, bucket, key)
     }
 
     /// Removes a payload: the object first, so it is never visible without its meta.

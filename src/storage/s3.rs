@@ -120,21 +120,26 @@ impl S3Storage {
 
     /// The sidecar of a payload, or `None` when absent.
     async fn read_meta(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
-        let name = self.name(bucket);
-        let out = match self.client.get_object().bucket(name).key(sidecar(key)).send().await {
+        self.read_json(self.name(bucket), &sidecar(key), &format!("meta of {key}")).await
+    }
+
+    /// A small JSON object of the gateway's (a sidecar, a decision), or `None` when
+    /// absent; `what` names it in errors.
+    async fn read_json<T: serde::de::DeserializeOwned>(&self, bucket: &str, object: &str, what: &str) -> Result<Option<T>> {
+        let out = match self.client.get_object().bucket(bucket).key(object).send().await {
             Ok(o) => o,
             Err(e) if self.absent(&e).await => return Ok(None),
-            Err(e) => return Err(unavailable(&format!("meta of {key} in {name}"), e)),
+            Err(e) => return Err(unavailable(&format!("{what} in {bucket}"), e)),
         };
         let bytes = out
             .body
             .collect()
             .await
-            .map_err(|e| Error::StorageUnavailable(format!("meta of {key} in {name}: {e}")))?
+            .map_err(|e| Error::StorageUnavailable(format!("{what} in {bucket}: {e}")))?
             .into_bytes();
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::Internal(format!("meta of {key} in {name}: {e}")))
+            .map_err(|e| Error::Internal(format!("{what} in {bucket}: {e}")))
     }
 
     /// Writes the sidecar of a new payload: only if there is none (`If-None-Match: *`),
@@ -207,20 +212,9 @@ impl Storage for S3Storage {
             match put {
                 Ok(_) => return Ok(None),
                 Err(e) if status(&e) == Some(412) => {
-                    match self.client.get_object().bucket(bucket).key(decision_key(key)).send().await {
-                        Ok(out) => {
-                            let bytes = out
-                                .body
-                                .collect()
-                                .await
-                                .map_err(|e| Error::StorageUnavailable(format!("the decision of {key}: {e}")))?
-                                .into_bytes();
-                            return serde_json::from_slice(&bytes)
-                                .map(Some)
-                                .map_err(|e| Error::Internal(format!("the decision of {key}: {e}")));
-                        }
-                        Err(e) if self.absent(&e).await => {}
-                        Err(e) => return Err(unavailable(&format!("the decision of {key}"), e)),
+                    let recorded = self.read_json(bucket, &decision_key(key), &format!("the decision of {key}")).await?;
+                    if recorded.is_some() {
+                        return Ok(recorded);
                     }
                 }
                 Err(e) if status(&e) == Some(409) => {}

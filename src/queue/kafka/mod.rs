@@ -46,6 +46,17 @@ pub struct KafkaQueue {
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
+/// A client's settings: the brokers and the operator's extra librdkafka settings
+/// (SASL, TLS...).
+pub(crate) fn client_config(brokers: &str, options: &[(String, String)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in options {
+        c.set(k, v);
+    }
+    c
+}
+
 impl KafkaQueue {
     /// Connects (lazily: librdkafka retries in the background) and checks the
     /// settings; an unknown librdkafka option is refused here.
@@ -53,12 +64,7 @@ impl KafkaQueue {
     /// group's coordinator says. Blocking: call from a blocking task.
     pub fn group_members(settings: &KafkaSettings, group: &str) -> Result<usize> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &settings.brokers);
-        for (k, v) in &settings.options {
-            config.set(k, v);
-        }
-        let consumer: BaseConsumer = config
+        let consumer: BaseConsumer = client_config(&settings.brokers, &settings.options)
             .create()
             .map_err(|e| Error::QueueUnavailable(format!("cannot create a Kafka client: {e}")))?;
         let list = consumer
@@ -73,9 +79,8 @@ impl KafkaQueue {
     }
 
     pub fn new(settings: &KafkaSettings, probe_topic: &str) -> Result<Self> {
-        let mut base = ClientConfig::new();
-        base.set("bootstrap.servers", &settings.brokers)
-            .set("client.id", "upload-gateway")
+        let mut base = client_config(&settings.brokers, &settings.options);
+        base.set("client.id", "upload-gateway")
             // Come back quickly after an outage.
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "1000")
@@ -85,6 +90,7 @@ impl KafkaQueue {
             .set("heartbeat.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
             .set("queued.min.messages", "1000");
+        // The operator's own settings win.
         for (k, v) in &settings.options {
             base.set(k, v);
         }

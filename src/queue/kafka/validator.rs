@@ -11,7 +11,6 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -55,11 +54,7 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
 
 impl ValidatorLink {
     pub fn connect(config: LinkConfig) -> Result<Self> {
-        let mut base = ClientConfig::new();
-        base.set("bootstrap.servers", &config.brokers);
-        for (k, v) in &config.options {
-            base.set(k, v);
-        }
+        let mut base = super::client_config(&config.brokers, &config.options);
         let consumer: StreamConsumer = base
             .clone()
             .set("group.id", &config.group)
