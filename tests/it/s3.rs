@@ -387,8 +387,11 @@ async fn wait_for_multipart_upload(c: &aws_sdk_s3::Client, bucket: &str, key: &s
     .await;
 }
 
+/// Waits until the bucket holds nothing, unfinished uploads included. The clean-up of a
+/// dropped upload aborts at once and again 2 s later (a part in flight may outlive the
+/// first abort); on a loaded machine that takes longer than 10 s now and then.
 async fn wait_until_empty(c: &aws_sdk_s3::Client, bucket: &str) {
-    eventually(Duration::from_secs(10), "nothing should be left in quarantine", || async {
+    eventually(Duration::from_secs(30), "nothing should be left in quarantine", || async {
         unfinished_uploads(c, bucket).await.is_empty() && all_keys(c, bucket).await.is_empty()
     })
     .await;
