@@ -124,6 +124,22 @@ impl UploadGateway for GatewayService {
         Ok(resp)
     }
 
+    async fn create_upload(&self, _request: Request<pb::CreateUploadRequest>) -> Result<Response<pb::UploadState>, Status> {
+        Err(Status::unimplemented("resumable uploads over gRPC are being built"))
+    }
+
+    async fn query_write_status(&self, _request: Request<pb::QueryWriteStatusRequest>) -> Result<Response<pb::UploadState>, Status> {
+        Err(Status::unimplemented("resumable uploads over gRPC are being built"))
+    }
+
+    async fn write(&self, _request: Request<Streaming<pb::WriteRequest>>) -> Result<Response<pb::WriteResponse>, Status> {
+        Err(Status::unimplemented("resumable uploads over gRPC are being built"))
+    }
+
+    async fn cancel_upload(&self, _request: Request<pb::CancelUploadRequest>) -> Result<Response<pb::UploadState>, Status> {
+        Err(Status::unimplemented("resumable uploads over gRPC are being built"))
+    }
+
     type SubscribeStream = BoxStream<pb::Announcement>;
 
     async fn subscribe(
