@@ -101,6 +101,9 @@ impl App {
             // What a killed gateway stored but never announced gets announced.
             tokio::spawn(pipeline.clone().run_quarantine_sweep(kafka.quarantine_sweep, shutdown.clone()));
         }
+        // Unfinished resumable uploads past their expiry lose their bytes.
+        let every = (settings.upload_expiry / 2).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+        tokio::spawn(pipeline.clone().sweep_uploads(every));
         let state = AppState { pipeline: pipeline.clone() };
         let server = tokio::spawn(crate::server::serve(listener, state, settings.clone(), shutdown.clone(), tls));
         let on_s3 = matches!(settings.storage, StorageChoice::S3(_));
