@@ -19,6 +19,8 @@ use crate::messages::{Announce, Available};
 use crate::queue::{memory::MemoryQueue, Message, Queue, Subscription};
 use crate::storage::{conformance, local::LocalDisk, Bucket};
 
+mod resumable;
+
 struct Fixture {
     pipeline: Pipeline,
     queue: Arc<dyn Queue>,
