@@ -253,7 +253,7 @@ impl Pipeline {
         if rec.finished {
             return Err(Error::Conflict(format!("upload {id} is complete: its payload was handed on")));
         }
-        if rec.claim.as_ref().is_some_and(|c| c.until_ms > now_ms()) {
+        if rec.claim.as_ref().is_some_and(|c| self.claim_holds(c)) {
             return Err(Error::Locked(format!("upload {id} is being written right now; try again")));
         }
         self.inner.storage.remove_upload(&rec).await?;
@@ -298,7 +298,7 @@ impl Pipeline {
         let holder = uuid::Uuid::new_v4().simple().to_string();
         let claim_for = self.settings().upload_claim;
         if let Some(c) = &rec.claim {
-            if c.until_ms > now_ms() {
+            if self.claim_holds(c) {
                 return Err(Error::Locked(format!(
                     "upload {} is being written by another request; its claim ends within {} s unless it goes on",
                     rec.id,
@@ -306,7 +306,7 @@ impl Pipeline {
                 )));
             }
         }
-        rec.claim = Some(Claim { holder, until_ms: now_ms() + claim_for.as_millis() as u64 });
+        rec.claim = Some(Claim { holder, until_ms: now_ms() + claim_for.as_millis() as u64, replica: self.replica().to_string() });
         self.save(&mut rec).await?;
         let started = rec.clone();
         let result = self.write_body(&mut rec, &mut append, claim_for).await;
@@ -338,6 +338,13 @@ impl Pipeline {
         }
         let receipt = self.finish(&mut rec).await?;
         Ok(Appended { upload: info(&rec), receipt: Some(receipt) })
+    }
+
+    /// Whether a writer's claim still keeps others out: until it runs out, unless it is
+    /// a killed process's on local disk (one process per data folder).
+    fn claim_holds(&self, c: &Claim) -> bool {
+        let local = matches!(self.settings().storage, crate::config::StorageChoice::Local);
+        c.until_ms > now_ms() && !(local && c.replica != self.replica())
     }
 
     /// Saves the next version of `rec` (its claim renewed when it holds one); Locked
@@ -514,7 +521,7 @@ impl Pipeline {
         for id in self.inner.storage.list_uploads().await? {
             let Some(rec) = self.inner.storage.load_upload(&id).await? else { continue };
             let now = now_ms();
-            if now <= rec.expires_at_ms || rec.claim.as_ref().is_some_and(|c| c.until_ms > now) {
+            if now <= rec.expires_at_ms || rec.claim.as_ref().is_some_and(|c| self.claim_holds(c)) {
                 continue;
             }
             self.inner.storage.remove_upload(&rec).await?;

@@ -63,6 +63,10 @@ pub struct Claim {
     pub holder: String,
     /// Unix milliseconds; renewed with every commit, void after.
     pub until_ms: u64,
+    /// The gateway process holding it. On local disk (one process per data folder) a
+    /// claim of another process is a killed one's: void at once.
+    #[serde(default)]
+    pub replica: String,
 }
 
 /// Where the bytes `0..offset` are. Local disk needs none of it (one file).
