@@ -98,6 +98,8 @@ impl App {
         if let Some(kafka) = &settings.kafka {
             // Replicas share one broker: each builds its status view from the topic.
             tokio::spawn(pipeline.clone().run_status_feed(shutdown.clone()));
+            // A rebalance moves partitions to other replicas: their payloads are let go here.
+            tokio::spawn(pipeline.clone().run_lease_check(shutdown.clone()));
             // What a killed gateway stored but never announced gets announced.
             tokio::spawn(pipeline.clone().run_quarantine_sweep(kafka.quarantine_sweep, shutdown.clone()));
         }
