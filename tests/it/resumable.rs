@@ -233,3 +233,119 @@ async fn received(http: &reqwest::Client, base: &str) -> u64 {
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0) as u64
 }
+
+/// Two gateway processes on one S3 server (MinIO, which honours conditional writes),
+/// each with its in-process queue: a fleet as far as resumable uploads go.
+async fn two_on_minio(tag: &str) -> (crate::common::s3::S3Env, crate::common::s3::Buckets, GatewayProcess, GatewayProcess) {
+    use crate::common::s3::*;
+    let env = S3Env::minio_from_test_env();
+    let buckets = Buckets::unique(tag);
+    let flags = s3_flags(&env, &buckets, &["--service-limits", "advisor=2147483648"]);
+    let (a, b) = two_gateways(&flags).await;
+    (env, buckets, a, b)
+}
+
+/// Sends `from..to` of the test bytes in one Write, its stream held open at the end
+/// until `release` says so (then it ends without finishing the upload).
+async fn slow_write(mut g: Grpc, id: String, from: u64, to: u64, release: tokio::sync::oneshot::Receiver<()>) -> Result<pb::WriteResponse, tonic::Status> {
+    let msgs = write_msgs(&id, from, to, 256 * 1024, false);
+    let stream = futures_util::stream::iter(msgs).chain(futures_util::stream::once(async move {
+        let _ = release.await;
+        WriteRequest { upload_id: String::new(), write_offset: 0, data: Default::default(), finish_write: false }
+    }));
+    g.write(with_identity(stream, "o1")).await.map(|r| r.into_inner())
+}
+
+use futures_util::StreamExt as _;
+
+/// On S3 an upload begun on one replica is continued on another: the bytes A received
+/// before its stream broke are committed in S3 (whole parts in the multipart upload,
+/// the rest as the tail object), so B continues from there; the payload is whole and
+/// nothing is left over (no unfinished multipart upload, no tail).
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_an_upload_broken_on_one_replica_is_finished_on_another() {
+    use crate::common::s3::*;
+    let (env, buckets, a, b) = two_on_minio("resume2").await;
+    let len = 21 * MIB + 333;
+    let mut ga = grpc_client(&a.base, &a.data).await;
+    let id = ga.create_upload(with_identity(create(len, &sha_of(len)), "o1")).await.unwrap().into_inner().upload_id;
+    let (release, held) = tokio::sync::oneshot::channel();
+    let cut = 13 * MIB + 7; // a part and a half, and some
+    let broken = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, cut, held));
+    let base = a.base.clone();
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "A read every byte sent", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move { received(&http, &base).await >= cut }
+    })
+    .await;
+    broken.abort(); // the stream breaks off
+    drop(release);
+
+    let mut gb = grpc_client(&b.base, &b.data).await;
+    eventually(Duration::from_secs(30), "B sees every byte A received as committed", || {
+        let (mut gb, id) = (gb.clone(), id.clone());
+        async move {
+            let q = gb.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id }, "o1")).await;
+            q.is_ok_and(|q| q.into_inner().committed_size == cut)
+        }
+    })
+    .await;
+    let done = gb
+        .write(with_identity(futures_util::stream::iter(write_msgs(&id, cut, len, 512 * 1024, true)), "o1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.receipt.map(|r| (r.size, r.sha256)), Some((len, sha_of(len))));
+    let c = env.client();
+    let obj = c.get_object().bucket(&buckets.quarantine).key(&id).send().await.unwrap();
+    let body = obj.body.collect().await.unwrap().into_bytes();
+    assert!(body.len() as u64 == len && body.as_ref() == bytes(0, len).as_slice(), "the stored payload is the bytes sent");
+    assert!(unfinished_uploads(&c, &buckets.quarantine).await.is_empty(), "no multipart upload left");
+    let leftovers: Vec<String> = all_keys(&c, &buckets.quarantine).await.into_iter().filter(|k| k.contains("tail")).collect();
+    assert!(leftovers.is_empty(), "tails left: {leftovers:?}");
+}
+
+/// Two writers on two replicas at once: one holds the upload, the other is refused
+/// (ABORTED); the payload is exactly the holder's bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_two_writers_on_two_replicas_one_wins() {
+    let (env, buckets, a, b) = two_on_minio("writers2").await;
+    let len = 2 * MIB;
+    let mut ga = grpc_client(&a.base, &a.data).await;
+    let id = ga.create_upload(with_identity(create(len, ""), "o1")).await.unwrap().into_inner().upload_id;
+    // A's writer takes the upload and holds it (its stream stays open).
+    let (release, held) = tokio::sync::oneshot::channel();
+    let first = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, MIB, held));
+    let base = a.base.clone();
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "A read the first writer's bytes", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move { received(&http, &base).await >= MIB }
+    })
+    .await;
+    // B's writer, other bytes at the same offset: refused while A's holds.
+    let mut gb = grpc_client(&b.base, &b.data).await;
+    let other: Vec<WriteRequest> = write_msgs(&id, 0, len, 256 * 1024, true)
+        .into_iter()
+        .map(|mut m| {
+            m.data = m.data.iter().map(|x| !x).collect::<Vec<u8>>().into();
+            m
+        })
+        .collect();
+    let refused = gb.write(with_identity(futures_util::stream::iter(other), "o1")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    let _ = release.send(());
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.committed_size, MIB);
+    let done = ga
+        .write(with_identity(futures_util::stream::iter(write_msgs(&id, MIB, len, 256 * 1024, true)), "o1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.receipt.map(|r| r.sha256), Some(sha_of(len)));
+    let c = env.client();
+    let body = c.get_object().bucket(&buckets.quarantine).key(&id).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    assert!(body.as_ref() == bytes(0, len).as_slice(), "the stored payload is the winner's bytes");
+    drop((a, b));
+}
