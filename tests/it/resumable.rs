@@ -349,3 +349,48 @@ async fn on_s3_two_writers_on_two_replicas_one_wins() {
     assert!(body.as_ref() == bytes(0, len).as_slice(), "the stored payload is the winner's bytes");
     drop((a, b));
 }
+
+/// The gateway holding an upload on S3 is SIGKILLed mid-stream: another replica
+/// continues it once the dead writer's claim lapses (UPLOAD_CLAIM_SECS), from what was
+/// committed, at most one part (8 MiB) behind what the killed one had read.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_an_upload_whose_gateway_is_killed_is_finished_on_another() {
+    use crate::common::s3::*;
+    let (env, buckets, a, b) = two_on_minio("resumekill").await;
+    let len = 40 * MIB + 5;
+    let mut ga = grpc_client(&a.base, &a.data).await;
+    let id = ga.create_upload(with_identity(create(len, &sha_of(len)), "o1")).await.unwrap().into_inner().upload_id;
+    let (_release, held) = tokio::sync::oneshot::channel();
+    let cut = 27 * MIB + 1000;
+    let writing = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, cut, held));
+    let base = a.base.clone();
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "A read every byte sent", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move { received(&http, &base).await >= cut }
+    })
+    .await;
+    a.signal("KILL");
+    let _ = writing.await;
+
+    let mut gb = grpc_client(&b.base, &b.data).await;
+    let started = std::time::Instant::now();
+    let (committed, done) = loop {
+        let q = gb.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id.clone() }, "o1")).await.unwrap().into_inner();
+        let msgs = write_msgs(&id, q.committed_size, len, 512 * 1024, true);
+        match gb.write(with_identity(futures_util::stream::iter(msgs), "o1")).await {
+            Ok(r) => break (q.committed_size, r.into_inner()),
+            Err(s) if s.code() == tonic::Code::Aborted && started.elapsed() < Duration::from_secs(40) => {
+                tokio::time::sleep(Duration::from_millis(500)).await; // the killed writer's claim holds
+            }
+            Err(s) => panic!("resuming on B: {s:?}"),
+        }
+    };
+    assert!(committed <= cut && cut - committed <= 8 * MIB, "committed {committed} of {cut} read: more than one part lost");
+    assert_eq!(done.receipt.map(|r| (r.size, r.sha256)), Some((len, sha_of(len))));
+    let c = env.client();
+    let body = c.get_object().bucket(&buckets.quarantine).key(&id).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    assert!(body.as_ref() == bytes(0, len).as_slice(), "the stored payload is the bytes sent");
+    assert!(unfinished_uploads(&c, &buckets.quarantine).await.is_empty(), "no multipart upload left");
+    eprintln!("resumed on B at {committed} after A read {cut}: {} bytes sent again, {:?} after the kill", cut - committed, started.elapsed());
+}
