@@ -103,6 +103,25 @@ impl UploadGateway for Baseline {
         }))
     }
 
+    async fn create_upload(&self, _: tonic::Request<pb::CreateUploadRequest>) -> Result<tonic::Response<pb::UploadState>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn query_write_status(
+        &self,
+        _: tonic::Request<pb::QueryWriteStatusRequest>,
+    ) -> Result<tonic::Response<pb::UploadState>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn write(&self, _: tonic::Request<Streaming<pb::WriteRequest>>) -> Result<tonic::Response<pb::WriteResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn cancel_upload(&self, _: tonic::Request<pb::CancelUploadRequest>) -> Result<tonic::Response<pb::UploadState>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
     type SubscribeStream = BoxStream<pb::Announcement>;
     async fn subscribe(&self, _: tonic::Request<pb::SubscribeRequest>) -> Result<tonic::Response<Self::SubscribeStream>, Status> {
         Err(Status::unimplemented("baseline"))
