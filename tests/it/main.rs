@@ -22,4 +22,5 @@ mod rest_upload;
 mod s3;
 mod tls;
 mod trust;
+mod tus;
 mod validation;
