@@ -84,7 +84,7 @@ mod tests {
 
     // sha256("hello")
     const HELLO: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
-    const HELLO_B64: &str = "LPJNul+wow4m6DsqxbnintsWHlwfp0JecwQzYpOLmCQ=";
+    const HELLO_B64: &str = "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=";
 
     #[test]
     fn the_sha256_member_is_taken_as_hex() {
