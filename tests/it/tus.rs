@@ -741,6 +741,8 @@ async fn two_writers_at_once_one_wins_and_the_payload_is_its_bytes() {
     };
     let (status, head) = loser_status.expect("the second writer is answered while the first holds the upload");
     assert!(status == 423 || status == 409, "{head}");
+    // Termination waits for the writer too.
+    assert_eq!(tus.request(reqwest::Method::DELETE, &location).send().await.unwrap().status(), 423);
     let mut winner = winner;
     winner.send(&winner_bytes[64 * 1024..]).await;
     let (status, head) = winner.answer(Duration::from_secs(20)).await.expect("the winner is answered");
@@ -846,6 +848,30 @@ async fn repr_digest_on_the_multipart_upload() {
         let resp = upload.request(&t.http, &t.base).header("repr-digest", bad).send().await.unwrap();
         assert_eq!(resp.status(), 400, "{bad}");
         assert!(resp.text().await.unwrap().contains("Repr-Digest"), "{bad}");
+    }
+}
+
+// ---- the documents --------------------------------------------------------------------
+
+/// The OpenAPI document lists the tus routes, with their methods, under every prefix.
+#[tokio::test]
+async fn the_openapi_document_lists_the_tus_routes() {
+    let t = spawn_app(&[]).await;
+    let doc: Value = t.http.get(t.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    for p in PREFIXES {
+        let collection = &doc["paths"][format!("{p}/v1/uploads/")];
+        let upload = &doc["paths"][format!("{p}/v1/uploads/{{id}}")];
+        for (path, methods) in [(collection, &["options", "post"][..]), (upload, &["options", "head", "patch", "delete"][..])] {
+            for m in methods {
+                assert!(path[*m]["responses"].is_object(), "{p}: {m} is documented");
+            }
+        }
+        assert!(collection["post"]["responses"]["201"].is_object());
+        for status in ["204", "409", "412", "415", "423", "460"] {
+            assert!(upload["patch"]["responses"][status].is_object(), "{p}: PATCH {status}");
+        }
+        let multipart = doc["paths"][format!("{p}/v1/upload")]["post"]["parameters"].as_array().unwrap();
+        assert!(multipart.iter().any(|h| h["name"] == "Repr-Digest"), "{p}: the multipart upload's Repr-Digest");
     }
 }
 
