@@ -119,6 +119,10 @@ fn options(app: &AppState, headers: &HeaderMap) -> Response {
 /// POST: creation (and creation-with-upload, creation-defer-length).
 async fn create(app: &AppState, prefix: &str, req: Request) -> Result<Response> {
     let headers = req.headers();
+    if headers.contains_key("upload-concat") {
+        // A partial upload taken for a whole one would be announced as a payload.
+        return Err(Error::bad_request("concatenation (Upload-Concat) is not offered: see Tus-Extension"));
+    }
     let length = number(headers, "Upload-Length")?;
     let deferred = match single(headers, "Upload-Defer-Length")? {
         None => false,

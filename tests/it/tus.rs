@@ -401,6 +401,9 @@ async fn error_answers() {
         assert_eq!(both.status(), 400);
         let neither = tus.post(p).header("upload-metadata", metadata(ADVISOR, "a")).send().await.unwrap();
         assert_eq!(neither.status(), 400);
+        let partial = tus.creation(p, 10).header("upload-concat", "partial").send().await.unwrap();
+        assert_eq!(partial.status(), 400, "concatenation is not offered");
+        assert!(partial.text().await.unwrap().contains("Upload-Concat"));
         let resp = tus.creation_with(p, 10, &metadata("text/plain", "a")).send().await.unwrap();
         assert_eq!(resp.status(), 415);
         let resp = tus.creation_with(p, 10, &format!("filename {}", b64("a"))).send().await.unwrap();
