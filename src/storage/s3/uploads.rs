@@ -16,8 +16,8 @@
 //!   object of its own, under a fresh name, named for the version that will point at it:
 //!   the tail a stored record points at is never overwritten nor deleted before a newer
 //!   record is saved. The next writer reads it back into its part buffer.
-//! - Finishing uploads the tail as the last part (UploadPartCopy, inside S3), writes the
-//!   sidecar, then completes the multipart upload onto the payload's key: no copy of
+//! - Finishing uploads the tail as the last part (read back: less than a part in
+//!   memory), writes the sidecar, then completes the multipart upload onto the payload's key: no copy of
 //!   the payload. An upload without a whole part is one PutObject, as a small `put`.
 //!   The payload carries a put id derived from the upload (its id and creation time),
 //!   so a finish retried after a crash recognises its own object.
@@ -460,7 +460,7 @@ impl S3Storage {
         Ok(())
     }
 
-    /// The tail goes in as the last part (copied inside S3), the sidecar is written,
+    /// The tail goes in as the last part, the sidecar is written,
     /// and the multipart upload is completed onto the payload's key.
     async fn finish_multipart(&self, rec: &UploadRecord, meta: &ObjectMeta) -> Result<()> {
         let id = rec.id.as_str();
@@ -478,25 +478,32 @@ impl S3Storage {
             .map(|p| CompletedPart::builder().part_number(p.number).e_tag(&p.etag).build())
             .collect();
         if let Some(tail) = &rec.bytes.tail {
+            // Read back and sent as a part (less than a part in memory): UploadPartCopy
+            // would keep it inside S3, but Garage refuses a copy source under 5 MiB even
+            // for the last part.
             let number = rec.bytes.parts.last().map_or(1, |p| p.number + 1);
+            let body = self.read_small(&tail.key, self.options.part_size.max(MIN_PART)).await?;
+            if body.len() as u64 != tail.size {
+                return Err(Error::Internal(format!("upload {id}: its tail holds {} bytes, not {}", body.len(), tail.size)));
+            }
             let out = self
                 .client
-                .upload_part_copy()
+                .upload_part()
                 .bucket(bucket)
                 .key(id)
                 .upload_id(upload_id)
                 .part_number(number)
-                .copy_source(format!("{bucket}/{}", tail.key))
+                .body(S3Body::from(body))
+                .customize()
+                .disable_payload_signing_if(!self.options.sign_payloads)
                 .send()
                 .await;
             let out = match out {
                 Ok(o) => o,
-                Err(e) if e.code() == Some("NoSuchUpload") => return Err(gone("its last part")),
-                Err(e) if status(&e) == Some(404) && e.code() != Some("NoSuchKey") => return Err(gone("its last part")),
-                Err(e) => return Err(unavailable(&format!("copying the tail of upload {id} in as its last part"), e)),
+                Err(e) if e.code() == Some("NoSuchUpload") || status(&e) == Some(404) => return Err(gone("its last part")),
+                Err(e) => return Err(unavailable(&format!("sending the tail of upload {id} as its last part"), e)),
             };
-            let etag = out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
+            parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build());
         }
         self.create_meta_once(id, meta).await?;
         let done = self
