@@ -28,8 +28,11 @@
 //! A writer that wrote parts but whose record was never saved (it lost the race, or
 //! the process died) leaves nothing the record refers to changed except parts with
 //! numbers after the record's last: the next writer from the record uploads those
-//! numbers again, replacing them. CompleteMultipartUpload checks every part's ETag
-//! against the record's, so stray bytes can fail a finish, never end up in a payload.
+//! numbers again, replacing them. A writer looks before each part whether the newest
+//! record already counts that part number (another writer went on meanwhile), and
+//! stops if so; CompleteMultipartUpload
+//! checks every part's ETag against the record's, so stray bytes can fail a finish,
+//! never end up in a payload.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -688,9 +691,50 @@ impl S3Writer {
         Ok(upload_id)
     }
 
+    /// Refuses to send part `number` when the newest saved record already counts a part
+    /// with that number in the same multipart upload: another writer continued from the
+    /// record this one was made from (this one stalled past its claim), and this part
+    /// would replace one of its. (What is left, a part sent in the moment between this
+    /// look and the other's save, fails the finish's ETag check: never a wrong payload.)
+    async fn still_current(&self, upload_id: &str, number: i32) -> Result<()> {
+        let what = || format!("the record of upload {}", self.id);
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(record_prefix(&self.id))
+            .send()
+            .await
+            .map_err(|e| unavailable(&what(), e))?;
+        let newest = listed.contents().iter().filter_map(|o| o.key()).max();
+        let Some(newest) = newest else {
+            return Err(Error::NotFound(format!("upload {} is gone", self.id)));
+        };
+        let out = match self.client.get_object().bucket(&self.bucket).key(newest).send().await {
+            Ok(o) => o,
+            // Replaced by a newer one meanwhile: the writer that saved it is the one
+            // that decides; its save of this writer's bytes cannot follow anyway.
+            Err(e) if status(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(unavailable(&what(), e)),
+        };
+        let bytes = out.body.collect().await.map_err(|e| Error::StorageUnavailable(format!("{}: {e}", what())))?.into_bytes();
+        let rec: UploadRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("{}: {e}", what())))?;
+        let counted = rec.bytes.upload_id.as_deref() == Some(upload_id) && rec.bytes.parts.iter().any(|p| p.number >= number);
+        if counted {
+            return Err(Error::Conflict(format!(
+                "upload {} was continued by another request; this request's bytes are not kept",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
     async fn send_part(&mut self) -> Result<()> {
-        let upload_id = self.multipart_upload().await?;
         let number = self.layout.parts.last().map_or(1, |p| p.number + 1);
+        if let Some(upload_id) = &self.layout.upload_id {
+            self.still_current(upload_id, number).await?;
+        }
+        let upload_id = self.multipart_upload().await?;
         // One more for the tail at the end, at most.
         if number as u64 >= MAX_PARTS {
             return Err(Error::Internal(format!("upload {}: more than {MAX_PARTS} parts", self.id)));
