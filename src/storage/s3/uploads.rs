@@ -344,17 +344,25 @@ impl S3Storage {
             buf: Buffer::default(),
         };
         if let Some(tail) = &rec.bytes.tail {
-            let bytes = self.read_small(&tail.key, part_size).await?;
-            if bytes.len() as u64 != tail.size {
+            // Straight into the part buffer, chunk by chunk: one part in memory.
+            let bucket = self.quarantine();
+            let mut out = match self.client.get_object().bucket(bucket).key(&tail.key).send().await {
+                Ok(o) => o,
+                Err(e) if self.absent(&e).await => {
+                    return Err(Error::NotFound(format!("upload {}: its tail {} is gone", rec.id, tail.key)))
+                }
+                Err(e) => return Err(unavailable(&format!("the tail of upload {}", rec.id), e)),
+            };
+            while let Some(chunk) = out.body.next().await {
+                let chunk = chunk.map_err(|e| Error::StorageUnavailable(format!("reading the tail of upload {}: {e}", rec.id)))?;
+                w.buf.append(&chunk, part_size)?;
+            }
+            if w.buf.len as u64 != tail.size {
                 return Err(Error::Internal(format!(
                     "upload {}: its tail {} holds {} bytes, its record says {}",
-                    rec.id,
-                    tail.key,
-                    bytes.len(),
-                    tail.size
+                    rec.id, tail.key, w.buf.len, tail.size
                 )));
             }
-            w.buf.append(&bytes, part_size)?;
         }
         Ok(Box::new(w))
     }
