@@ -36,6 +36,7 @@ pub async fn run(storage: &dyn Storage, prefix: &str) {
     set_meta(storage, &format!("{prefix}-marked")).await;
     decisions(storage, &format!("{prefix}-decided")).await;
     resumable(storage, prefix).await;
+    resumable_races(storage, prefix).await;
 }
 
 /// A decision is recorded once: a second one reads the first; an update is read back;
@@ -430,4 +431,26 @@ pub async fn resumable(storage: &dyn Storage, prefix: &str) {
     assert_eq!(storage.head(Bucket::Quarantine, &gone_id).await.unwrap(), None, "a removed upload leaves no payload");
     storage.create_upload(&gone).await.expect("a removed upload's id can be created again");
     storage.remove_upload(&gone).await.unwrap();
+}
+
+/// The compare-and-set under the one-writer rule: of ten creates of one id at once, one
+/// is taken; of ten saves made from one record at once, one is taken, and the stored
+/// record is the winner's. (Needs conditional writes: run where `run` runs, not on Garage.)
+pub async fn resumable_races(storage: &dyn Storage, prefix: &str) {
+    let id = format!("{prefix}-resumable-race");
+    let rec = upload_record(&id);
+    let creates = futures_util::future::join_all((0..10).map(|_| storage.create_upload(&rec))).await;
+    let won = creates.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "exactly one of ten racing creates is taken: {creates:?}");
+    for r in creates.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(r, Error::Conflict(_)), "the others answer Conflict: {r}");
+    }
+    let saves: Vec<super::UploadRecord> =
+        (0..10u64).map(|i| super::UploadRecord { version: 2, offset: i, ..rec.clone() }).collect();
+    let results = futures_util::future::join_all(saves.iter().map(|r| storage.save_upload(r))).await;
+    let won: Vec<usize> = results.iter().enumerate().filter(|(_, r)| matches!(r, Ok(true))).map(|(i, _)| i).collect();
+    assert_eq!(won.len(), 1, "exactly one of ten racing saves is taken: {results:?}");
+    assert!(results.iter().all(|r| r.is_ok()), "the others answer false: {results:?}");
+    assert_eq!(storage.load_upload(&id).await.unwrap().as_ref(), Some(&saves[won[0]]), "the stored record is the winner's");
+    storage.remove_upload(&saves[won[0]]).await.unwrap();
 }

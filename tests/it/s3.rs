@@ -671,6 +671,26 @@ async fn resumable_uploads_keep_the_storage_contract_on_garage() {
     assert!(!exists(&c, &b.quarantine, &tail).await, "a lone tail older than the stale age is swept");
     assert!(exists(&c, &b.quarantine, ".uploads/garage-idle/record.00000000000000000002").await, "a live upload's record stays");
 
+    // A writer that stalled while another continued from the same record: its next
+    // part is refused, and the payload is the other's bytes.
+    let stale = conformance::upload_record("garage-stale");
+    s3.create_upload(&stale).await.unwrap();
+    let winner = pseudo_random(10 * MIB + 10, 9);
+    let s2 = conformance::append(&s3, &stale, &winner[..5 * MIB], &[MIB]).await;
+    assert!(s3.save_upload(&s2).await.unwrap());
+    let mut slow = s3.upload_writer(&s2).await.unwrap();
+    slow.write(Bytes::from(vec![0xAB; MIB])).await.unwrap();
+    let w2 = conformance::append(&s3, &s2, &winner[5 * MIB..], &[MIB]).await;
+    assert!(s3.save_upload(&w2).await.unwrap());
+    slow.write(Bytes::from(vec![0xAB; 4 * MIB])).await.unwrap();
+    let e = slow.flush().await.expect_err("a part the newest record already counts is not sent again");
+    assert!(matches!(e, upload_gateway::error::Error::Conflict(_)), "{e}");
+    let fin = upload_gateway::storage::ObjectMeta { size: w2.offset, sha256: w2.hash.hex(), ..conformance::meta("garage-stale") };
+    s3.finish_upload(&w2, fin).await.unwrap();
+    let out = c.get_object().bucket(&b.quarantine).key("garage-stale").send().await.unwrap();
+    assert!(out.body.collect().await.unwrap().into_bytes() == winner, "the payload is the winner's bytes");
+    s3.remove_upload(&w2).await.unwrap();
+
     let m = upload_gateway::storage::ObjectMeta { size: r2.offset, sha256: r2.hash.hex(), ..conformance::meta("garage-idle") };
     let done = s3.finish_upload(&r2, m).await.unwrap();
     let out = c.get_object().bucket(&b.quarantine).key("garage-idle").send().await.unwrap();

@@ -16,8 +16,8 @@
 //!   object of its own, under a fresh name, named for the version that will point at it:
 //!   the tail a stored record points at is never overwritten nor deleted before a newer
 //!   record is saved. The next writer reads it back into its part buffer.
-//! - Finishing uploads the tail as the last part (UploadPartCopy, inside S3), writes the
-//!   sidecar, then completes the multipart upload onto the payload's key: no copy of
+//! - Finishing uploads the tail as the last part (read back: less than a part in
+//!   memory), writes the sidecar, then completes the multipart upload onto the payload's key: no copy of
 //!   the payload. An upload without a whole part is one PutObject, as a small `put`.
 //!   The payload carries a put id derived from the upload (its id and creation time),
 //!   so a finish retried after a crash recognises its own object.
@@ -28,8 +28,11 @@
 //! A writer that wrote parts but whose record was never saved (it lost the race, or
 //! the process died) leaves nothing the record refers to changed except parts with
 //! numbers after the record's last: the next writer from the record uploads those
-//! numbers again, replacing them. CompleteMultipartUpload checks every part's ETag
-//! against the record's, so stray bytes can fail a finish, never end up in a payload.
+//! numbers again, replacing them. A writer looks before each part whether the newest
+//! record already counts that part number (another writer went on meanwhile), and
+//! stops if so; CompleteMultipartUpload
+//! checks every part's ETag against the record's, so stray bytes can fail a finish,
+//! never end up in a payload.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -341,17 +344,25 @@ impl S3Storage {
             buf: Buffer::default(),
         };
         if let Some(tail) = &rec.bytes.tail {
-            let bytes = self.read_small(&tail.key, part_size).await?;
-            if bytes.len() as u64 != tail.size {
+            // Straight into the part buffer, chunk by chunk: one part in memory.
+            let bucket = self.quarantine();
+            let mut out = match self.client.get_object().bucket(bucket).key(&tail.key).send().await {
+                Ok(o) => o,
+                Err(e) if self.absent(&e).await => {
+                    return Err(Error::NotFound(format!("upload {}: its tail {} is gone", rec.id, tail.key)))
+                }
+                Err(e) => return Err(unavailable(&format!("the tail of upload {}", rec.id), e)),
+            };
+            while let Some(chunk) = out.body.next().await {
+                let chunk = chunk.map_err(|e| Error::StorageUnavailable(format!("reading the tail of upload {}: {e}", rec.id)))?;
+                w.buf.append(&chunk, part_size)?;
+            }
+            if w.buf.len as u64 != tail.size {
                 return Err(Error::Internal(format!(
                     "upload {}: its tail {} holds {} bytes, its record says {}",
-                    rec.id,
-                    tail.key,
-                    bytes.len(),
-                    tail.size
+                    rec.id, tail.key, w.buf.len, tail.size
                 )));
             }
-            w.buf.append(&bytes, part_size)?;
         }
         Ok(Box::new(w))
     }
@@ -460,7 +471,7 @@ impl S3Storage {
         Ok(())
     }
 
-    /// The tail goes in as the last part (copied inside S3), the sidecar is written,
+    /// The tail goes in as the last part, the sidecar is written,
     /// and the multipart upload is completed onto the payload's key.
     async fn finish_multipart(&self, rec: &UploadRecord, meta: &ObjectMeta) -> Result<()> {
         let id = rec.id.as_str();
@@ -478,25 +489,32 @@ impl S3Storage {
             .map(|p| CompletedPart::builder().part_number(p.number).e_tag(&p.etag).build())
             .collect();
         if let Some(tail) = &rec.bytes.tail {
+            // Read back and sent as a part (less than a part in memory): UploadPartCopy
+            // would keep it inside S3, but Garage refuses a copy source under 5 MiB even
+            // for the last part.
             let number = rec.bytes.parts.last().map_or(1, |p| p.number + 1);
+            let body = self.read_small(&tail.key, self.options.part_size.max(MIN_PART)).await?;
+            if body.len() as u64 != tail.size {
+                return Err(Error::Internal(format!("upload {id}: its tail holds {} bytes, not {}", body.len(), tail.size)));
+            }
             let out = self
                 .client
-                .upload_part_copy()
+                .upload_part()
                 .bucket(bucket)
                 .key(id)
                 .upload_id(upload_id)
                 .part_number(number)
-                .copy_source(format!("{bucket}/{}", tail.key))
+                .body(S3Body::from(body))
+                .customize()
+                .disable_payload_signing_if(!self.options.sign_payloads)
                 .send()
                 .await;
             let out = match out {
                 Ok(o) => o,
-                Err(e) if e.code() == Some("NoSuchUpload") => return Err(gone("its last part")),
-                Err(e) if status(&e) == Some(404) && e.code() != Some("NoSuchKey") => return Err(gone("its last part")),
-                Err(e) => return Err(unavailable(&format!("copying the tail of upload {id} in as its last part"), e)),
+                Err(e) if e.code() == Some("NoSuchUpload") || status(&e) == Some(404) => return Err(gone("its last part")),
+                Err(e) => return Err(unavailable(&format!("sending the tail of upload {id} as its last part"), e)),
             };
-            let etag = out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
+            parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build());
         }
         self.create_meta_once(id, meta).await?;
         let done = self
@@ -681,9 +699,50 @@ impl S3Writer {
         Ok(upload_id)
     }
 
+    /// Refuses to send part `number` when the newest saved record already counts a part
+    /// with that number in the same multipart upload: another writer continued from the
+    /// record this one was made from (this one stalled past its claim), and this part
+    /// would replace one of its. (What is left, a part sent in the moment between this
+    /// look and the other's save, fails the finish's ETag check: never a wrong payload.)
+    async fn still_current(&self, upload_id: &str, number: i32) -> Result<()> {
+        let what = || format!("the record of upload {}", self.id);
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(record_prefix(&self.id))
+            .send()
+            .await
+            .map_err(|e| unavailable(&what(), e))?;
+        let newest = listed.contents().iter().filter_map(|o| o.key()).max();
+        let Some(newest) = newest else {
+            return Err(Error::NotFound(format!("upload {} is gone", self.id)));
+        };
+        let out = match self.client.get_object().bucket(&self.bucket).key(newest).send().await {
+            Ok(o) => o,
+            // Replaced by a newer one meanwhile: the writer that saved it is the one
+            // that decides; its save of this writer's bytes cannot follow anyway.
+            Err(e) if status(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(unavailable(&what(), e)),
+        };
+        let bytes = out.body.collect().await.map_err(|e| Error::StorageUnavailable(format!("{}: {e}", what())))?.into_bytes();
+        let rec: UploadRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("{}: {e}", what())))?;
+        let counted = rec.bytes.upload_id.as_deref() == Some(upload_id) && rec.bytes.parts.iter().any(|p| p.number >= number);
+        if counted {
+            return Err(Error::Conflict(format!(
+                "upload {} was continued by another request; this request's bytes are not kept",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
     async fn send_part(&mut self) -> Result<()> {
-        let upload_id = self.multipart_upload().await?;
         let number = self.layout.parts.last().map_or(1, |p| p.number + 1);
+        if let Some(upload_id) = &self.layout.upload_id {
+            self.still_current(upload_id, number).await?;
+        }
+        let upload_id = self.multipart_upload().await?;
         // One more for the tail at the end, at most.
         if number as u64 >= MAX_PARTS {
             return Err(Error::Internal(format!("upload {}: more than {MAX_PARTS} parts", self.id)));
