@@ -98,9 +98,14 @@ impl App {
         if let Some(kafka) = &settings.kafka {
             // Replicas share one broker: each builds its status view from the topic.
             tokio::spawn(pipeline.clone().run_status_feed(shutdown.clone()));
+            // A rebalance moves partitions to other replicas: their payloads are let go here.
+            tokio::spawn(pipeline.clone().run_lease_check(shutdown.clone()));
             // What a killed gateway stored but never announced gets announced.
             tokio::spawn(pipeline.clone().run_quarantine_sweep(kafka.quarantine_sweep, shutdown.clone()));
         }
+        // Unfinished resumable uploads past their expiry lose their bytes.
+        let every = (settings.upload_expiry / 2).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+        tokio::spawn(pipeline.clone().sweep_uploads(every));
         let state = AppState { pipeline: pipeline.clone() };
         let server = tokio::spawn(crate::server::serve(listener, state, settings.clone(), shutdown.clone(), tls));
         let on_s3 = matches!(settings.storage, StorageChoice::S3(_));

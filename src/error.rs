@@ -37,6 +37,25 @@ pub enum Error {
     /// The request id was used before (or is being used right now).
     #[error("{0}")]
     Conflict(String),
+    /// A resumable upload was written at another offset than the one stored (tus 409;
+    /// gRPC FAILED_PRECONDITION: ask where it stands and continue from there).
+    #[error("the upload stands at offset {expected}; this request writes at {got}")]
+    OffsetMismatch { expected: u64, got: u64 },
+    /// Another request is writing this resumable upload right now (tus 423; gRPC
+    /// ABORTED). Its claim expires if it stalls.
+    #[error("{0}")]
+    Locked(String),
+    /// A resumable upload that expired (tus 410; gRPC NOT_FOUND).
+    #[error("{0}")]
+    Gone(String),
+    /// The bytes do not match the checksum the client declared (tus 460; REST 400;
+    /// gRPC INVALID_ARGUMENT); nothing of them was kept.
+    #[error("{0}")]
+    ChecksumMismatch(String),
+    /// A protocol precondition is not met (tus: `Tus-Resumable` missing or another
+    /// version: 412).
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// The client stopped sending the body for longer than the idle timeout.
     #[error("{0}")]
     Timeout(String),
@@ -81,7 +100,11 @@ impl Error {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::OffsetMismatch { .. } => StatusCode::CONFLICT,
+            Error::Locked(_) => StatusCode::LOCKED,
+            Error::Gone(_) => StatusCode::GONE,
+            Error::ChecksumMismatch(_) => StatusCode::from_u16(460).expect("460 is a valid status"),
+            Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::StorageUnavailable(_)
             | Error::QueueUnavailable(_)
@@ -105,6 +128,10 @@ impl Error {
             Error::Forbidden(_) => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,
             Error::Conflict(_) => Code::AlreadyExists,
+            Error::OffsetMismatch { .. } | Error::PreconditionFailed(_) => Code::FailedPrecondition,
+            Error::Locked(_) => Code::Aborted,
+            Error::Gone(_) => Code::NotFound,
+            Error::ChecksumMismatch(_) => Code::InvalidArgument,
             Error::Timeout(_) => Code::DeadlineExceeded,
             Error::ClientGone(_) => Code::Cancelled,
             Error::StorageUnavailable(_)
@@ -135,6 +162,11 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
+            Error::OffsetMismatch { .. } => "offset_mismatch",
+            Error::Locked(_) => "locked",
+            Error::Gone(_) => "gone",
+            Error::ChecksumMismatch(_) => "checksum_mismatch",
+            Error::PreconditionFailed(_) => "precondition_failed",
             Error::Timeout(_) => "timeout",
             Error::ClientGone(_) => "client_gone",
             Error::StorageUnavailable(_) => "storage_unavailable",

@@ -106,6 +106,8 @@ pub struct Metrics {
     http_responses: Family<StatusLabel, Counter>,
     dropped: Family<TopicLabel, Counter>,
     kafka_errors: Family<KindLabel, Counter>,
+    resumable: Family<KindLabel, Counter>,
+    resumable_bytes: Counter,
     requests: Histograms<RequestLabels>,
     payload_size: Histograms<ServiceLabel>,
     stages: Histograms<StageLabel>,
@@ -136,6 +138,8 @@ impl Metrics {
             http_responses: Family::default(),
             dropped: Family::default(),
             kafka_errors: Family::default(),
+            resumable: Family::default(),
+            resumable_bytes: Counter::default(),
             requests: Family::new_with_constructor(latency),
             payload_size: Family::new_with_constructor(sizes),
             stages: Family::new_with_constructor(latency),
@@ -160,6 +164,12 @@ impl Metrics {
             m.dropped.clone(),
         );
         r.register("kafka_produce_errors", "Kafka publishes that failed, by kind (not_persisted, possibly_persisted, refused)", m.kafka_errors.clone());
+        r.register(
+            "resumable_uploads",
+            "Resumable uploads by event: created, finished (stored and announced), cancelled, expired (removed by the expiry sweep)",
+            m.resumable.clone(),
+        );
+        r.register_with_unit("resumable_committed", "Bytes of resumable uploads made durable (committed offsets advanced)", Unit::Bytes, m.resumable_bytes.clone());
         r.register_with_unit(
             "request_duration",
             "Request duration by protocol (rest, grpc), method (route or gRPC method) and status (HTTP status or gRPC code); for server-streaming methods, until the response starts",
@@ -190,6 +200,14 @@ impl Metrics {
 
     pub fn bytes_received(&self, n: u64) {
         self.received_bytes.inc_by(n);
+    }
+
+    pub fn resumable(&self, event: &str) {
+        self.resumable.get_or_create(&KindLabel { kind: event.into() }).inc();
+    }
+
+    pub fn resumable_bytes(&self, n: u64) {
+        self.resumable_bytes.inc_by(n);
     }
 
     pub fn upload_accepted(&self, service: &str, size: u64) {

@@ -170,6 +170,15 @@ pub struct Config {
     /// Seconds an upload body may stall before the upload is refused (408).
     #[arg(long, env = "BODY_IDLE_TIMEOUT_SECS", default_value_t = 30)]
     pub body_idle_timeout_secs: u64,
+    /// Seconds an unfinished resumable upload is kept (tus `Upload-Expires`); the
+    /// expiry sweep removes its bytes after that. Default 24 h.
+    #[arg(long, env = "UPLOAD_EXPIRY_SECS", default_value_t = 24 * 3600)]
+    pub upload_expiry_secs: u64,
+    /// Seconds a request writing a resumable upload holds it without progress before
+    /// another request may take it over (a stalled writer's claim, or a killed
+    /// replica's on S3; on local disk a killed process's claim is void at restart).
+    #[arg(long, env = "UPLOAD_CLAIM_SECS", default_value_t = 10)]
+    pub upload_claim_secs: u64,
     /// Requests served at once; past it the gateway answers 503 at once.
     #[arg(long, env = "CONCURRENCY_LIMIT", default_value_t = 1024)]
     pub concurrency_limit: usize,

@@ -23,6 +23,10 @@ pub struct Settings {
     pub metadata_limit: usize,
     pub header_timeout: Duration,
     pub body_idle_timeout: Duration,
+    /// How long an unfinished resumable upload is kept.
+    pub upload_expiry: Duration,
+    /// How long a resumable upload's writer holds it without progress.
+    pub upload_claim: Duration,
     pub concurrency_limit: usize,
     pub drain_timeout: Duration,
     /// Certificate chain and key files, when the port serves TLS.
@@ -163,6 +167,9 @@ impl Config {
         if self.header_timeout_secs == 0 || self.body_idle_timeout_secs == 0 {
             return Err("HEADER_TIMEOUT_SECS and BODY_IDLE_TIMEOUT_SECS: must be at least 1".into());
         }
+        if self.upload_expiry_secs == 0 || self.upload_claim_secs == 0 {
+            return Err("UPLOAD_EXPIRY_SECS and UPLOAD_CLAIM_SECS: must be at least 1".into());
+        }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!("PUBLIC_URL: {url:?} should start with http:// or https://"));
@@ -217,6 +224,8 @@ impl Config {
             metadata_limit: self.metadata_limit,
             header_timeout: Duration::from_secs(self.header_timeout_secs),
             body_idle_timeout: Duration::from_secs(self.body_idle_timeout_secs),
+            upload_expiry: Duration::from_secs(self.upload_expiry_secs),
+            upload_claim: Duration::from_secs(self.upload_claim_secs),
             concurrency_limit: self.concurrency_limit,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             consumer_group,

@@ -6,6 +6,7 @@ pub mod content_type;
 pub mod identity;
 pub mod payload;
 pub mod request_id;
+pub mod sha256_state;
 
 pub use content_type::Route;
 pub use identity::Identity;

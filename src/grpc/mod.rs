@@ -11,6 +11,8 @@ use crate::auth::{Caller, PeerNames, Validator};
 use crate::messages::{Echoed, VerdictDetails};
 use crate::pipeline::{one_value, Outcome, Pipeline, UploadHeader};
 
+mod resumable;
+
 pub mod pb {
     tonic::include_proto!("upload.v1");
     /// The descriptor set that reflection serves.
@@ -69,6 +71,19 @@ fn caller<T>(pipeline: &Pipeline, req: &Request<T>) -> Result<Caller, Status> {
     Ok(pipeline.caller(identity.as_deref(), authorization.as_deref(), names)?)
 }
 
+/// The receipt of a stored and announced payload, as the client gets it.
+fn receipt(r: crate::pipeline::Receipt) -> pb::UploadReceipt {
+    pb::UploadReceipt {
+        request_id: r.request_id.to_string(),
+        account_number: r.account_number.unwrap_or_default(),
+        org_id: r.org_id.unwrap_or_default(),
+        service: r.service,
+        category: r.category,
+        size: r.size,
+        sha256: r.sha256,
+    }
+}
+
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -109,19 +124,28 @@ impl UploadGateway for GatewayService {
         });
         let staged = self.pipeline.store(header, Box::pin(chunks)).await?;
         let r = staged.announce().await?;
-        let mut resp = Response::new(pb::UploadReceipt {
-            request_id: r.request_id.to_string(),
-            account_number: r.account_number.unwrap_or_default(),
-            org_id: r.org_id.unwrap_or_default(),
-            service: r.service,
-            category: r.category,
-            size: r.size,
-            sha256: r.sha256,
-        });
-        if let Ok(v) = r.request_id.as_str().parse() {
+        let id = r.request_id.as_str().parse();
+        let mut resp = Response::new(receipt(r));
+        if let Ok(v) = id {
             resp.metadata_mut().insert("x-rh-insights-request-id", v);
         }
         Ok(resp)
+    }
+
+    async fn create_upload(&self, request: Request<pb::CreateUploadRequest>) -> Result<Response<pb::UploadState>, Status> {
+        self.create_resumable(request).await
+    }
+
+    async fn query_write_status(&self, request: Request<pb::QueryWriteStatusRequest>) -> Result<Response<pb::UploadState>, Status> {
+        self.query_resumable(request).await
+    }
+
+    async fn write(&self, request: Request<Streaming<pb::WriteRequest>>) -> Result<Response<pb::WriteResponse>, Status> {
+        self.write_resumable(request).await
+    }
+
+    async fn cancel_upload(&self, request: Request<pb::CancelUploadRequest>) -> Result<Response<pb::UploadState>, Status> {
+        self.cancel_resumable(request).await
     }
 
     type SubscribeStream = BoxStream<pb::Announcement>;

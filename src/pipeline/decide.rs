@@ -195,7 +195,13 @@ impl Pipeline {
         let _guard = self.inner.decisions.lock(id).await;
         let found = match self.locate(id).await {
             Ok(f) => f,
-            Err(e) => return VerdictReport::new(id, Outcome::Retry, e.to_string()),
+            Err(e) if e.is_retryable() => return VerdictReport::new(id, Outcome::Retry, e.to_string()),
+            // Retrying cannot help (the stored meta is unreadable): the verdict is
+            // answered and counted, so it does not hold up its partition forever.
+            Err(e) => {
+                warn!(error = %e, "a verdict for a payload whose stored record cannot be read; not retried");
+                return VerdictReport::new(id, Outcome::Invalid, format!("the payload's stored record cannot be read, so this verdict cannot be applied: {e}"));
+            }
         };
         let found = found.map(|(b, meta)| (b, completed(meta, &result)));
         if let Some(v) = validator {

@@ -109,6 +109,22 @@ impl Leases {
         drop(released); // dropping an unacked delivery gives it back to the queue
     }
 
+    /// Drops the leases of deliveries this replica no longer owns (a rebalance gave
+    /// their partition to another replica, which delivers them to its subscribers):
+    /// each payload is held by one subscriber at a time, and the subscriber here gets
+    /// its room back. Returns how many were dropped.
+    pub fn drop_disowned(&self) -> usize {
+        let gone: Vec<Lease> = {
+            let mut held = self.held.lock().unwrap();
+            let ids: Vec<String> = held.iter().filter(|(_, l)| !l.delivery.still_owned()).map(|(k, _)| k.clone()).collect();
+            ids.iter().filter_map(|k| held.remove(k)).collect()
+        };
+        if !gone.is_empty() {
+            tracing::info!(count = gone.len(), "a rebalance gave these payloads' partitions away: no longer held here");
+        }
+        gone.len() // dropping a delivery of a revoked partition leaves it to its new owner
+    }
+
     /// The visibility timeout passed without a verdict: another subscriber of the
     /// service gets the payload (the one with the fewest leases), else the queue.
     fn expire(&self, request_id: &str, generation: u64) {
@@ -170,6 +186,17 @@ struct State {
 }
 
 impl Pipeline {
+    /// Every second, lets go of held payloads whose partitions a rebalance gave to
+    /// another replica ([`Leases::drop_disowned`]), until shutdown.
+    pub async fn run_lease_check(self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if super::consume::pause(&shutdown, std::time::Duration::from_secs(1)).await {
+                return;
+            }
+            self.inner.leases.drop_disowned();
+        }
+    }
+
     /// A validator's share of one service's announcements; its credential must cover
     /// the service.
     pub async fn subscribe(&self, caller: &Caller, service: &str) -> Result<impl Stream<Item = Result<Work>> + Send + 'static> {

@@ -49,6 +49,9 @@ pub struct Staged {
     /// `metadata` came after the bytes: the stored meta must be written again.
     metadata_late: bool,
     done: bool,
+    /// Kept in quarantine when its announcement fails (a resumable upload's bytes: the
+    /// client's retried last request, or the quarantine sweep, announces it then).
+    keep: bool,
     /// Keeps the quarantine sweep off this payload until it is settled (removal included).
     hold: Option<Hold>,
 }
@@ -231,6 +234,7 @@ impl Pipeline {
             meta,
             metadata_late: false,
             done: false,
+            keep: false,
             hold: Some(hold),
         };
         if !checked {
@@ -311,6 +315,20 @@ impl Pipeline {
 }
 
 impl Staged {
+    /// A resumable upload's payload, just put in quarantine whole.
+    pub(crate) fn resumed(pipeline: Pipeline, identity: Identity, meta: ObjectMeta, hold: Hold) -> Result<Staged> {
+        Ok(Staged {
+            pipeline,
+            request_id: RequestId::parse(&meta.request_id)?,
+            identity,
+            meta,
+            metadata_late: false,
+            done: false,
+            keep: true,
+            hold: Some(hold),
+        })
+    }
+
     pub fn request_id(&self) -> &RequestId {
         &self.request_id
     }
@@ -406,7 +424,7 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if self.done {
+        if self.done || self.keep {
             return;
         }
         let storage = self.pipeline.inner.storage.clone();

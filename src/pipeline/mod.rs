@@ -19,6 +19,7 @@ mod dispatch;
 mod ingest;
 pub mod links;
 mod outbox;
+pub mod resumable;
 pub mod status;
 mod status_feed;
 mod unannounced;
@@ -29,6 +30,7 @@ mod tests;
 pub use decide::{Outcome, VerdictReport, VERDICT_GROUP};
 pub use dispatch::Work;
 pub use ingest::{one_value, Receipt, Staged, UploadHeader};
+pub use resumable::{Append, Appended, ChecksumAlgorithm, ChunkChecksum, UploadInfo};
 pub use crate::domain::{content_type, identity, request_id, BodyStream, Checks, Identity, Payload, RequestId};
 pub use status::{StatusBook, TERMINAL};
 

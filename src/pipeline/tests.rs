@@ -19,6 +19,8 @@ use crate::messages::{Announce, Available};
 use crate::queue::{memory::MemoryQueue, Message, Queue, Subscription};
 use crate::storage::{conformance, local::LocalDisk, Bucket};
 
+mod resumable;
+
 struct Fixture {
     pipeline: Pipeline,
     queue: Arc<dyn Queue>,
@@ -331,4 +333,15 @@ async fn a_long_verdict_reason_is_applied_and_cut_in_the_status() {
     f.pipeline.flush(Duration::from_secs(5)).await.unwrap();
     let statuses = f.messages("platform.payload-status").await;
     assert!(statuses.iter().all(|m| m.payload.len() < 8192), "every status message stays small");
+}
+
+#[tokio::test]
+async fn a_verdict_for_a_payload_whose_meta_cannot_be_read_is_answered_not_retried_forever() {
+    let f = fixture().await;
+    let id = f.upload(b"meta to be spoiled").await.request_id.to_string();
+    std::fs::write(f._dir.path().join("quarantine/.meta").join(format!("{id}.json")), b"{not json").unwrap();
+    let msg = serde_json::json!({"request_id": id, "validation": "success"}).to_string();
+    let report = tokio::time::timeout(Duration::from_secs(5), f.pipeline.apply_message(msg.as_bytes())).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Invalid, "{report:?}");
+    assert!(report.message.contains("cannot be read"), "{report:?}");
 }

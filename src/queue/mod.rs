@@ -52,6 +52,9 @@ impl Message {
 pub struct Delivery {
     pub message: Message,
     settle: Option<Box<dyn FnOnce(bool) + Send>>,
+    /// Whether this consumer still owns the message (Kafka: its partition was not
+    /// revoked by a rebalance since it was read); always true when not set.
+    owned: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Delivery {
@@ -60,7 +63,21 @@ impl Delivery {
         Delivery {
             message,
             settle: Some(Box::new(settle)),
+            owned: None,
         }
+    }
+
+    /// With a check of whether the message is still this consumer's.
+    pub fn owned_while(mut self, owned: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.owned = Some(Box::new(owned));
+        self
+    }
+
+    /// False once another consumer of the group owns the message (a rebalance gave its
+    /// partition away): it will be delivered there, so whoever holds it here should let
+    /// it go.
+    pub fn still_owned(&self) -> bool {
+        self.owned.as_ref().is_none_or(|f| f())
     }
 
     pub fn ack(mut self) {

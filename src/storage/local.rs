@@ -6,6 +6,7 @@
 //! <data>/.tmp/                       files being written (cleared at start-up)
 //! <data>/.wal/                       the write-ahead log of small payloads (wal.rs)
 //! <data>/quarantine/.decided/<key>.json  a payload's verdict, once decided
+//! <data>/.uploads/<id>/              a resumable upload: its record and bytes (uploads.rs)
 //! ```
 //! A payload is written to `.tmp`, then renamed into place after its meta, so no
 //! reader ever sees half a payload; keys never start with '.', so they cannot clash
@@ -22,7 +23,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{Bucket, ByteStream, Decision, ObjectMeta, Storage};
+use super::{Bucket, ByteStream, Decision, ObjectMeta, Storage, UploadRecord, UploadWriter};
 use crate::error::{Error, Result};
 use crate::domain::Payload;
 
@@ -38,11 +39,14 @@ const READ_CHUNK: usize = 64 * 1024;
 /// their stream ends); larger ones are written to their file as they arrive.
 pub const SMALL: usize = 256 * 1024;
 
+mod uploads;
 mod wal;
 
 pub struct LocalDisk {
     root: PathBuf,
     wal: wal::Wal,
+    /// Makes a resumable upload's record save a compare-and-set (uploads.rs).
+    upload_lock: tokio::sync::Mutex<()>,
 }
 
 impl LocalDisk {
@@ -63,7 +67,7 @@ impl LocalDisk {
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::StorageUnavailable(format!("write-ahead log in {}: {e}", root.display())))?;
-        Ok(LocalDisk { root, wal })
+        Ok(LocalDisk { root, wal, upload_lock: Default::default() })
     }
 
     fn object(&self, bucket: Bucket, key: &str) -> PathBuf {
@@ -217,6 +221,34 @@ impl LocalDisk {
 
 #[async_trait::async_trait]
 impl Storage for LocalDisk {
+    async fn create_upload(&self, rec: &UploadRecord) -> Result<()> {
+        LocalDisk::create_upload(self, rec).await
+    }
+
+    async fn load_upload(&self, id: &str) -> Result<Option<UploadRecord>> {
+        LocalDisk::load_upload(self, id).await
+    }
+
+    async fn save_upload(&self, rec: &UploadRecord) -> Result<bool> {
+        LocalDisk::save_upload(self, rec).await
+    }
+
+    async fn upload_writer(&self, rec: &UploadRecord) -> Result<Box<dyn UploadWriter>> {
+        LocalDisk::upload_writer(self, rec).await
+    }
+
+    async fn finish_upload(&self, rec: &UploadRecord, meta: ObjectMeta) -> Result<ObjectMeta> {
+        LocalDisk::finish_upload(self, rec, meta).await
+    }
+
+    async fn remove_upload(&self, rec: &UploadRecord) -> Result<()> {
+        LocalDisk::remove_upload(self, rec).await
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<String>> {
+        LocalDisk::list_uploads(self).await
+    }
+
     async fn put(
         &self,
         bucket: Bucket,

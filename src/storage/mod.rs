@@ -13,7 +13,10 @@ use crate::domain::Payload;
 
 pub mod conformance;
 pub mod local;
+pub mod resumable;
 pub mod s3;
+
+pub use resumable::{UploadRecord, UploadWriter};
 
 /// The three buckets of the original service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,6 +181,34 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The keys in a bucket (used at start-up to recover what an outage left).
     async fn list(&self, bucket: Bucket) -> Result<Vec<String>>;
+
+    /// Creates the record of a new resumable upload (version 1); `Error::Conflict` when
+    /// `rec.id` has one.
+    async fn create_upload(&self, rec: &UploadRecord) -> Result<()>;
+
+    /// The newest record of an upload; None when there is none.
+    async fn load_upload(&self, id: &str) -> Result<Option<UploadRecord>>;
+
+    /// Saves `rec` (whose `version` is one more than the record it was made from) if the
+    /// stored record is still that one: false, and nothing written, when another save
+    /// came first.
+    async fn save_upload(&self, rec: &UploadRecord) -> Result<bool>;
+
+    /// A writer that appends at `rec.offset`, for one request.
+    async fn upload_writer(&self, rec: &UploadRecord) -> Result<Box<dyn UploadWriter>>;
+
+    /// Puts an upload's bytes (all of them: `rec.offset` is its length) in quarantine as
+    /// the payload `rec.id`, with `meta`, as `put` does: create-only, whole or not at
+    /// all. Called again after a crash part-way, it finishes the job: when quarantine
+    /// already holds the upload's bytes, it returns their meta.
+    async fn finish_upload(&self, rec: &UploadRecord, meta: ObjectMeta) -> Result<ObjectMeta>;
+
+    /// Removes an upload's record and whatever of its bytes are not in quarantine
+    /// (expired, terminated, or finished and past its expiry).
+    async fn remove_upload(&self, rec: &UploadRecord) -> Result<()>;
+
+    /// The ids of every upload with a record (the expiry sweep).
+    async fn list_uploads(&self) -> Result<Vec<String>>;
 
     /// Ok when the storage answers (readiness).
     async fn check(&self) -> Result<()>;

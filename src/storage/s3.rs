@@ -31,7 +31,7 @@ use aws_sdk_s3::Client;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bucket, ByteStream, Decision, ObjectMeta, Storage};
+use super::{Bucket, ByteStream, Decision, ObjectMeta, Storage, UploadRecord, UploadWriter};
 use crate::error::{Error, Result};
 use crate::domain::Payload;
 
@@ -43,6 +43,7 @@ mod parts;
 mod sweep;
 mod timing;
 mod upload;
+mod uploads;
 
 pub use crate::config::S3Options;
 
@@ -187,6 +188,34 @@ impl S3Storage {
 
 #[async_trait::async_trait]
 impl Storage for S3Storage {
+    async fn create_upload(&self, rec: &UploadRecord) -> Result<()> {
+        S3Storage::create_upload(self, rec).await
+    }
+
+    async fn load_upload(&self, id: &str) -> Result<Option<UploadRecord>> {
+        S3Storage::load_upload(self, id).await
+    }
+
+    async fn save_upload(&self, rec: &UploadRecord) -> Result<bool> {
+        S3Storage::save_upload(self, rec).await
+    }
+
+    async fn upload_writer(&self, rec: &UploadRecord) -> Result<Box<dyn UploadWriter>> {
+        S3Storage::upload_writer(self, rec).await
+    }
+
+    async fn finish_upload(&self, rec: &UploadRecord, meta: ObjectMeta) -> Result<ObjectMeta> {
+        S3Storage::finish_upload(self, rec, meta).await
+    }
+
+    async fn remove_upload(&self, rec: &UploadRecord) -> Result<()> {
+        S3Storage::remove_upload(self, rec).await
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<String>> {
+        S3Storage::list_uploads(self).await
+    }
+
     async fn put(&self, bucket: Bucket, key: &str, meta: ObjectMeta, payload: Payload) -> Result<ObjectMeta> {
         upload::put(self, bucket, key, meta, payload).await
     }

@@ -132,3 +132,68 @@ async fn a_verdict_on_another_replica_releases_the_subscribers_hold_at_once() {
     drop((a, b));
     n.cleanup().await;
 }
+
+/// The held-payloads gauge of one gateway for advisor.
+async fn held(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("upload_gateway_held_payloads{service=\"advisor\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Issue 12, part 2: a rebalance that moves partitions to another replica lets go of
+/// their payloads where they were held, so each payload is held by one subscriber at a
+/// time. A's subscriber holds all 16 payloads; a subscriber on B joins the group; the
+/// payloads of the partitions B now owns reach B's subscriber, and A holds only the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebalance_lets_go_of_the_payloads_whose_partitions_moved() {
+    use tokio_stream::StreamExt as _;
+    let _broker = BROKER.read().await;
+    let (n, _env, _buckets, a, b) = fleet_on_minio("fleetrebal").await;
+    let mut on_a = grpc_client(&a.base, &a.data)
+        .await
+        .subscribe(pb::SubscribeRequest { service: "advisor".into() })
+        .await
+        .expect("Subscribe on A")
+        .into_inner();
+    const PAYLOADS: usize = 16;
+    let http = reqwest::Client::new();
+    for i in 0..PAYLOADS {
+        Upload::new(ADVISOR, format!("rebalanced {i}").into_bytes()).accepted(&http, &a.base).await;
+    }
+    let mut held_by_a = std::collections::BTreeSet::new();
+    while held_by_a.len() < PAYLOADS {
+        let item = tokio::time::timeout(Duration::from_secs(60), on_a.next()).await.expect("A gets every payload");
+        held_by_a.insert(item.expect("the stream goes on").expect("work").request_id);
+    }
+    assert_eq!(held(&a.base).await, PAYLOADS as u64);
+
+    let mut on_b = grpc_client(&b.base, &b.data)
+        .await
+        .subscribe(pb::SubscribeRequest { service: "advisor".into() })
+        .await
+        .expect("Subscribe on B")
+        .into_inner();
+    let mut held_by_b = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        while let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(500), on_b.next()).await {
+            held_by_b.insert(item.expect("work").request_id);
+        }
+        let (ha, hb) = (held(&a.base).await, held(&b.base).await);
+        if !held_by_b.is_empty() && ha + hb == PAYLOADS as u64 && hb == held_by_b.len() as u64 {
+            assert!(held_by_b.is_subset(&held_by_a), "B got only what A had held");
+            assert_eq!(ha as usize, PAYLOADS - held_by_b.len(), "A let go of exactly what moved to B");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after 90 s: A holds {ha}, B holds {hb} ({} received): the moved payloads are held twice or not at all",
+            held_by_b.len()
+        );
+    }
+    drop((on_a, on_b, a, b));
+    n.cleanup().await;
+}

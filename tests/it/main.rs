@@ -18,6 +18,7 @@ mod limits;
 mod observability;
 mod properties;
 mod readme;
+mod resumable;
 mod rest_upload;
 mod s3;
 mod tls;

@@ -129,4 +129,20 @@ impl UploadGateway for Baseline {
     async fn download(&self, _: tonic::Request<pb::DownloadRequest>) -> Result<tonic::Response<Self::DownloadStream>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+
+    async fn create_upload(&self, _: tonic::Request<pb::CreateUploadRequest>) -> Result<tonic::Response<pb::UploadState>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn query_write_status(&self, _: tonic::Request<pb::QueryWriteStatusRequest>) -> Result<tonic::Response<pb::UploadState>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn write(&self, _: tonic::Request<tonic::Streaming<pb::WriteRequest>>) -> Result<tonic::Response<pb::WriteResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+
+    async fn cancel_upload(&self, _: tonic::Request<pb::CancelUploadRequest>) -> Result<tonic::Response<pb::UploadState>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
 }

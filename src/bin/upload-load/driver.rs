@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::payload::PayloadSource;
 use crate::stats::{Recorder, Report};
-use crate::{disk, grpc, rest, Output, Protocol, RunArgs};
+use crate::{disk, grpc, rest, tus, Output, Protocol, RunArgs};
 
 /// One upload at a time over its own connection (or its share of one).
 pub trait Uploader: Send + 'static {
@@ -47,7 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let payload = PayloadSource::new(args.size, args.chunk);
     let connections = match args.protocol {
-        Protocol::Rest | Protocol::Fsync | Protocol::S3 => args.concurrency,
+        Protocol::Rest | Protocol::Tus | Protocol::Fsync | Protocol::S3 => args.concurrency,
         Protocol::Grpc => args.connections.unwrap_or(args.concurrency).clamp(1, args.concurrency),
     };
     let (rec, elapsed, warmup_uploads) = match args.protocol {
@@ -56,6 +56,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let body = rest::BodyMaker::new(&payload, &args.service);
             let workers = (0..args.concurrency)
                 .map(|_| rest::RestUploader::new(target.clone(), body.clone()))
+                .collect();
+            drive(workers, &args).await
+        }
+        Protocol::Tus => {
+            let path = if args.path == "/api/ingress/v1/upload" { "/api/ingress/v1/uploads/" } else { args.path.as_str() };
+            let target = Arc::new(rest::Target::parse(&args.target, path)?);
+            let workers = (0..args.concurrency)
+                .map(|_| tus::TusUploader::new(target.clone(), payload.clone(), &args.service))
                 .collect();
             drive(workers, &args).await
         }

@@ -6,6 +6,8 @@
 //! upload-load run --target /tmp/d --protocol fsync --size 10KiB       # the disk's ceiling
 //! upload-load latency --target http://127.0.0.1:8080 --count 1000      # upload -> advertised
 //! upload-load serve-baseline --listen 127.0.0.1:0                      # bare hyper: read body, 202
+//! upload-load run --target http://127.0.0.1:8080 --protocol tus --size 1GiB --count 1   # resumable, one PATCH
+//! upload-load tus-resume --target http://127.0.0.1:8080 --size 1GiB --cut 0.5      # bytes sent again after a cut
 //! upload-load s3-put --endpoint http://127.0.0.1:3900 --access-key .. --secret-key .. --bucket b --size 1GiB
 //! ```
 //! `run` reports uploads/s, MB/s (10^6 bytes of payload per second), p50/p90/p99
@@ -25,6 +27,7 @@ mod payload;
 mod rest;
 mod s3put;
 mod stats;
+mod tus;
 
 #[derive(Parser)]
 #[command(name = "upload-load", about = "Load client for upload-gateway (REST multipart and gRPC Upload).")]
@@ -52,6 +55,9 @@ enum Command {
     /// Upload one payload straight to an S3 server with aws-sdk-s3 (multipart, the
     /// gateway's part size and parts in flight): the baseline of P2 on S3.
     S3Put(s3put::S3PutArgs),
+    /// One tus upload whose PATCH is cut off at --cut (the connection closed), then
+    /// resumed from the offset the gateway reports: prints the bytes sent again (JSON).
+    TusResume(tus::ResumeArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -65,6 +71,8 @@ pub enum Protocol {
     /// into --bucket (P1-S3's baseline). Credentials from AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY and AWS_REGION.
     S3,
+    /// tus 1.0.0: create the upload (POST), then send it whole in one PATCH.
+    Tus,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -106,7 +114,8 @@ pub struct RunArgs {
     /// The service: the payload's content type is application/vnd.redhat.<service>.bench+tgz.
     #[arg(long, default_value = "advisor")]
     pub service: String,
-    /// REST path of the upload endpoint.
+    /// REST path of the upload endpoint (with --protocol tus: the creation path,
+    /// `/api/ingress/v1/uploads/` when this is left as it is).
     #[arg(long, default_value = "/api/ingress/v1/upload")]
     pub path: String,
     /// With --protocol s3: the bucket (created when missing).
@@ -151,6 +160,7 @@ fn main() -> std::process::ExitCode {
             Command::Latency(args) => latency::run(args).await,
             Command::ServeBaseline { listen } => baseline::serve(listen).await,
             Command::S3Put(args) => s3put::run(args).await,
+            Command::TusResume(args) => tus::resume(args).await,
         }
     });
     match result {

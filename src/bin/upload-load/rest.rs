@@ -22,9 +22,9 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 const WHOLE_BODY_MAX: u64 = 4 << 20;
 
 pub struct Target {
-    addr: String,
-    authority: String,
-    path: String,
+    pub addr: String,
+    pub authority: String,
+    pub path: String,
 }
 
 impl Target {

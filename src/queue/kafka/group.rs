@@ -84,7 +84,9 @@ impl Shared {
     fn deliver(self: &Arc<Self>, f: Fetched) -> Delivery {
         let shared = Arc::clone(self);
         let back = f.clone();
+        let (owner, partition, epoch) = (Arc::clone(self), f.partition, f.epoch);
         Delivery::new(f.message, move |acked| shared.settle(back, acked))
+            .owned_while(move || owner.state.lock().unwrap().offsets.current(partition, epoch))
     }
 
     fn settle(&self, f: Fetched, acked: bool) {

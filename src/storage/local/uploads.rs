@@ -1,0 +1,174 @@
+//! Resumable uploads on local disk (one replica): each upload a folder
+//!
+//! ```text
+//! <data>/.uploads/<id>/record.json   its UploadRecord, replaced whole (temp, fsync, rename)
+//! <data>/.uploads/<id>/data          its bytes so far; fdatasynced before each commit
+//! ```
+//! The record says how many bytes of `data` count: bytes past `offset` (written, never
+//! committed, before a crash) are cut off when the next writer opens the file.
+//! Finishing renames `data` into quarantine after its meta, as a large `put` does.
+
+use std::io::ErrorKind;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::{blocking, io, rename_noreplace, write_synced, LocalDisk, WRITE_BUFFER};
+use crate::error::{Error, Result};
+use crate::storage::resumable::{StoredBytes, UploadRecord, UploadWriter};
+use crate::storage::{Bucket, ObjectMeta};
+
+/// How many bytes one commit covers at most: what a crash can lose of an upload.
+pub const PART: u64 = 8 << 20;
+
+impl LocalDisk {
+    fn uploads(&self) -> PathBuf {
+        self.root.join(".uploads")
+    }
+
+    fn upload_dir(&self, id: &str) -> PathBuf {
+        self.uploads().join(id)
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.upload_dir(id).join("record.json")
+    }
+
+    async fn write_record(&self, rec: &UploadRecord) -> Result<()> {
+        let json = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
+        let tmp = self.temp();
+        let (from, to) = (tmp.0.clone(), self.record_path(&rec.id));
+        blocking(move || write_synced(&from, &json, &to)).await?;
+        tmp.keep();
+        Ok(())
+    }
+
+    pub(super) async fn create_upload(&self, rec: &UploadRecord) -> Result<()> {
+        tokio::fs::create_dir_all(self.uploads()).await.map_err(io)?;
+        match tokio::fs::create_dir(self.upload_dir(&rec.id)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(Error::Conflict(format!("request id {} is already used by another upload", rec.id)))
+            }
+            Err(e) => return Err(io(e)),
+        }
+        let _guard = self.upload_lock.lock().await;
+        self.write_record(rec).await?;
+        super::sync_dir(&self.uploads()).await
+    }
+
+    pub(super) async fn load_upload(&self, id: &str) -> Result<Option<UploadRecord>> {
+        match tokio::fs::read(self.record_path(id)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("the record of upload {id}: {e}"))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    pub(super) async fn save_upload(&self, rec: &UploadRecord) -> Result<bool> {
+        // One replica on local disk: a lock in the process makes read-compare-write one step.
+        let _guard = self.upload_lock.lock().await;
+        match self.load_upload(&rec.id).await? {
+            Some(stored) if stored.version + 1 == rec.version => {}
+            _ => return Ok(false),
+        }
+        self.write_record(rec).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn upload_writer(&self, rec: &UploadRecord) -> Result<Box<dyn UploadWriter>> {
+        let path = self.upload_dir(&rec.id).join("data");
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(io)?;
+        // Bytes written after the last commit (a crash, a refused checksum) do not count.
+        file.set_len(rec.offset).await.map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(rec.offset)).await.map_err(io)?;
+        Ok(Box::new(LocalWriter { out: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file), pending: 0 }))
+    }
+
+    pub(super) async fn finish_upload(&self, rec: &UploadRecord, meta: ObjectMeta) -> Result<ObjectMeta> {
+        let data = self.upload_dir(&rec.id).join("data");
+        if tokio::fs::metadata(&data).await.is_err() {
+            // Moved already (a crash after the rename, or a retried finish).
+            return match self.read_meta(Bucket::Quarantine, &rec.id).await? {
+                Some(meta) if tokio::fs::metadata(self.object(Bucket::Quarantine, &rec.id)).await.is_ok() => Ok(meta),
+                _ => Err(Error::NotFound(format!("the bytes of upload {} are gone", rec.id))),
+            };
+        }
+        let claim = self.claim(Bucket::Quarantine, &rec.id)?;
+        let json = serde_json::to_vec(&meta).map_err(|e| Error::Internal(e.to_string()))?;
+        let meta_tmp = self.temp();
+        let (meta_tmp_path, meta_path) = (meta_tmp.0.clone(), self.meta(Bucket::Quarantine, &rec.id));
+        blocking(move || write_synced(&meta_tmp_path, &json, &meta_path)).await?;
+        meta_tmp.keep();
+        let (to, dir) = (self.object(Bucket::Quarantine, &rec.id), self.root.join(Bucket::Quarantine.as_str()));
+        blocking(move || {
+            rename_noreplace(&data, &to)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await?;
+        claim.place.keep();
+        Ok(meta)
+    }
+
+    pub(super) async fn remove_upload(&self, rec: &UploadRecord) -> Result<()> {
+        match tokio::fs::remove_dir_all(self.upload_dir(&rec.id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    pub(super) async fn list_uploads(&self) -> Result<Vec<String>> {
+        let mut dir = match tokio::fs::read_dir(self.uploads()).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e)),
+        };
+        let mut ids = Vec::new();
+        while let Some(entry) = dir.next_entry().await.map_err(io)? {
+            if let Some(name) = entry.file_name().to_str() {
+                ids.push(name.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+struct LocalWriter {
+    out: tokio::io::BufWriter<tokio::fs::File>,
+    pending: u64,
+}
+
+#[async_trait::async_trait]
+impl UploadWriter for LocalWriter {
+    fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    fn part_size(&self) -> u64 {
+        PART
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.out.write_all(&chunk).await.map_err(io)?;
+        self.pending += chunk.len() as u64;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<StoredBytes> {
+        self.out.flush().await.map_err(io)?;
+        self.out.get_ref().sync_data().await.map_err(io)?;
+        self.pending = 0;
+        Ok(StoredBytes::default())
+    }
+}

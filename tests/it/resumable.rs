@@ -1,0 +1,351 @@
+//! Resumable uploads over gRPC (`CreateUpload`, `QueryWriteStatus`, `Write`,
+//! `CancelUpload`) on the embedded default: a broken stream keeps what arrived, the
+//! gateway killed mid-upload resumes from what it committed, and the finished upload is
+//! an ordinary payload. (The tus side is in `tus.rs`.)
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::Code;
+
+use crate::common::pb::{CancelUploadRequest, CreateUploadRequest, QueryWriteStatusRequest, UploadHeader, WriteRequest};
+use crate::common::*;
+
+const ADVISOR: &str = "application/vnd.redhat.advisor.collection+tgz";
+const MIB: u64 = 1 << 20;
+/// A limit for the 1 GiB payload (qpc-sized).
+const LARGE: [&str; 2] = ["--service-limits", "advisor=2147483648"];
+
+fn with_identity<T>(msg: T, org: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert("x-rh-identity", identity("acct", org).parse().unwrap());
+    req
+}
+
+fn create(length: u64, sha256: &str) -> CreateUploadRequest {
+    CreateUploadRequest {
+        header: Some(UploadHeader {
+            content_type: ADVISOR.into(),
+            expected_size: length,
+            expected_sha256: sha256.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The byte at `i` of the test payloads: different in every position of a part.
+fn byte_at(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+fn bytes(from: u64, to: u64) -> Vec<u8> {
+    (from..to).map(byte_at).collect()
+}
+
+fn sha_of(len: u64) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut at = 0;
+    while at < len {
+        let end = (at + 4 * MIB).min(len);
+        h.update(bytes(at, end));
+        at = end;
+    }
+    hex::encode(h.finalize())
+}
+
+fn write_msgs(id: &str, from: u64, to: u64, piece: u64, finish: bool) -> Vec<WriteRequest> {
+    let mut msgs = Vec::new();
+    let mut at = from;
+    while at < to {
+        let end = (at + piece).min(to);
+        msgs.push(WriteRequest { upload_id: if at == from { id.into() } else { String::new() }, write_offset: if at == from { from } else { 0 }, data: bytes(at, end).into(), finish_write: false });
+        at = end;
+    }
+    if finish {
+        match msgs.last_mut() {
+            Some(m) => m.finish_write = true,
+            None => msgs.push(WriteRequest { upload_id: id.into(), write_offset: from, data: Default::default(), finish_write: true }),
+        }
+    }
+    msgs
+}
+
+#[tokio::test]
+async fn a_broken_write_keeps_what_arrived_and_the_upload_finishes_from_there() {
+    let t = spawn_app(&[]).await;
+    let len = 3 * MIB + 12345;
+    let state = t.grpc().await.create_upload(with_identity(create(len, &sha_of(len)), "o1")).await.unwrap().into_inner();
+    assert_eq!((state.committed_size, state.length, state.length_known, state.complete), (0, len, true, false));
+    assert_eq!(state.tus_path, format!("/api/ingress/v1/uploads/{}", state.upload_id));
+    let id = state.upload_id.clone();
+
+    // A stream that sends 1 MiB and a half, then breaks off (the call is dropped).
+    let (tx, rx) = mpsc::channel(4);
+    let mut client = t.grpc().await;
+    let call = tokio::spawn(async move {
+        client.write(with_identity(tokio_stream::wrappers::ReceiverStream::new(rx), "o1")).await
+    });
+    let sent = 3 * MIB / 2;
+    for m in write_msgs(&id, 0, sent, 256 * 1024, false) {
+        tx.send(m).await.unwrap();
+    }
+    eventually(Duration::from_secs(10), "the gateway read every byte sent", || async {
+        t.metric("upload_gateway_received_bytes_total").await as u64 >= sent
+    })
+    .await;
+    call.abort();
+    drop(tx);
+
+    // What arrived is committed; the same identity sees it, another does not.
+    let mut g = t.grpc().await;
+    eventually(Duration::from_secs(10), "the broken stream's bytes are committed", || {
+        let mut g = g.clone();
+        let id = id.clone();
+        async move {
+            let q = g.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id }, "o1")).await.unwrap().into_inner();
+            q.committed_size == sent
+        }
+    })
+    .await;
+    let other = g.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id.clone() }, "o2")).await.unwrap_err();
+    assert_eq!(other.code(), Code::NotFound);
+
+    // Writing at another offset is refused; from the committed one, it finishes.
+    let wrong = g.write(with_identity(futures_util::stream::iter(write_msgs(&id, 0, 10, 10, false)), "o1")).await.unwrap_err();
+    assert_eq!(wrong.code(), Code::FailedPrecondition, "{wrong:?}");
+    let done = g
+        .write(with_identity(futures_util::stream::iter(write_msgs(&id, sent, len, 512 * 1024, true)), "o1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let receipt = done.receipt.expect("the finishing write carries the receipt");
+    assert_eq!((done.committed_size, receipt.size, receipt.request_id.as_str()), (len, len, id.as_str()));
+    assert_eq!(receipt.sha256, sha_of(len));
+    assert_eq!(std::fs::read(t.data.path().join("quarantine").join(&id)).unwrap(), bytes(0, len));
+    let a: serde_json::Value = serde_json::from_slice(&t.next_message("platform.upload.advisor", "t").await.payload).unwrap();
+    assert_eq!((a["request_id"].as_str(), a["size"].as_u64()), (Some(id.as_str()), Some(len)));
+    let q = g.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id.clone() }, "o1")).await.unwrap().into_inner();
+    assert!(q.complete);
+}
+
+#[tokio::test]
+async fn a_deferred_length_ends_with_finish_write_and_a_cancelled_upload_is_gone() {
+    let t = spawn_app(&[]).await;
+    let mut g = t.grpc().await;
+    let id = g.create_upload(with_identity(create(0, ""), "o1")).await.unwrap().into_inner().upload_id;
+    let done = g.write(with_identity(futures_util::stream::iter(write_msgs(&id, 0, 1000, 300, true)), "o1")).await.unwrap().into_inner();
+    assert_eq!(done.receipt.map(|r| r.size), Some(1000));
+
+    let id = g.create_upload(with_identity(create(50, ""), "o1")).await.unwrap().into_inner().upload_id;
+    g.write(with_identity(futures_util::stream::iter(write_msgs(&id, 0, 20, 20, false)), "o1")).await.unwrap();
+    let theirs = g.cancel_upload(with_identity(CancelUploadRequest { upload_id: id.clone() }, "o2")).await.unwrap_err();
+    assert_eq!(theirs.code(), Code::NotFound);
+    g.cancel_upload(with_identity(CancelUploadRequest { upload_id: id.clone() }, "o1")).await.unwrap();
+    let gone = g.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id.clone() }, "o1")).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert!(!t.data.path().join(".uploads").join(&id).exists(), "its bytes are removed");
+    let bad = g.create_upload(with_identity(CreateUploadRequest { header: None }, "o1")).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+/// The interruption case on the embedded default: a 1 GiB upload over gRPC, the
+/// gateway SIGKILLed at about half (once it has read every byte sent so far) and
+/// restarted on the same folder: the upload continues from the committed offset, at
+/// most one part (8 MiB) behind what the gateway had read, and ends with one payload
+/// whose sha256 is the file's; memory stays bounded meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_upload_resumes_from_what_it_committed() {
+    let data = tempfile::tempdir().unwrap();
+    let first = GatewayProcess::start(data.path(), &LARGE);
+    let len = 1024 * MIB;
+    let mut g = grpc_client(&first.base, data.path()).await;
+    let id = g.create_upload(with_identity(create(len, &sha_of(len)), "o1")).await.unwrap().into_inner().upload_id;
+
+    let (tx, rx) = mpsc::channel::<WriteRequest>(2);
+    let mut client = g.clone();
+    let call = tokio::spawn(async move { client.write(with_identity(tokio_stream::wrappers::ReceiverStream::new(rx), "o1")).await });
+    let half = len / 2 + 3 * MIB / 2; // not on a part boundary
+    let mut peak_rss = 0;
+    let mut at = 0;
+    while at < half {
+        let end = (at + MIB).min(half);
+        let m = WriteRequest { upload_id: if at == 0 { id.clone() } else { String::new() }, write_offset: 0, data: bytes(at, end).into(), finish_write: false };
+        tx.send(m).await.unwrap();
+        at = end;
+        if at % (64 * MIB) == 0 {
+            peak_rss = peak_rss.max(first.rss_kib());
+        }
+    }
+    let base = first.base.clone();
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "the gateway read every byte sent", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move { received(&http, &base).await >= half }
+    })
+    .await;
+    let addr = first.addr.to_string();
+    first.signal("KILL");
+    drop(first);
+    let _ = call.await;
+
+    let second = GatewayProcess::start_on(&addr, data.path(), &LARGE);
+    let mut g = grpc_client(&second.base, data.path()).await;
+    let committed = g.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id.clone() }, "o1")).await.unwrap().into_inner().committed_size;
+    assert!(committed <= half && half - committed <= 8 * MIB, "committed {committed} of {half} read: more than one part lost");
+
+    let (tx, rx) = mpsc::channel::<WriteRequest>(2);
+    let mut client = g.clone();
+    let call = tokio::spawn(async move { client.write(with_identity(tokio_stream::wrappers::ReceiverStream::new(rx), "o1")).await });
+    let mut at = committed;
+    while at < len {
+        let end = (at + MIB).min(len);
+        let first_msg = at == committed;
+        let m = WriteRequest {
+            upload_id: if first_msg { id.clone() } else { String::new() },
+            write_offset: if first_msg { committed } else { 0 },
+            data: bytes(at, end).into(),
+            finish_write: end == len,
+        };
+        if tx.send(m).await.is_err() {
+            break; // the call ended: its result says why
+        }
+        at = end;
+        if at % (64 * MIB) == 0 {
+            peak_rss = peak_rss.max(second.rss_kib());
+        }
+    }
+    drop(tx);
+    let done = call.await.unwrap().unwrap_or_else(|e| panic!("the resumed write failed: {e:?}")).into_inner();
+    let receipt = done.receipt.unwrap();
+    assert_eq!((receipt.size, receipt.sha256), (len, sha_of(len)));
+    let stored = std::fs::metadata(data.path().join("quarantine").join(&id)).unwrap().len();
+    assert_eq!(stored, len);
+    assert!(peak_rss < 64 * 1024, "peak RSS {peak_rss} KiB while taking a 1 GiB upload");
+    eprintln!("resumed at {committed} after {half} read: {} bytes sent again; peak RSS {peak_rss} KiB", half - committed);
+}
+
+async fn received(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("upload_gateway_received_bytes_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Two gateway processes on one S3 server (MinIO, which honours conditional writes),
+/// each with its in-process queue: a fleet as far as resumable uploads go.
+async fn two_on_minio(tag: &str) -> (crate::common::s3::S3Env, crate::common::s3::Buckets, GatewayProcess, GatewayProcess) {
+    use crate::common::s3::*;
+    let env = S3Env::minio_from_test_env();
+    let buckets = Buckets::unique(tag);
+    let flags = s3_flags(&env, &buckets, &["--service-limits", "advisor=2147483648"]);
+    let (a, b) = two_gateways(&flags).await;
+    (env, buckets, a, b)
+}
+
+/// Sends `from..to` of the test bytes in one Write, its stream held open at the end
+/// until `release` says so (then it ends without finishing the upload).
+async fn slow_write(mut g: Grpc, id: String, from: u64, to: u64, release: tokio::sync::oneshot::Receiver<()>) -> Result<pb::WriteResponse, tonic::Status> {
+    let msgs = write_msgs(&id, from, to, 256 * 1024, false);
+    let stream = futures_util::stream::iter(msgs).chain(futures_util::stream::once(async move {
+        let _ = release.await;
+        WriteRequest { upload_id: String::new(), write_offset: 0, data: Default::default(), finish_write: false }
+    }));
+    g.write(with_identity(stream, "o1")).await.map(|r| r.into_inner())
+}
+
+use futures_util::StreamExt as _;
+
+/// On S3 an upload begun on one replica is continued on another: the bytes A received
+/// before its stream broke are committed in S3 (whole parts in the multipart upload,
+/// the rest as the tail object), so B continues from there; the payload is whole and
+/// nothing is left over (no unfinished multipart upload, no tail).
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_an_upload_broken_on_one_replica_is_finished_on_another() {
+    use crate::common::s3::*;
+    let (env, buckets, a, b) = two_on_minio("resume2").await;
+    let len = 21 * MIB + 333;
+    let mut ga = grpc_client(&a.base, &a.data).await;
+    let id = ga.create_upload(with_identity(create(len, &sha_of(len)), "o1")).await.unwrap().into_inner().upload_id;
+    let (release, held) = tokio::sync::oneshot::channel();
+    let cut = 13 * MIB + 7; // a part and a half, and some
+    let broken = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, cut, held));
+    let base = a.base.clone();
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "A read every byte sent", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move { received(&http, &base).await >= cut }
+    })
+    .await;
+    broken.abort(); // the stream breaks off
+    drop(release);
+
+    let mut gb = grpc_client(&b.base, &b.data).await;
+    eventually(Duration::from_secs(30), "B sees every byte A received as committed", || {
+        let (mut gb, id) = (gb.clone(), id.clone());
+        async move {
+            let q = gb.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id }, "o1")).await;
+            q.is_ok_and(|q| q.into_inner().committed_size == cut)
+        }
+    })
+    .await;
+    let done = gb
+        .write(with_identity(futures_util::stream::iter(write_msgs(&id, cut, len, 512 * 1024, true)), "o1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.receipt.map(|r| (r.size, r.sha256)), Some((len, sha_of(len))));
+    let c = env.client();
+    let obj = c.get_object().bucket(&buckets.quarantine).key(&id).send().await.unwrap();
+    let body = obj.body.collect().await.unwrap().into_bytes();
+    assert!(body.len() as u64 == len && body.as_ref() == bytes(0, len).as_slice(), "the stored payload is the bytes sent");
+    assert!(unfinished_uploads(&c, &buckets.quarantine).await.is_empty(), "no multipart upload left");
+    let leftovers: Vec<String> = all_keys(&c, &buckets.quarantine).await.into_iter().filter(|k| k.contains("tail")).collect();
+    assert!(leftovers.is_empty(), "tails left: {leftovers:?}");
+}
+
+/// Two writers on two replicas at once: one holds the upload, the other is refused
+/// (ABORTED); the payload is exactly the holder's bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_two_writers_on_two_replicas_one_wins() {
+    let (env, buckets, a, b) = two_on_minio("writers2").await;
+    let len = 2 * MIB;
+    let mut ga = grpc_client(&a.base, &a.data).await;
+    let id = ga.create_upload(with_identity(create(len, ""), "o1")).await.unwrap().into_inner().upload_id;
+    // A's writer takes the upload and holds it (its stream stays open).
+    let (release, held) = tokio::sync::oneshot::channel();
+    let first = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, MIB, held));
+    let base = a.base.clone();
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "A read the first writer's bytes", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move { received(&http, &base).await >= MIB }
+    })
+    .await;
+    // B's writer, other bytes at the same offset: refused while A's holds.
+    let mut gb = grpc_client(&b.base, &b.data).await;
+    let other: Vec<WriteRequest> = write_msgs(&id, 0, len, 256 * 1024, true)
+        .into_iter()
+        .map(|mut m| {
+            m.data = m.data.iter().map(|x| !x).collect::<Vec<u8>>().into();
+            m
+        })
+        .collect();
+    let refused = gb.write(with_identity(futures_util::stream::iter(other), "o1")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+    let _ = release.send(());
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.committed_size, MIB);
+    let done = ga
+        .write(with_identity(futures_util::stream::iter(write_msgs(&id, MIB, len, 256 * 1024, true)), "o1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.receipt.map(|r| r.sha256), Some(sha_of(len)));
+    let c = env.client();
+    let body = c.get_object().bucket(&buckets.quarantine).key(&id).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    assert!(body.as_ref() == bytes(0, len).as_slice(), "the stored payload is the winner's bytes");
+    drop((a, b));
+}
