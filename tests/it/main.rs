@@ -23,4 +23,5 @@ mod rest_upload;
 mod s3;
 mod tls;
 mod trust;
+mod uploader;
 mod validation;
