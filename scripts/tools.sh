@@ -6,6 +6,9 @@
 #   scripts/tools.sh python          a venv in $CACHE/py with the Prometheus project's
 #                                    Python client (its OpenMetrics parser, used by
 #                                    tests/support/parse_metrics.py); prints its python
+#   scripts/tools.sh tus-js          tus-js-client from npm (the version and lock in
+#                                    tests/support/tus-js), `npm ci` into $CACHE/tus-js;
+#                                    prints that folder (node_modules is inside)
 set -euo pipefail
 CACHE=${UPLOAD_GATEWAY_CACHE:-${HOME:-/root}/.cache/upload-gateway}
 BIN="$CACHE/go-bin"
@@ -33,10 +36,27 @@ python_venv() {
   echo "$PY/bin/python"
 }
 
+# tus-js-client for tests/it/tus.rs: installed from the committed lock, reinstalled
+# when the lock changes.
+tus_js() {
+  local src dir="$CACHE/tus-js"
+  src="$(cd "$(dirname "$0")/.." && pwd)/tests/support/tus-js"
+  if [ -d "$dir/node_modules/tus-js-client" ] && cmp -s "$src/package-lock.json" "$dir/package-lock.json"; then
+    echo "$dir"; return 0
+  fi
+  echo "installing tus-js-client (tests/support/tus-js/package-lock.json) into $dir" >&2
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp "$src/package.json" "$src/package-lock.json" "$dir/"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  echo "$dir"
+}
+
 case "${1:-grpcurl}" in
   python) python_venv; exit 0 ;;
+  tus-js) tus_js; exit 0 ;;
   grpcurl|all) ;;
-  *) echo "usage: $0 [grpcurl|all|python]" >&2; exit 2 ;;
+  *) echo "usage: $0 [grpcurl|all|python|tus-js]" >&2; exit 2 ;;
 esac
 
 mkdir -p "$BIN"

@@ -1,7 +1,8 @@
 //! The REST shim (contract §2): routes under the three prefixes, translated into
 //! pipeline calls. No storage or queue in here.
 
-use axum::routing::get;
+use axum::extract::{Path, Request, State};
+use axum::routing::{any, get};
 use axum::Router;
 
 use crate::app::AppState;
@@ -9,9 +10,11 @@ use crate::auth::{Caller, PeerNames};
 use crate::error::Error;
 use crate::pipeline::Pipeline;
 
+mod digest;
 mod download;
 mod form_guard;
 mod info;
+mod tus;
 mod upload;
 
 /// Who is calling: the `x-rh-identity` and `authorization` headers, and the client
@@ -55,6 +58,14 @@ pub fn router(state: AppState) -> Router {
             .route(&format!("{p}/v1/version"), get(info::version))
             .route(&format!("{p}/v1/openapi.json"), get(info::openapi))
             .route(&format!("{p}/v1/track/{{request_id}}"), get(info::track));
+        // tus (README, "Resumable uploads"): the creation URL with and without its slash.
+        for collection in [format!("{p}/v1/uploads/"), format!("{p}/v1/uploads")] {
+            r = r.route(&collection, any(move |s: State<AppState>, req: Request| tus::collection(s, p, req)));
+        }
+        r = r.route(
+            &format!("{p}/v1/uploads/{{id}}"),
+            any(move |s: State<AppState>, id: Result<Path<String>, axum::extract::rejection::PathRejection>, req: Request| tus::resource(s, p, id, req)),
+        );
     }
     r.with_state(state)
 }

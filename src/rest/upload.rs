@@ -56,6 +56,8 @@ async fn take_upload(app: &AppState, req: Request) -> Result<crate::pipeline::Re
     let base = UploadHeader {
         identity: super::header_once(headers, "x-rh-identity")?.map(str::to_string),
         request_id: super::header_once(headers, "x-rh-insights-request-id")?.map(str::to_string),
+        // RFC 9530: the payload's sha256 (the body is the form, not the payload).
+        expected_sha256: super::digest::repr_digest_sha256(headers)?,
         ..Default::default()
     };
     // Refuse a bad id or identity before reading any of the body.

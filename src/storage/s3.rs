@@ -4,6 +4,7 @@
 //! <bucket>/<key>               the payload; visible only once whole
 //! <bucket>/.meta/<key>.json    its ObjectMeta, when it is not in the object itself
 //! <quarantine>/.decided/<key>.json  a payload's verdict, once decided (conditional write)
+//! <quarantine>/.uploads/<id>/...    a resumable upload's records and tail (`uploads.rs`)
 //! ```
 //! A small payload carries its meta in its own user metadata (`inline.rs`): one
 //! PutObject stores both. The meta goes in a sidecar object when it cannot: S3 caps
@@ -421,6 +422,8 @@ impl S3Storage {
     /// At start-up: aborts the multipart uploads an earlier life of this gateway left
     /// unfinished (it was killed), and removes the sidecar of any that never became an
     /// object. What cannot be aborted now stays noted, for the next start and the sweep.
+    /// Only `put`'s uploads are noted: a resumable upload's multipart upload is meant to
+    /// outlive the process (`uploads.rs`), and each entry names its own upload id.
     async fn abort_own_unfinished(&self, journal: &journal::Journal) {
         let mut aborted = 0;
         for (path, e) in journal.entries().await {

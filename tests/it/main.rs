@@ -23,5 +23,6 @@ mod rest_upload;
 mod s3;
 mod tls;
 mod trust;
+mod tus;
 mod uploader;
 mod validation;

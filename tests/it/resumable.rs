@@ -349,3 +349,114 @@ async fn on_s3_two_writers_on_two_replicas_one_wins() {
     assert!(body.as_ref() == bytes(0, len).as_slice(), "the stored payload is the winner's bytes");
     drop((a, b));
 }
+
+/// The gateway holding an upload on S3 is SIGKILLed mid-stream: another replica
+/// continues it once the dead writer's claim lapses (UPLOAD_CLAIM_SECS), from what was
+/// committed, at most one part (8 MiB) behind what the killed one had read.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_an_upload_whose_gateway_is_killed_is_finished_on_another() {
+    use crate::common::s3::*;
+    let (env, buckets, a, b) = two_on_minio("resumekill").await;
+    let len = 40 * MIB + 5;
+    let mut ga = grpc_client(&a.base, &a.data).await;
+    let id = ga.create_upload(with_identity(create(len, &sha_of(len)), "o1")).await.unwrap().into_inner().upload_id;
+    let (_release, held) = tokio::sync::oneshot::channel();
+    let cut = 27 * MIB + 1000;
+    let writing = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, cut, held));
+    let base = a.base.clone();
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "A read every byte sent", || {
+        let (http, base) = (http.clone(), base.clone());
+        async move { received(&http, &base).await >= cut }
+    })
+    .await;
+    a.signal("KILL");
+    let _ = writing.await;
+
+    let mut gb = grpc_client(&b.base, &b.data).await;
+    let started = std::time::Instant::now();
+    let (committed, done) = loop {
+        let q = gb.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id.clone() }, "o1")).await.unwrap().into_inner();
+        let msgs = write_msgs(&id, q.committed_size, len, 512 * 1024, true);
+        match gb.write(with_identity(futures_util::stream::iter(msgs), "o1")).await {
+            Ok(r) => break (q.committed_size, r.into_inner()),
+            Err(s) if s.code() == tonic::Code::Aborted && started.elapsed() < Duration::from_secs(40) => {
+                tokio::time::sleep(Duration::from_millis(500)).await; // the killed writer's claim holds
+            }
+            Err(s) => panic!("resuming on B: {s:?}"),
+        }
+    };
+    assert!(committed <= cut && cut - committed <= 8 * MIB, "committed {committed} of {cut} read: more than one part lost");
+    assert_eq!(done.receipt.map(|r| (r.size, r.sha256)), Some((len, sha_of(len))));
+    let c = env.client();
+    let body = c.get_object().bucket(&buckets.quarantine).key(&id).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    assert!(body.as_ref() == bytes(0, len).as_slice(), "the stored payload is the bytes sent");
+    assert!(unfinished_uploads(&c, &buckets.quarantine).await.is_empty(), "no multipart upload left");
+    eprintln!("resumed on B at {committed} after A read {cut}: {} bytes sent again, {:?} after the kill", cut - committed, started.elapsed());
+}
+
+/// One upload resource, two protocols: begun over tus and finished over gRPC, and the
+/// other way round.
+#[tokio::test]
+async fn an_upload_begun_over_one_protocol_is_finished_over_the_other() {
+    use base64::Engine;
+    let t = spawn_app(&[]).await;
+    let http = reqwest::Client::new();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let len = 300_000u64;
+
+    // tus creation and a first PATCH; gRPC finishes.
+    let created = http
+        .post(t.url("/api/ingress/v1/uploads/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", len.to_string())
+        .header("upload-metadata", format!("filetype {}", b64(ADVISOR)))
+        .header("x-rh-identity", identity("acct", "o1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_string();
+    let id = location.rsplit('/').next().unwrap().to_string();
+    let patched = http
+        .patch(t.url(&location))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("x-rh-identity", identity("acct", "o1"))
+        .body(bytes(0, 100_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 204);
+    let mut g = t.grpc().await;
+    let q = g.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id.clone() }, "o1")).await.unwrap().into_inner();
+    assert_eq!((q.committed_size, q.length, q.tus_path.as_str()), (100_000, len, location.as_str()));
+    let done = g.write(with_identity(futures_util::stream::iter(write_msgs(&id, 100_000, len, 64 * 1024, true)), "o1")).await.unwrap().into_inner();
+    assert_eq!(done.receipt.map(|r| r.sha256), Some(sha_of(len)));
+
+    // gRPC creation and a first Write; tus finishes.
+    let state = g.create_upload(with_identity(create(len, ""), "o1")).await.unwrap().into_inner();
+    g.write(with_identity(futures_util::stream::iter(write_msgs(&state.upload_id, 0, 200_000, 64 * 1024, false)), "o1")).await.unwrap();
+    let head = http
+        .head(t.url(&state.tus_path))
+        .header("tus-resumable", "1.0.0")
+        .header("x-rh-identity", identity("acct", "o1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((head.status().as_u16(), head.headers()["upload-offset"].to_str().unwrap()), (200, "200000"));
+    let last = http
+        .patch(t.url(&state.tus_path))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", "200000")
+        .header("content-type", "application/offset+octet-stream")
+        .header("x-rh-identity", identity("acct", "o1"))
+        .body(bytes(200_000, len))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), 204);
+    assert_eq!(last.headers()["x-rh-insights-request-id"].to_str().unwrap(), state.upload_id);
+    assert_eq!(std::fs::read(t.data.path().join("quarantine").join(&state.upload_id)).unwrap(), bytes(0, len));
+}

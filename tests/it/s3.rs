@@ -607,9 +607,12 @@ async fn s3_keeps_the_storage_contract() {
     let upload_gateway::config::StorageChoice::S3(options) = settings.storage else { panic!("S3 settings") };
     let s3 = S3Storage::open(options).await.expect("S3 storage opens");
     conformance::run(&s3, "s3").await;
-    // The failed put left no unfinished multipart upload behind either.
+    // The failed put left no unfinished multipart upload behind either, nor did the
+    // resumable uploads (finished, or removed: aborted), nor their records and tails.
     let unfinished = env.client().list_multipart_uploads().bucket(&b.quarantine).send().await.unwrap();
     assert!(unfinished.uploads().is_empty(), "{:?}", unfinished.uploads());
+    let left: Vec<String> = all_keys(&env.client(), &b.quarantine).await.into_iter().filter(|k| k.starts_with(".uploads/")).collect();
+    assert!(left.is_empty(), "removed uploads leave nothing under .uploads/: {left:?}");
     // A small payload is one object: its meta rides in its own user metadata, no
     // sidecar (one PutObject before the 2xx).
     use upload_gateway::storage::{Bucket, Storage};
@@ -617,4 +620,83 @@ async fn s3_keeps_the_storage_contract() {
     let sidecar = env.client().head_object().bucket(&b.quarantine).key(".meta/s3-one-write.json").send().await;
     assert!(sidecar.is_err(), "no sidecar for a small payload");
     assert_eq!(s3.head(Bucket::Quarantine, "s3-one-write").await.unwrap(), Some(stored), "its meta is read from the object");
+}
+
+/// Resumable uploads (`storage::conformance::resumable`) on Garage too, the suite's main
+/// S3 server: its conditional writes are ignored, but one writer after another (what
+/// this section does) keeps the contract, and its part-size minimum and UploadPartCopy
+/// are the ones in use. Then what the section leaves is checked: no multipart upload,
+/// nothing under `.uploads/`; and the stale-upload sweep leaves a resumable upload's
+/// multipart upload alone while it has a record.
+#[tokio::test]
+async fn resumable_uploads_keep_the_storage_contract_on_garage() {
+    use upload_gateway::config::Config;
+    use upload_gateway::storage::{conformance, s3::S3Storage, Storage};
+    let env = S3Env::from_test_env();
+    let b = Buckets::unique("res");
+    let data = tempfile::tempdir().unwrap();
+    let mut args = vec!["gw".to_string(), "--data-dir".into(), data.path().display().to_string()];
+    args.extend(s3_flags(&env, &b, &["--s3-part-size", "5MiB", "--s3-stale-upload-secs", "1"]));
+    let settings = Config::from_args(args).unwrap().settings().unwrap();
+    let upload_gateway::config::StorageChoice::S3(options) = settings.storage else { panic!("S3 settings") };
+    let s3 = S3Storage::open(options).await.expect("S3 storage opens");
+    conformance::resumable(&s3, "garage").await;
+    let c = env.client();
+    assert!(unfinished_uploads(&c, &b.quarantine).await.is_empty(), "no multipart upload is left");
+    let left: Vec<String> = all_keys(&c, &b.quarantine).await.into_iter().filter(|k| k.starts_with(".uploads/")).collect();
+    assert!(left.is_empty(), "nothing is left under .uploads/: {left:?}");
+
+    // An upload with a part and a tail, idle for longer than the stale age: the start-up
+    // sweep (stale age 1 s) keeps its multipart upload, and it finishes whole.
+    let rec = conformance::upload_record("garage-idle");
+    s3.create_upload(&rec).await.unwrap();
+    let bytes = pseudo_random(5 * MIB + 1000, 7);
+    let r2 = conformance::append(&s3, &rec, &bytes, &[MIB]).await;
+    assert!(s3.save_upload(&r2).await.unwrap());
+    assert_eq!(unfinished_uploads(&c, &b.quarantine).await, ["garage-idle"]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s3.recover(tokio_util::sync::CancellationToken::new()).await.expect("the start-up sweep runs");
+    assert_eq!(unfinished_uploads(&c, &b.quarantine).await, ["garage-idle"], "the sweep leaves a resumable upload's bytes alone");
+    // A tail a writer left after its upload was removed (no record): the sweep takes it.
+    let orphan = conformance::upload_record("garage-orphan");
+    s3.create_upload(&orphan).await.unwrap();
+    let o2 = conformance::append(&s3, &orphan, b"tail", &[4]).await;
+    let keys_before = all_keys(&c, &b.quarantine).await;
+    s3.remove_upload(&orphan).await.unwrap();
+    let tail = o2.bytes.tail.as_ref().expect("a tail").key.clone();
+    assert!(!keys_before.is_empty() && !exists(&c, &b.quarantine, &tail).await, "remove_upload took the unsaved tail too");
+    c.put_object().bucket(&b.quarantine).key(&tail).body(b"tail".to_vec().into()).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s3.recover(tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert!(!exists(&c, &b.quarantine, &tail).await, "a lone tail older than the stale age is swept");
+    assert!(exists(&c, &b.quarantine, ".uploads/garage-idle/record.00000000000000000002").await, "a live upload's record stays");
+
+    // A writer that stalled while another continued from the same record: its next
+    // part is refused, and the payload is the other's bytes.
+    let stale = conformance::upload_record("garage-stale");
+    s3.create_upload(&stale).await.unwrap();
+    let winner = pseudo_random(10 * MIB + 10, 9);
+    let s2 = conformance::append(&s3, &stale, &winner[..5 * MIB], &[MIB]).await;
+    assert!(s3.save_upload(&s2).await.unwrap());
+    let mut slow = s3.upload_writer(&s2).await.unwrap();
+    slow.write(Bytes::from(vec![0xAB; MIB])).await.unwrap();
+    let w2 = conformance::append(&s3, &s2, &winner[5 * MIB..], &[MIB]).await;
+    assert!(s3.save_upload(&w2).await.unwrap());
+    slow.write(Bytes::from(vec![0xAB; 4 * MIB])).await.unwrap();
+    let e = slow.flush().await.expect_err("a part the newest record already counts is not sent again");
+    assert!(matches!(e, upload_gateway::error::Error::Conflict(_)), "{e}");
+    let fin = upload_gateway::storage::ObjectMeta { size: w2.offset, sha256: w2.hash.hex(), ..conformance::meta("garage-stale") };
+    s3.finish_upload(&w2, fin).await.unwrap();
+    let out = c.get_object().bucket(&b.quarantine).key("garage-stale").send().await.unwrap();
+    assert!(out.body.collect().await.unwrap().into_bytes() == winner, "the payload is the winner's bytes");
+    s3.remove_upload(&w2).await.unwrap();
+
+    let m = upload_gateway::storage::ObjectMeta { size: r2.offset, sha256: r2.hash.hex(), ..conformance::meta("garage-idle") };
+    let done = s3.finish_upload(&r2, m).await.unwrap();
+    let out = c.get_object().bucket(&b.quarantine).key("garage-idle").send().await.unwrap();
+    let back = out.body.collect().await.unwrap().into_bytes();
+    assert!(back == bytes, "the payload is whole");
+    assert_eq!(done.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+    s3.remove_upload(&r2).await.unwrap();
+    assert!(unfinished_uploads(&c, &b.quarantine).await.is_empty());
 }

@@ -3,12 +3,15 @@
 //! another replica looks the same, so only what has been idle for the stale age goes:
 //! a multipart upload is abandoned when nobody has added a part to it (nor begun it)
 //! for that long, whatever its start time, so a slow client's long upload lives on.
+//! A resumable upload's multipart upload (its payload key has a record under
+//! `.uploads/<key>/`) is never aborted here, however idle: its client may come back
+//! until the upload expires, and the pipeline's expiry sweep removes it then.
 
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
 
-use super::{sidecar, status, unavailable, upload::abort};
+use super::{sidecar, status, unavailable, upload::abort, uploads};
 use crate::error::Result;
 use crate::domain::request_id;
 
@@ -79,6 +82,11 @@ impl Sweeper {
                     continue;
                 }
                 if self.idle_since(bucket, key, id).await?.is_some_and(|t| t < cutoff) {
+                    // A resumable upload's bytes wait for its client as long as it has
+                    // a record: the pipeline's expiry sweep removes it, not this one.
+                    if *bucket == self.buckets[0] && self.has_upload_record(bucket, key).await? {
+                        continue;
+                    }
                     abort(&self.client, bucket, key, id).await;
                     n += 1;
                 }
@@ -92,6 +100,20 @@ impl Sweeper {
                 return Ok(n);
             }
         }
+    }
+
+    /// Whether payload key `key` is a resumable upload's, with a record (`uploads.rs`).
+    async fn has_upload_record(&self, bucket: &str, key: &str) -> Result<bool> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(uploads::records_of(key))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| unavailable(&format!("looking for the upload record of {key} in {bucket}"), e))?;
+        Ok(!page.contents().is_empty())
     }
 
     /// When the newest part of an upload was added (its start when it has none yet);
@@ -129,15 +151,30 @@ impl Sweeper {
 
     /// Sidecars whose payload never became visible. One listing holds both: sidecars
     /// (`.meta/...`) sort before payloads, so a payload completed while the listing
-    /// runs is still seen.
+    /// runs is still seen. The same listing finds what a resumable upload's writer left
+    /// under `.uploads/<id>/` after its upload was removed (no record there any more):
+    /// removed once older than the stale age.
     async fn remove_orphan_sidecars(&self, bucket: &str, cutoff: SystemTime) -> Result<usize> {
         let mut old_sidecars = Vec::new();
         let mut payloads = std::collections::HashSet::new();
+        let mut with_record = std::collections::HashSet::new();
+        let mut old_upload_objects: Vec<(String, String)> = Vec::new();
         let mut pages = self.client.list_objects_v2().bucket(bucket).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| unavailable(&format!("listing {bucket}"), e))?;
             for o in page.contents() {
                 let Some(k) = o.key() else { continue };
+                if let Some((id, name)) = k.strip_prefix(uploads::UPLOADS).and_then(|r| r.split_once('/')) {
+                    if name.starts_with("record.") {
+                        with_record.insert(id.to_string());
+                    } else {
+                        let written = o.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
+                        if written.is_some_and(|t| t < cutoff) {
+                            old_upload_objects.push((id.to_string(), k.to_string()));
+                        }
+                    }
+                    continue;
+                }
                 match k.strip_prefix(".meta/").and_then(|k| k.strip_suffix(".json")) {
                     Some(key) => {
                         let written = o.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
@@ -160,6 +197,16 @@ impl Sweeper {
                 .send()
                 .await
                 .map_err(|e| unavailable(&format!("deleting the meta of {key} in {bucket}"), e))?;
+            n += 1;
+        }
+        for (_, key) in old_upload_objects.iter().filter(|(id, _)| !with_record.contains(id)) {
+            self.client
+                .delete_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| unavailable(&format!("deleting {key} in {bucket}"), e))?;
             n += 1;
         }
         Ok(n)

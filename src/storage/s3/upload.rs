@@ -228,7 +228,7 @@ fn joined(r: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>)
 
 /// What a reader of the bucket sees without the sidecar: who sent the payload and what
 /// it is (ASCII only, as S3 wants; the sidecar has everything).
-fn user_metadata(meta: &ObjectMeta) -> HashMap<String, String> {
+pub(super) fn user_metadata(meta: &ObjectMeta) -> HashMap<String, String> {
     let mut m = HashMap::new();
     if let Some(id) = &meta.put_id {
         m.insert(inline::PUT_ID.into(), id.clone());
@@ -368,7 +368,7 @@ pub(super) async fn abort(client: &Client, bucket: &str, key: &str, upload_id: &
 /// Payload signing hashes every byte a second time (SigV4's sha256). Over TLS it adds
 /// nothing (TLS and the request checksum already guard the bytes), so it is skipped
 /// there; over plain HTTP it is what keeps the bytes from being altered on the way.
-trait UnsignedOverTls {
+pub(super) trait UnsignedOverTls {
     fn disable_payload_signing_if(self, yes: bool) -> Self;
 }
 

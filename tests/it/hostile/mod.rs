@@ -46,12 +46,16 @@ const UNPARSED: u64 = 4 * MIB;
 /// add to the limit they enforce.
 const SOCKET_SLACK: u64 = 512 * 1024;
 /// The table's size (the README says how many cases it runs).
-const CASES: usize = 113;
+const CASES: usize = 123;
 /// Validator tokens the table's gateway accepts (its credentials file lists their
 /// hashes): one for `advisor`, to be refused where it asks for another service.
 const ADVISOR_TOKEN: &str = "ugw_hostile-table-token-for-advisor";
 /// A track path for the `authorization` cases (the one REST route that reads it).
 const TRACK: &str = "/api/ingress/v1/track/hostile-track-id";
+/// A tus upload of 100 bytes the table makes before its cases (anonymous, like them);
+/// no case writes to it, so it stays at offset 0.
+const TUS_ID: &str = "hostile-tus-upload";
+const TUS_LENGTH: u64 = 100;
 
 // ---- what is sent ---------------------------------------------------------------
 
@@ -207,6 +211,25 @@ fn nested(depth: usize) -> Vec<u8> {
 fn track(extra: &str) -> Vec<u8> {
     format!("GET {TRACK} HTTP/1.1\r\nHost: gw\r\n{extra}\r\n").into_bytes()
 }
+
+/// A tus request (`Tus-Resumable: 1.0.0` unless `head` is for a case without it).
+fn tus_request(method: &str, path: &str, head: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n{head}\r\n", body.len()).into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// A PATCH of ten bytes to the table's tus upload with these header lines.
+fn tus_patch(head: &str) -> Vec<u8> {
+    tus_request("PATCH", &format!("/api/ingress/v1/uploads/{TUS_ID}"), &format!("Tus-Resumable: 1.0.0\r\n{head}"), b"0123456789")
+}
+
+/// A tus creation with these header lines (and no body).
+fn tus_create(head: &str) -> Vec<u8> {
+    tus_request("POST", "/api/ingress/v1/uploads/", &format!("Tus-Resumable: 1.0.0\r\n{head}"), b"")
+}
+
+const OFFSET_STREAM: &str = "Content-Type: application/offset+octet-stream\r\n";
 
 /// The advisor validator's token as `authorization` metadata.
 fn bearer(token: &str) -> Metadata {
@@ -785,6 +808,57 @@ fn cases() -> Vec<Case> {
             once(good_post(&format!("authorization: Bearer {}\r\n", "x".repeat(64 * 1024)))),
             StatusOrClosed(431),
         ),
+        // tus (`rest/tus.rs`): malformed offsets, lengths, metadata and content types.
+        case(
+            "tus: PATCH with a negative Upload-Offset",
+            once(tus_patch(&format!("{OFFSET_STREAM}Upload-Offset: -1\r\n"))),
+            Status(400, "Upload-Offset: \"-1\" is not a non-negative integer"),
+        ),
+        case(
+            "tus: PATCH with an Upload-Offset past 64 bits",
+            once(tus_patch(&format!("{OFFSET_STREAM}Upload-Offset: 99999999999999999999999\r\n"))),
+            Status(400, "Upload-Offset"),
+        ),
+        case(
+            "tus: PATCH at the largest 64-bit offset",
+            once(tus_patch(&format!("{OFFSET_STREAM}Upload-Offset: 18446744073709551615\r\n"))),
+            Status(409, "the upload stands at offset 0"),
+        ),
+        case(
+            "tus: PATCH without Content-Type application/offset+octet-stream",
+            once(tus_patch("Content-Type: application/octet-stream\r\nUpload-Offset: 0\r\n")),
+            Status(415, "application/offset+octet-stream"),
+        ),
+        case(
+            "tus: PATCH whose Upload-Length disagrees with the creation's",
+            once(tus_patch(&format!("{OFFSET_STREAM}Upload-Offset: 0\r\nUpload-Length: 50\r\n"))),
+            Status(400, "the upload's length is 100; this request says 50"),
+        ),
+        case(
+            "tus: PATCH with an Upload-Checksum algorithm not offered",
+            once(tus_patch(&format!("{OFFSET_STREAM}Upload-Offset: 0\r\nUpload-Checksum: md5 {}\r\n", b64("0123456789abcdef")))),
+            Status(400, "is not supported; use one of sha1,sha256"),
+        ),
+        case(
+            "tus: creation with bad base64 in Upload-Metadata",
+            once(tus_create("Upload-Length: 10\r\nUpload-Metadata: filetype !!not-base64!!\r\n")),
+            Status(400, "the value of \"filetype\" is not valid base64"),
+        ),
+        case(
+            "tus: creation with a non-numeric Upload-Length",
+            once(tus_create(&format!("Upload-Length: ten\r\nUpload-Metadata: filetype {}\r\n", b64(ADVISOR)))),
+            Status(400, "Upload-Length: \"ten\" is not a non-negative integer"),
+        ),
+        case(
+            "tus: creation with both Upload-Length and Upload-Defer-Length",
+            once(tus_create(&format!("Upload-Length: 10\r\nUpload-Defer-Length: 1\r\nUpload-Metadata: filetype {}\r\n", b64(ADVISOR)))),
+            Status(400, "not both"),
+        ),
+        case(
+            "tus: creation without Tus-Resumable",
+            once(tus_request("POST", "/api/ingress/v1/uploads/", &format!("Upload-Length: 10\r\nUpload-Metadata: filetype {}\r\n", b64(ADVISOR)), b"")),
+            Status(412, "Tus-Resumable: 1.0.0"),
+        ),
         // Load.
         case(
             "more uploads at once than the concurrency limit",
@@ -1096,6 +1170,16 @@ async fn run_the_table() {
     let creds_path = creds.path().display().to_string();
     let flags: Vec<&str> = FLAGS.iter().copied().chain(["--validator-credentials", creds_path.as_str()]).collect();
     let t = spawn_app(&flags).await;
+    let created = reqwest::Client::new()
+        .post(t.url("/api/ingress/v1/uploads/"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", TUS_LENGTH)
+        .header("upload-metadata", format!("filetype {}", b64(ADVISOR)))
+        .header("x-rh-insights-request-id", TUS_ID)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "the table's tus upload");
     let cases = cases();
     assert_eq!(cases.len(), CASES, "the table's size (and the README's count)");
     let mut accepted = BTreeSet::new();
@@ -1133,9 +1217,22 @@ async fn run_the_table() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    let allowed: BTreeSet<String> =
-        ["quarantine", "perm", "reject", ".tmp", ".wal", ".signing-key", "validator-token"].iter().map(|s| s.to_string()).collect();
+    let allowed: BTreeSet<String> = ["quarantine", "perm", "reject", ".tmp", ".wal", ".signing-key", "validator-token", ".uploads"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert!(top.is_subset(&allowed), "unexpected entries in the data folder: {top:?}");
+    // No tus case wrote to the table's upload, and none made another.
+    let uploads: Vec<String> =
+        std::fs::read_dir(t.data.path().join(".uploads")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(uploads, vec![TUS_ID.to_string()], "the resumable uploads left");
+    let head = reqwest::Client::new()
+        .head(t.url(&format!("/api/ingress/v1/uploads/{TUS_ID}")))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers().get("upload-offset").map(|v| v.to_str().unwrap()), Some("0"), "the table's tus upload is untouched");
     assert!(failures.is_empty(), "{failed_cases} of {total} cases failed:\n{}", failures.join("\n"));
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the gateway panicked");
 }
