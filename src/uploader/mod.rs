@@ -42,20 +42,19 @@ pub async fn run(args: UploadArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let json = args.json;
-    let quiet = args.quiet;
-    let reports: Vec<Report> = futures_util::stream::iter(args.files.clone())
+    let mut results = futures_util::stream::iter(args.files.clone())
         .map(|path| {
             let ctx = ctx.clone();
-            async move {
-                let r = job::upload(&ctx, &path).await;
-                say(&ctx, &r, json, quiet);
-                r
-            }
+            async move { job::upload(&ctx, &path).await }
         })
-        .buffered(args.parallel as usize)
-        .collect()
-        .await;
+        .buffered(args.parallel as usize);
+    // Each file's result as soon as it and every file before it are done: in the
+    // order the files were given.
+    let mut reports = Vec::new();
+    while let Some(r) = results.next().await {
+        say(&ctx, &r, args.json, args.quiet);
+        reports.push(r);
+    }
     exit_code(&reports)
 }
 

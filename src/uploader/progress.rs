@@ -211,7 +211,7 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit >= 2 {
+    if unit >= 1 {
         format!("{v:.2} {}", UNITS[unit])
     } else {
         format!("{v:.1} {}", UNITS[unit])
