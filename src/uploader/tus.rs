@@ -190,8 +190,19 @@ impl Tus {
             }
             // Another offset than the gateway's: ask it again (HEAD) and go on from there.
             409 => Err(Failure::transient("the gateway holds another offset; asking it where the upload stands")),
-            // The chunk arrived damaged: send it again.
-            460 => Err(Failure::transient("a chunk's checksum did not match on arrival; sending it again")),
+            // The chunk arrived damaged (send it again), or the whole payload's sha256 is
+            // not the declared one (the upload is gone: stop).
+            460 => {
+                let sentence: String = resp.text().await.unwrap_or_default().trim().chars().take(500).collect();
+                match self.offset(url).await {
+                    Err(Failure::Gone(_)) => Err(Failure::Permanent(format!(
+                        "the gateway refused the payload (460 Checksum Mismatch): {sentence}"
+                    ))),
+                    _ => Err(Failure::transient(format!(
+                        "a chunk did not arrive intact (460 Checksum Mismatch: {sentence}); sending it again"
+                    ))),
+                }
+            }
             _ => Err(refusal("sending bytes", resp, Conflict::Transient).await),
         }
     }

@@ -415,3 +415,33 @@ async fn a_refused_upload_stops_at_once_with_the_gateways_sentence() {
     assert_eq!(ran.code, Some(2), "no content type is a usage error:\n{}", ran.show());
     assert!(ran.stderr.contains("--content-type"), "{}", ran.show());
 }
+
+/// The README's uploader examples, run as written (on the test's port, with the binary
+/// this suite built).
+#[tokio::test]
+async fn the_readme_examples_work_as_written() {
+    let readme = include_str!("../../README.md");
+    let section = readme.split("## The uploader").nth(1).expect("README has a section on the uploader");
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("an sh block");
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = block
+        .replace("localhost:8080", &format!("localhost:{}", t.app.addr().port()))
+        .replace("upload-gateway upload", &format!("{} upload", env!("CARGO_BIN_EXE_upload-gateway")));
+    let out = tokio::process::Command::new("sh")
+        .arg("-ec")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{script}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("archive.tar.gz: request_id=") && lines[0].ends_with("status=uploaded"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(lines[1]).expect("the second prints JSON");
+    assert_eq!(v["sha256"], sha256_hex(b"hello\n"));
+    assert_eq!(t.bucket_files("quarantine").len(), 2);
+}
