@@ -19,7 +19,7 @@ use crate::pipeline::status::TERMINAL;
 /// How the bytes travel.
 pub enum Via {
     Tus,
-    Grpc(grpc::Client),
+    Grpc(Box<grpc::Client>),
 }
 
 /// What every file's upload shares: the run's settings.

@@ -93,7 +93,7 @@ fn ctx(args: &UploadArgs) -> anyhow::Result<Ctx> {
     };
     let tus = tus::Tus::new(&gateway, args.ca_file.as_deref(), identity.clone())?;
     let via = if args.grpc {
-        Via::Grpc(grpc::client(&gateway, args.ca_file.as_deref(), identity.as_deref(), args.request_id.as_deref())?)
+        Via::Grpc(Box::new(grpc::client(&gateway, args.ca_file.as_deref(), identity.as_deref(), args.request_id.as_deref())?))
     } else {
         Via::Tus
     };

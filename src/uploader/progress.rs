@@ -168,7 +168,8 @@ impl FileProgress {
         }
     }
 
-    /// The file is done (well or not); the bar stays on screen with `msg`.
+    /// The file is done (well or not); the bar stays on screen with `msg`. As a plain
+    /// line, after sending: what was sent, in how long, how fast.
     pub fn finish(&self, msg: &str) {
         if let Some(bar) = &self.inner.bar {
             bar.disable_steady_tick();
@@ -177,6 +178,10 @@ impl FileProgress {
         }
         if self.inner.mode == Mode::Lines {
             let l = self.inner.lines.lock().unwrap();
+            if l.phase != "sending" {
+                eprintln!("{}: {msg}", self.inner.name);
+                return;
+            }
             let elapsed = l.since.elapsed();
             eprintln!(
                 "{}: {msg} ({} in {}, {})",
