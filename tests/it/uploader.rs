@@ -445,3 +445,52 @@ async fn the_readme_examples_work_as_written() {
     assert_eq!(v["sha256"], sha256_hex(b"hello\n"));
     assert_eq!(t.bucket_files("quarantine").len(), 2);
 }
+
+/// An upload begun over tus by an identity (`--identity @FILE`), killed, and finished
+/// with `--grpc`: the same upload, continued, as its owner.
+#[tokio::test]
+async fn an_upload_begun_over_tus_is_finished_over_grpc_by_its_owner() {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let size = 48 * MIB;
+    let file = make_file(dir.path(), "p.tar.gz", size);
+    let id_file = dir.path().join("identity");
+    std::fs::write(&id_file, format!("{}\n", identity("acct1", "org1"))).unwrap();
+    let command = |grpc: bool| {
+        let mut cmd = uploader(&cache);
+        cmd.arg(&file)
+            .args(["--gateway", &t.base, "--service", "advisor", "--category", "collection", "--chunk-size", "1MiB", "--json"])
+            .arg("--identity")
+            .arg(format!("@{}", id_file.display()));
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        cmd
+    };
+    let mut first = command(false).spawn().unwrap();
+    eventually(Duration::from_secs(60), "a quarter of the file arrives", || async {
+        t.metric("upload_gateway_received_bytes_total").await as u64 >= size / 4
+    })
+    .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    assert_eq!(state_files(&cache).len(), 1);
+
+    let ran = run(command(true)).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    assert!(ran.stderr.contains("continuing upload"), "{}", ran.show());
+    let r = &ran.json()[0];
+    assert_eq!(r["sha256"].as_str().unwrap(), file_sha256(&file));
+    let id = r["request_id"].as_str().unwrap();
+    assert_eq!(t.bucket_files("quarantine"), vec![id.to_string()]);
+    let received = t.metric("upload_gateway_received_bytes_total").await as u64;
+    assert!(received <= size + 8 * MIB, "{received} bytes received for {size}");
+    // The payload is the identity's: its org reads its status, another org does not.
+    let track = |org: &'static str| {
+        let url = t.url(&format!("/api/ingress/v1/track/{id}"));
+        async move { reqwest::Client::new().get(url).header("x-rh-identity", identity("a", org)).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(track("org1").await, 200);
+    assert_eq!(track("org2").await, 404);
+}
