@@ -309,7 +309,12 @@ impl Pipeline {
         rec.claim = Some(Claim { holder, until_ms: now_ms() + claim_for.as_millis() as u64, replica: self.replica().to_string() });
         self.save(&mut rec).await?;
         let started = rec.clone();
-        let result = self.write_body(&mut rec, &mut append, claim_for).await;
+        // The claim is ours: a writer of a request whose claim lapsed (it stalled) is
+        // cut off by the storage as this one opens (its later bytes never land).
+        let result = match self.inner.storage.upload_writer(&rec).await {
+            Ok(mut writer) => self.write_body(&mut rec, &mut *writer, &mut append, claim_for).await,
+            Err(e) => Err(e),
+        };
         // Give the claim back whatever happened (a failed save left it to expire).
         let released = if rec.claim.is_some() {
             rec.claim = None;
@@ -361,8 +366,7 @@ impl Pipeline {
         Err(Error::Locked(format!("upload {} was taken over by another request; ask where it stands", rec.id)))
     }
 
-    async fn write_body(&self, rec: &mut UploadRecord, append: &mut Append, claim_for: Duration) -> Result<Wrote> {
-        let mut writer = self.inner.storage.upload_writer(rec).await?;
+    async fn write_body(&self, rec: &mut UploadRecord, writer: &mut dyn UploadWriter, append: &mut Append, claim_for: Duration) -> Result<Wrote> {
         let mut hash = rec.hash.clone();
         let mut chunk_hash = append.checksum.as_ref().map(|c| ChunkHasher::new(c.algorithm));
         // Bytes taken by this request and not yet committed.
@@ -404,7 +408,7 @@ impl Pipeline {
                 taken += piece.len() as u64;
                 writer.write(piece).await?;
                 if writer.pending() >= writer.part_size() && chunk_hash.is_none() {
-                    self.commit(rec, &mut *writer, &hash, &mut taken).await?;
+                    self.commit(rec, writer, &hash, &mut taken).await?;
                 }
             }
             // A slow client holds its claim by sending: renew it before it runs out.
@@ -418,7 +422,7 @@ impl Pipeline {
             _ => false,
         };
         if !refused_checksum && taken > 0 {
-            self.commit(rec, &mut *writer, &hash, &mut taken).await?;
+            self.commit(rec, writer, &hash, &mut taken).await?;
         }
         match body_error {
             // The client's own failure: what arrived before it is kept (tus: a

@@ -47,6 +47,8 @@ pub struct LocalDisk {
     wal: wal::Wal,
     /// Makes a resumable upload's record save a compare-and-set (uploads.rs).
     upload_lock: tokio::sync::Mutex<()>,
+    /// The resumable uploads with a writer open (uploads.rs).
+    open_writers: uploads::OpenWriters,
 }
 
 impl LocalDisk {
@@ -67,7 +69,7 @@ impl LocalDisk {
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::StorageUnavailable(format!("write-ahead log in {}: {e}", root.display())))?;
-        Ok(LocalDisk { root, wal, upload_lock: Default::default() })
+        Ok(LocalDisk { root, wal, upload_lock: Default::default(), open_writers: Default::default() })
     }
 
     fn object(&self, bucket: Bucket, key: &str) -> PathBuf {

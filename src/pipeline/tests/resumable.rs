@@ -119,27 +119,36 @@ async fn a_second_writer_is_refused_while_the_first_holds_the_upload() {
 }
 
 #[tokio::test]
-async fn a_stalled_writers_claim_expires() {
+async fn a_stalled_writers_claim_expires_and_its_late_bytes_never_land() {
     let f = fixture_with(Arc::new(MemoryQueue::default()), &["--upload-claim-secs", "1", "--body-idle-timeout-secs", "30"]).await;
-    let u = f.pipeline.create_upload(sized(Some(4))).await.unwrap();
+    const LEN: usize = 600 * 1024;
+    let u = f.pipeline.create_upload(sized(Some(LEN as u64))).await.unwrap();
     let (tx, body) = channel_body();
     let p = f.pipeline.clone();
     let id = u.id.clone();
-    let _stalled = tokio::spawn(async move {
+    let stalled = tokio::spawn(async move {
         p.append_upload(&id, None, Append { offset: 0, body, length: None, ends: None, checksum: None }).await
     });
     tx.send(Ok(Bytes::from_static(b"ab"))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(matches!(f.pipeline.append_upload(&u.id, None, append(0, b"wxyz".to_vec())).await.unwrap_err(), Error::Locked(_)));
+    let theirs = vec![b'w'; LEN];
+    assert!(matches!(f.pipeline.append_upload(&u.id, None, append(0, theirs.clone())).await.unwrap_err(), Error::Locked(_)));
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let r = f.pipeline.append_upload(&u.id, None, append(0, b"wxyz".to_vec())).await.unwrap();
-    assert_eq!(r.receipt.unwrap().sha256, sha(b"wxyz"), "the claim ran out; the second writer took over");
-    // The stalled writer, sending again, has lost the upload: its bytes never count.
-    let _ = tx.send(Ok(Bytes::from_static(b"cd"))).await;
+    let r = f.pipeline.append_upload(&u.id, None, append(0, theirs.clone())).await.unwrap();
+    assert_eq!(r.receipt.unwrap().sha256, sha(&theirs), "the claim ran out; the second writer took over");
+    // The stalled writer sends again, more than its write buffer holds: it has lost
+    // the upload, and none of its bytes reach the stored payload.
+    let _ = tx.send(Ok(Bytes::from(vec![b'L'; 300 * 1024]))).await;
     drop(tx);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (meta, _) = f.storage.get(Bucket::Quarantine, &u.id).await.unwrap().unwrap();
-    assert_eq!(meta.sha256, sha(b"wxyz"));
+    let late = stalled.await.unwrap();
+    assert!(matches!(late, Err(Error::Locked(_))), "{late:?}");
+    let (meta, mut stream) = f.storage.get(Bucket::Quarantine, &u.id).await.unwrap().unwrap();
+    let mut stored = Vec::new();
+    while let Some(c) = stream.next().await {
+        stored.extend_from_slice(&c.unwrap());
+    }
+    assert!(stored == theirs, "the stalled writer's late bytes landed in the payload");
+    assert_eq!(meta.sha256, sha(&theirs));
 }
 
 #[tokio::test]

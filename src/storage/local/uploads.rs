@@ -80,6 +80,10 @@ impl LocalDisk {
     }
 
     pub(super) async fn upload_writer(&self, rec: &UploadRecord) -> Result<Box<dyn UploadWriter>> {
+        // The caller holds the upload's claim. A writer of this process (the only one
+        // on this folder) whose claim lapsed may still have the file open: it is cut
+        // off first, so its late bytes never land under this writer's.
+        let open = Open::take(&self.open_writers, &rec.id).await;
         let path = self.upload_dir(&rec.id).join("data");
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
@@ -91,7 +95,7 @@ impl LocalDisk {
         // Bytes written after the last commit (a crash, a refused checksum) do not count.
         file.set_len(rec.offset).await.map_err(io)?;
         file.seek(std::io::SeekFrom::Start(rec.offset)).await.map_err(io)?;
-        Ok(Box::new(LocalWriter { out: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file), pending: 0 }))
+        Ok(Box::new(LocalWriter { out: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file), pending: 0, open }))
     }
 
     pub(super) async fn finish_upload(&self, rec: &UploadRecord, meta: ObjectMeta) -> Result<ObjectMeta> {
@@ -147,6 +151,44 @@ impl LocalDisk {
 struct LocalWriter {
     out: tokio::io::BufWriter<tokio::fs::File>,
     pending: u64,
+    open: Open,
+}
+
+/// The uploads with a writer open in this process, each with its gate: true once a
+/// newer writer took the upload over. A writer touches the file only while it holds
+/// its gate and the gate says it is still current.
+pub(super) type OpenWriters = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Gate>>>;
+type Gate = std::sync::Arc<tokio::sync::Mutex<bool>>;
+
+struct Open {
+    set: OpenWriters,
+    id: String,
+    gate: Gate,
+}
+
+impl Open {
+    async fn take(set: &OpenWriters, id: &str) -> Open {
+        let gate = Gate::default();
+        let older = set.lock().unwrap().insert(id.to_string(), gate.clone());
+        if let Some(older) = older {
+            // Waits for its write in progress, if any; it writes nothing after this.
+            *older.lock().await = true;
+        }
+        Open { set: set.clone(), id: id.to_string(), gate }
+    }
+
+    fn taken_over(&self) -> Error {
+        Error::Locked(format!("upload {} was taken over by another request (this one stalled past its claim)", self.id))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut set = self.set.lock().unwrap();
+        if set.get(&self.id).is_some_and(|g| std::sync::Arc::ptr_eq(g, &self.gate)) {
+            set.remove(&self.id);
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -160,12 +202,22 @@ impl UploadWriter for LocalWriter {
     }
 
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let gate = self.open.gate.clone();
+        let taken_over = gate.lock().await;
+        if *taken_over {
+            return Err(self.open.taken_over());
+        }
         self.out.write_all(&chunk).await.map_err(io)?;
         self.pending += chunk.len() as u64;
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<StoredBytes> {
+        let gate = self.open.gate.clone();
+        let taken_over = gate.lock().await;
+        if *taken_over {
+            return Err(self.open.taken_over());
+        }
         self.out.flush().await.map_err(io)?;
         self.out.get_ref().sync_data().await.map_err(io)?;
         self.pending = 0;
