@@ -32,6 +32,8 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// With `--wait`: a validator rejected a payload (and nothing failed).
 pub const EXIT_REJECTED: u8 = 3;
+/// Ctrl-C (SIGINT): stopped; the resume state is kept.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Uploads every file; the process's exit code.
 pub async fn run(args: UploadArgs) -> u8 {
@@ -51,9 +53,22 @@ pub async fn run(args: UploadArgs) -> u8 {
     // Each file's result as soon as it and every file before it are done: in the
     // order the files were given.
     let mut reports = Vec::new();
-    while let Some(r) = results.next().await {
-        say(&ctx, &r, args.json, args.quiet);
-        reports.push(r);
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            r = results.next() => match r {
+                Some(r) => {
+                    say(&ctx, &r, args.json, args.quiet);
+                    reports.push(r);
+                }
+                None => break,
+            },
+            _ = &mut interrupted => {
+                ctx.progress.error("upload-gateway upload: interrupted; the same command again continues where the gateway stands");
+                return EXIT_INTERRUPTED;
+            }
+        }
     }
     exit_code(&reports)
 }

@@ -169,7 +169,10 @@ impl Tus {
                 format!("sha256 {}", base64::engine::general_purpose::STANDARD.encode(sum)),
             );
         }
-        let resp = match req.body(body).send().await {
+        // A gateway that stops reading without closing would hold the request forever:
+        // two minutes, plus the chunk at 16 KiB/s, is the most one PATCH may take.
+        let limit = Duration::from_secs(120) + Duration::from_secs_f64(len as f64 / 16384.0);
+        let resp = match req.body(body).timeout(limit).send().await {
             Ok(r) => r,
             Err(e) => {
                 if let Some(read) = file.read_error() {

@@ -446,8 +446,8 @@ async fn the_readme_examples_work_as_written() {
     assert_eq!(t.bucket_files("quarantine").len(), 2);
 }
 
-/// An upload begun over tus by an identity (`--identity @FILE`), killed, and finished
-/// with `--grpc`: the same upload, continued, as its owner.
+/// An upload begun over tus by an identity (`--identity @FILE`), interrupted (Ctrl-C),
+/// and finished with `--grpc`: the same upload, continued, as its owner.
 #[tokio::test]
 async fn an_upload_begun_over_tus_is_finished_over_grpc_by_its_owner() {
     let t = spawn_app(&[]).await;
@@ -468,13 +468,18 @@ async fn an_upload_begun_over_tus_is_finished_over_grpc_by_its_owner() {
         }
         cmd
     };
-    let mut first = command(false).spawn().unwrap();
+    let first = command(false).spawn().unwrap();
     eventually(Duration::from_secs(60), "a quarter of the file arrives", || async {
         t.metric("upload_gateway_received_bytes_total").await as u64 >= size / 4
     })
     .await;
-    first.start_kill().unwrap();
-    first.wait().await.unwrap();
+    // Ctrl-C: the uploader stops, says how to go on, and keeps its resume state.
+    let pid = first.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), first.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted; the same command again continues"), "{stderr}");
     assert_eq!(state_files(&cache).len(), 1);
 
     let ran = run(command(true)).await;
