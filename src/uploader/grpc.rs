@@ -52,7 +52,15 @@ pub fn client(gateway: &str, ca_file: Option<&Path>, identity: Option<&str>, req
 
 /// Sorts a gRPC status into what the retry loop does.
 pub fn failure(what: &str, s: tonic::Status) -> Failure {
-    let message = format!("{what}: {:?}: {}", s.code(), s.message());
+    let mut message = format!("{what}: {:?}: {}", s.code(), s.message());
+    let mut src = std::error::Error::source(&s);
+    while let Some(e) = src {
+        message.push_str(&format!(": {e}"));
+        src = e.source();
+    }
+    if retry::certificate_refused(&message) {
+        return Failure::Permanent(message);
+    }
     match s.code() {
         tonic::Code::NotFound => Failure::Gone(message),
         // Another offset than the committed one: ask again and go on from there.

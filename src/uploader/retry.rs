@@ -49,6 +49,13 @@ pub fn grpc_transient(code: tonic::Code) -> bool {
     matches!(code, Unavailable | Aborted | DeadlineExceeded | Unknown | Internal)
 }
 
+/// Whether a connection failed because the gateway's certificate is not trusted (or
+/// not valid for its name): no retry changes that, so it is said at once.
+pub fn certificate_refused(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("certificate") && (m.contains("invalid") || m.contains("unknownissuer") || m.contains("not valid") || m.contains("expired"))
+}
+
 /// `Retry-After`: delay-seconds, or an HTTP-date (RFC 9110 §10.2.3); a date in the
 /// past is no wait. `None` for what is neither.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
@@ -205,5 +212,7 @@ mod tests {
         assert!(!grpc_transient(tonic::Code::PermissionDenied));
         assert!(!grpc_transient(tonic::Code::NotFound));
         assert!(!grpc_transient(tonic::Code::FailedPrecondition));
+        assert!(certificate_refused("sending bytes: error sending request: client error (Connect): invalid peer certificate: UnknownIssuer"));
+        assert!(!certificate_refused("sending bytes: error sending request: tcp connect error: Connection refused (os error 111)"));
     }
 }

@@ -251,13 +251,17 @@ fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// A failure to reach the gateway or to hear its answer: always worth another try.
+/// A failure to reach the gateway or to hear its answer: worth another try, but for a
+/// certificate this client does not trust (no retry will change that).
 fn network(what: &str, e: reqwest::Error) -> Failure {
     let mut msg = format!("{what}: {e}");
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
         msg.push_str(&format!(": {s}"));
         src = s.source();
+    }
+    if retry::certificate_refused(&msg) {
+        return Failure::Permanent(msg);
     }
     Failure::transient(msg)
 }

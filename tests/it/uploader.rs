@@ -499,3 +499,40 @@ async fn an_upload_begun_over_tus_is_finished_over_grpc_by_its_owner() {
     assert_eq!(track("org1").await, 200);
     assert_eq!(track("org2").await, 404);
 }
+
+/// An https:// gateway whose certificate only `--ca-file` vouches for, over tus and gRPC.
+#[tokio::test]
+async fn over_tls_with_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let t = spawn_app(&["--tls-cert", cert_pem.to_str().unwrap(), "--tls-key", key_pem.to_str().unwrap()]).await;
+    let gateway = format!("https://localhost:{}", t.app.addr().port());
+    let file = make_file(dir.path(), "payload.tar.gz", 2 * MIB + 1);
+    for grpc in [false, true] {
+        let mut cmd = uploader(&dir.path().join("cache"));
+        cmd.arg(&file).args(["--gateway", &gateway, "--service", "advisor", "--category", "collection", "--json"]).arg("--ca-file").arg(&cert_pem);
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, Some(0), "grpc={grpc}: {}", ran.show());
+        assert_eq!(ran.json()[0]["sha256"].as_str().unwrap(), file_sha256(&file));
+    }
+    // Without the CA the certificate is refused, and that is said at once (no retry
+    // would change it).
+    for grpc in [false, true] {
+        let mut cmd = uploader(&dir.path().join("cache2"));
+        cmd.arg(&file).args(["--gateway", &gateway, "--service", "advisor", "--category", "collection"]);
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, Some(1), "grpc={grpc}: {}", ran.show());
+        assert!(ran.stderr.to_lowercase().contains("certificate"), "grpc={grpc}: {}", ran.show());
+        assert!(!ran.stderr.contains("trying again"), "grpc={grpc}: {}", ran.show());
+    }
+    assert_eq!(t.bucket_files("quarantine").len(), 2);
+}
