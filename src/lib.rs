@@ -19,6 +19,7 @@ pub mod server;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;
+pub mod uploader;
 pub mod validator;
 
 pub use app::App;

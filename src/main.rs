@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default) and `validate`.
+//! The command line: `serve` (the default), `validate`, `upload` and `token`.
 
 use clap::{Parser, Subcommand};
 use upload_gateway::{App, Config};
@@ -43,6 +43,11 @@ enum Command {
     /// Run the built-in validator against a gateway: subscribe to a service's
     /// payloads, decide, report the verdicts.
     Validate(upload_gateway::validator::ValidateArgs),
+    /// Send files to a gateway as resumable uploads (tus, or gRPC with --grpc), with
+    /// progress, resume, retries, a sha256 check and, with --wait, the verdict. Exit
+    /// codes: 0 done (with --wait: advertised or handed off), 1 failed, error or no
+    /// verdict in time, 2 usage, 3 rejected by the validator.
+    Upload(upload_gateway::uploader::UploadArgs),
     /// Make a validator token: prints the token (for the validator) and its line for
     /// the gateway's VALIDATOR_CREDENTIALS_FILE (which keeps only the token's hash).
     Token {
@@ -70,14 +75,15 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(cli.config).await,
-            Command::Validate(args) => upload_gateway::validator::run(args).await,
-            Command::Token { name, services } => token(&name, &services),
+            Command::Serve => serve(cli.config).await.map(|()| 0),
+            Command::Validate(args) => upload_gateway::validator::run(args).await.map(|()| 0),
+            Command::Upload(args) => Ok(upload_gateway::uploader::run(args).await),
+            Command::Token { name, services } => token(&name, &services).map(|()| 0),
         }
     });
     telemetry.shutdown();
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("upload-gateway: {e:#}");
             std::process::ExitCode::from(2)

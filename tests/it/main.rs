@@ -24,4 +24,5 @@ mod s3;
 mod tls;
 mod trust;
 mod tus;
+mod uploader;
 mod validation;

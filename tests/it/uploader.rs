@@ -1,0 +1,538 @@
+//! The uploader (`upload-gateway upload FILE...`) as a person runs it: the binary as
+//! its own process against a gateway on the embedded default, over tus and over gRPC.
+//! What is asserted is what the person sees (exit code, the lines printed, the progress
+//! bar) and what the gateway ends up holding; nothing of the gateway is mocked.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const MIB: u64 = 1 << 20;
+
+/// The uploader binary with a cache folder of the test's own (its resume state) and
+/// none of the caller's uploader or log settings.
+fn uploader(cache: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"));
+    c.arg("upload").env("XDG_CACHE_HOME", cache).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("UPLOAD_") {
+            c.env_remove(k);
+        }
+    }
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    c
+}
+
+/// A file of `size` bytes that differ from one position to the next (no two parts alike).
+fn make_file(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ size;
+    let mut left = size;
+    let mut buf = vec![0u8; MIB as usize];
+    while left > 0 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        let n = left.min(MIB) as usize;
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+    path
+}
+
+fn file_sha256(path: &Path) -> String {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; MIB as usize];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn json(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+            .collect()
+    }
+
+    fn show(&self) -> String {
+        format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+async fn run(mut cmd: tokio::process::Command) -> Ran {
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("the uploader ends within 180 s")
+        .expect("the uploader runs");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// The resume state files left in a cache folder.
+fn state_files(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("upload-gateway/uploads"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect())
+        .unwrap_or_default()
+}
+
+async fn uploads_a_file(grpc: bool) {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", 3 * MIB + 12_345);
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.arg(&file)
+        .args(["--gateway", &t.base, "--service", "advisor", "--category", "collection", "--chunk-size", "1MiB", "--json"])
+        .args(["--metadata", r#"{"display_name":"host1"}"#]);
+    if grpc {
+        cmd.arg("--grpc");
+    }
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    let reports = ran.json();
+    assert_eq!(reports.len(), 1, "{}", ran.show());
+    let r = &reports[0];
+    assert_eq!(r["status"], "uploaded", "{}", ran.show());
+    assert_eq!(r["size"], 3 * MIB + 12_345);
+    assert_eq!(r["sha256"].as_str().unwrap(), file_sha256(&file));
+    let id = r["request_id"].as_str().unwrap();
+    // The payload is stored whole, under its request id, and its status says so.
+    assert_eq!(t.bucket_files("quarantine"), vec![id.to_string()]);
+    assert_eq!(sha256_hex(&std::fs::read(t.data.path().join("quarantine").join(id)).unwrap()), file_sha256(&file));
+    let track: serde_json::Value = t.http.get(t.url(&format!("/api/ingress/v1/track/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert!(track["history"].as_array().unwrap().iter().any(|e| e["status"] == "announced"), "{track}");
+    // Done: no resume state is left behind.
+    assert!(state_files(&dir.path().join("cache")).is_empty());
+}
+
+#[tokio::test]
+async fn uploads_over_tus_with_the_files_sha256() {
+    uploads_a_file(false).await;
+}
+
+#[tokio::test]
+async fn uploads_over_grpc_with_the_files_sha256() {
+    uploads_a_file(true).await;
+}
+
+/// A 200 MiB upload whose client is SIGKILLed at about half: the same command again
+/// continues from what the gateway holds, sends the rest only, and ends with one payload.
+async fn a_killed_upload_continues(grpc: bool) {
+    let t = spawn_app(&["--service-limits", "advisor=1073741824"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let size = 200 * MIB;
+    let file = make_file(dir.path(), "big.tar.gz", size);
+    let command = || {
+        let mut cmd = uploader(&cache);
+        cmd.arg(&file).args(["--gateway", &t.base, "--content-type", "application/vnd.redhat.advisor.collection+tgz", "--json"]);
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        cmd
+    };
+    let mut first = command().spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = t.metric("upload_gateway_received_bytes_total").await as u64;
+        if got >= size / 2 {
+            break;
+        }
+        assert!(first.try_wait().unwrap().is_none(), "the uploader ended before half of the file arrived");
+        assert!(Instant::now() < deadline, "half the file did not arrive within 120 s ({got} bytes)");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let at_kill = t.metric("upload_gateway_received_bytes_total").await as u64;
+    assert!(at_kill < size, "the upload finished before the kill ({at_kill} bytes)");
+    assert_eq!(state_files(&cache).len(), 1, "the killed run left its resume state");
+    assert!(t.bucket_files("quarantine").is_empty());
+
+    let ran = run(command()).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    assert!(ran.stderr.contains("continuing upload"), "the second run says it continues:\n{}", ran.show());
+    let r = &ran.json()[0];
+    assert_eq!(r["sha256"].as_str().unwrap(), file_sha256(&file));
+    let received = t.metric("upload_gateway_received_bytes_total").await as u64;
+    eprintln!("resume over {}: killed at {at_kill} bytes received; {received} received in all for {size} ({} sent twice)", if grpc { "gRPC" } else { "tus" }, received.saturating_sub(size));
+    // At most one part (8 MiB, the chunk size and the gateway's commit interval) sent twice.
+    assert!(received <= size + 8 * MIB, "the gateway received {received} bytes for a {size}-byte file (killed at {at_kill})");
+    assert_eq!(t.bucket_files("quarantine"), vec![r["request_id"].as_str().unwrap().to_string()]);
+    assert!(state_files(&cache).is_empty());
+}
+
+#[tokio::test]
+async fn a_killed_tus_upload_continues_where_the_gateway_stands() {
+    a_killed_upload_continues(false).await;
+}
+
+#[tokio::test]
+async fn a_killed_grpc_upload_continues_where_the_gateway_stands() {
+    a_killed_upload_continues(true).await;
+}
+
+/// The gateway is not listening for the first 3 s: the uploader retries (and says so)
+/// and succeeds once it is up.
+async fn retries_until_the_gateway_is_up(grpc: bool) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", 2 * MIB);
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.arg(&file).args(["--gateway", &format!("http://{listen}"), "--service", "advisor", "--category", "collection", "--json"]);
+    if grpc {
+        cmd.arg("--grpc");
+    }
+    let started = Instant::now();
+    let child = cmd.spawn().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let data_path = data.path().to_path_buf();
+    let gateway = tokio::task::spawn_blocking(move || GatewayProcess::start_on(&listen, &data_path, &[])).await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output()).await.unwrap().unwrap();
+    let ran = Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    };
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(ran.stderr.contains("trying again"), "the retries are shown:\n{}", ran.show());
+    let r = &ran.json()[0];
+    assert_eq!(r["sha256"].as_str().unwrap(), file_sha256(&file));
+    assert_eq!(list_bucket(data.path(), "quarantine"), vec![r["request_id"].as_str().unwrap().to_string()]);
+    drop(gateway);
+}
+
+#[tokio::test]
+async fn tus_retries_until_the_gateway_is_up() {
+    retries_until_the_gateway_is_up(false).await;
+}
+
+#[tokio::test]
+async fn grpc_retries_until_the_gateway_is_up() {
+    retries_until_the_gateway_is_up(true).await;
+}
+
+/// `--wait` with the built-in validator deciding: the verdict is printed and is the
+/// exit code (3 for rejected, 0 for advertised).
+async fn wait_for_the_verdict(grpc: bool, verdict: &str, want_status: &str, want_code: i32) {
+    let t = spawn_app(&[]).await;
+    let mut validator = tokio::process::Command::new(env!("CARGO_BIN_EXE_upload-gateway"))
+        .args(["validate", "--gateway", &t.base, "--service", "testareno", "--verdict", verdict, "--count", "1"])
+        .arg("--data-dir")
+        .arg(t.data.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "the validator subscribes", || async {
+        t.metric("upload_gateway_subscribers{service=\"testareno\"}").await >= 1.0
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", 100_000);
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.arg(&file).args(["--gateway", &t.base, "--service", "testareno", "--category", "something", "--wait", "--wait-timeout", "60s"]);
+    if grpc {
+        cmd.arg("--grpc");
+    }
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, Some(want_code), "{}", ran.show());
+    let last = ran.stdout.lines().last().unwrap_or_default();
+    assert!(last.contains(&format!("status={want_status}")) && last.contains("request_id="), "{}", ran.show());
+    let _ = tokio::time::timeout(Duration::from_secs(10), validator.wait()).await;
+}
+
+#[tokio::test]
+async fn wait_over_tus_exits_with_the_rejected_code_when_the_validator_says_failure() {
+    wait_for_the_verdict(false, "failure", "rejected", 3).await;
+}
+
+#[tokio::test]
+async fn wait_over_grpc_exits_with_the_rejected_code_when_the_validator_says_failure() {
+    wait_for_the_verdict(true, "failure", "rejected", 3).await;
+}
+
+#[tokio::test]
+async fn wait_over_grpc_exits_0_when_the_payload_is_advertised() {
+    wait_for_the_verdict(true, "success", "advertised", 0).await;
+}
+
+/// Under a pseudo-terminal (util-linux `script`): a progress bar is drawn, and the last
+/// line names the request id.
+#[tokio::test]
+async fn on_a_terminal_a_bar_is_drawn_and_the_last_line_names_the_request_id() {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", 16 * MIB);
+    let id = format!("pty{}", uuid::Uuid::new_v4().simple());
+    let line = format!(
+        "{} upload {} --gateway {} --service advisor --category collection --chunk-size 256KiB --grpc --request-id {id}",
+        env!("CARGO_BIN_EXE_upload-gateway"),
+        file.display(),
+        t.base
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env("TERM", "xterm-256color")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    let raw = &ran.stdout;
+    assert!(raw.contains("\x1b[") && raw.contains('\r'), "the bar redraws itself in place:\n{raw:?}");
+    let out = &strip_ansi(raw);
+    assert!(out.contains("[=========="), "a bar is drawn:\n{out:?}");
+    assert!(out.contains("16.00 MiB") || out.contains("16 MiB"), "the bar shows the size:\n{out:?}");
+    let last = out
+        .split('\n')
+        .map(|l| l.rsplit('\r').find(|s| !s.trim().is_empty()).unwrap_or(""))
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or_default();
+    assert!(last.contains(&format!("request_id={id}")), "the last line names the request id: {last:?}\n{out:?}");
+    assert_eq!(t.bucket_files("quarantine"), vec![id]);
+}
+
+/// Text without its ANSI escape sequences (colours, cursor moves).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Standard output and error to pipes: plain progress lines, no control characters.
+#[tokio::test]
+async fn without_a_terminal_there_are_plain_lines_and_no_control_characters() {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", 8 * MIB);
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.arg(&file).args(["--gateway", &t.base, "--service", "advisor", "--category", "collection", "--chunk-size", "512KiB"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    for (name, text) in [("stdout", &ran.stdout), ("stderr", &ran.stderr)] {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{name} has control characters:\n{text:?}"
+        );
+    }
+    assert!(ran.stderr.contains("payload.tar.gz: sending"), "progress lines on stderr:\n{}", ran.show());
+    assert!(ran.stderr.contains("8.00 MiB"), "{}", ran.show());
+    let last = ran.stdout.lines().last().unwrap_or_default();
+    assert!(last.contains("request_id=") && last.contains("status=uploaded"), "{}", ran.show());
+}
+
+/// Several files at once: each becomes its own payload, reported in the order given.
+#[tokio::test]
+async fn several_files_in_parallel() {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = (0..3).map(|i| make_file(dir.path(), &format!("p{i}.tar.gz"), (i + 1) * MIB + i)).collect();
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.args(&files).args(["--gateway", &t.base, "--service", "advisor", "--category", "collection", "--parallel", "3", "--json"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    let reports = ran.json();
+    assert_eq!(reports.len(), 3, "{}", ran.show());
+    for (r, f) in reports.iter().zip(&files) {
+        assert_eq!(r["file"].as_str().unwrap(), f.display().to_string());
+        assert_eq!(r["sha256"].as_str().unwrap(), file_sha256(f));
+    }
+    assert_eq!(t.bucket_files("quarantine").len(), 3);
+}
+
+/// A refusal is final: no retries, the gateway's sentence, exit code 1; a wrong
+/// command line is exit code 2.
+#[tokio::test]
+async fn a_refused_upload_stops_at_once_with_the_gateways_sentence() {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", 1000);
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.arg(&file).args(["--gateway", &t.base, "--service", "nosuchservice", "--category", "x", "--grpc"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, Some(1), "{}", ran.show());
+    assert!(ran.stderr.contains("payload.tar.gz: failed"), "{}", ran.show());
+    assert!(ran.stderr.contains("InvalidArgument"), "{}", ran.show());
+    assert!(!ran.stderr.contains("trying again"), "{}", ran.show());
+    assert!(t.bucket_files("quarantine").is_empty());
+
+    let mut usage = uploader(&dir.path().join("cache"));
+    usage.arg(&file).args(["--gateway", &t.base]);
+    let ran = run(usage).await;
+    assert_eq!(ran.code, Some(2), "no content type is a usage error:\n{}", ran.show());
+    assert!(ran.stderr.contains("--content-type"), "{}", ran.show());
+}
+
+/// The README's uploader examples, run as written (on the test's port, with the binary
+/// this suite built).
+#[tokio::test]
+async fn the_readme_examples_work_as_written() {
+    let readme = include_str!("../../README.md");
+    let section = readme.split("## The uploader").nth(1).expect("README has a section on the uploader");
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("\n```").next()).expect("an sh block");
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = block
+        .replace("localhost:8080", &format!("localhost:{}", t.app.addr().port()))
+        .replace("upload-gateway upload", &format!("{} upload", env!("CARGO_BIN_EXE_upload-gateway")));
+    let out = tokio::process::Command::new("sh")
+        .arg("-ec")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{script}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("archive.tar.gz: request_id=") && lines[0].ends_with("status=uploaded"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(lines[1]).expect("the second prints JSON");
+    assert_eq!(v["sha256"], sha256_hex(b"hello\n"));
+    assert_eq!(t.bucket_files("quarantine").len(), 2);
+}
+
+/// An upload begun over tus by an identity (`--identity @FILE`), interrupted (Ctrl-C),
+/// and finished with `--grpc`: the same upload, continued, as its owner.
+#[tokio::test]
+async fn an_upload_begun_over_tus_is_finished_over_grpc_by_its_owner() {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let size = 48 * MIB;
+    let file = make_file(dir.path(), "p.tar.gz", size);
+    let id_file = dir.path().join("identity");
+    std::fs::write(&id_file, format!("{}\n", identity("acct1", "org1"))).unwrap();
+    let command = |grpc: bool| {
+        let mut cmd = uploader(&cache);
+        cmd.arg(&file)
+            .args(["--gateway", &t.base, "--service", "advisor", "--category", "collection", "--chunk-size", "1MiB", "--json"])
+            .arg("--identity")
+            .arg(format!("@{}", id_file.display()));
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        cmd
+    };
+    let first = command(false).spawn().unwrap();
+    eventually(Duration::from_secs(60), "a quarter of the file arrives", || async {
+        t.metric("upload_gateway_received_bytes_total").await as u64 >= size / 4
+    })
+    .await;
+    // Ctrl-C: the uploader stops, says how to go on, and keeps its resume state.
+    let pid = first.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), first.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted; the same command again continues"), "{stderr}");
+    assert_eq!(state_files(&cache).len(), 1);
+
+    let ran = run(command(true)).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    assert!(ran.stderr.contains("continuing upload"), "{}", ran.show());
+    let r = &ran.json()[0];
+    assert_eq!(r["sha256"].as_str().unwrap(), file_sha256(&file));
+    let id = r["request_id"].as_str().unwrap();
+    assert_eq!(t.bucket_files("quarantine"), vec![id.to_string()]);
+    let received = t.metric("upload_gateway_received_bytes_total").await as u64;
+    assert!(received <= size + 8 * MIB, "{received} bytes received for {size}");
+    // The payload is the identity's: its org reads its status, another org does not.
+    let track = |org: &'static str| {
+        let url = t.url(&format!("/api/ingress/v1/track/{id}"));
+        async move { reqwest::Client::new().get(url).header("x-rh-identity", identity("a", org)).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(track("org1").await, 200);
+    assert_eq!(track("org2").await, 404);
+}
+
+/// An https:// gateway whose certificate only `--ca-file` vouches for, over tus and gRPC.
+#[tokio::test]
+async fn over_tls_with_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let t = spawn_app(&["--tls-cert", cert_pem.to_str().unwrap(), "--tls-key", key_pem.to_str().unwrap()]).await;
+    let gateway = format!("https://localhost:{}", t.app.addr().port());
+    let file = make_file(dir.path(), "payload.tar.gz", 2 * MIB + 1);
+    for grpc in [false, true] {
+        let mut cmd = uploader(&dir.path().join("cache"));
+        cmd.arg(&file).args(["--gateway", &gateway, "--service", "advisor", "--category", "collection", "--json"]).arg("--ca-file").arg(&cert_pem);
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, Some(0), "grpc={grpc}: {}", ran.show());
+        assert_eq!(ran.json()[0]["sha256"].as_str().unwrap(), file_sha256(&file));
+    }
+    // Without the CA the certificate is refused, and that is said at once (no retry
+    // would change it).
+    for grpc in [false, true] {
+        let mut cmd = uploader(&dir.path().join("cache2"));
+        cmd.arg(&file).args(["--gateway", &gateway, "--service", "advisor", "--category", "collection"]);
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, Some(1), "grpc={grpc}: {}", ran.show());
+        assert!(ran.stderr.to_lowercase().contains("certificate"), "grpc={grpc}: {}", ran.show());
+        assert!(!ran.stderr.contains("trying again"), "grpc={grpc}: {}", ran.show());
+    }
+    assert_eq!(t.bucket_files("quarantine").len(), 2);
+}
