@@ -460,3 +460,33 @@ async fn an_upload_begun_over_one_protocol_is_finished_over_the_other() {
     assert_eq!(last.headers()["x-rh-insights-request-id"].to_str().unwrap(), state.upload_id);
     assert_eq!(std::fs::read(t.data.path().join("quarantine").join(&state.upload_id)).unwrap(), bytes(0, len));
 }
+
+/// Expiry on S3: an unfinished upload past UPLOAD_EXPIRY_SECS answers NOT_FOUND (gone),
+/// and the sweep reclaims its bytes: its multipart upload is aborted and nothing is left
+/// under `.uploads/`.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_an_expired_upload_loses_its_bytes() {
+    use crate::common::s3::*;
+    let env = S3Env::minio_from_test_env();
+    let buckets = Buckets::unique("expiry");
+    let flags = s3_flags(&env, &buckets, &["--upload-expiry-secs", "3"]);
+    let data = tempfile::tempdir().unwrap();
+    let gw = GatewayProcess::start(data.path(), &as_strs(&flags));
+    let mut g = grpc_client(&gw.base, data.path()).await;
+    let len = 20 * MIB;
+    let id = g.create_upload(with_identity(create(len, ""), "o1")).await.unwrap().into_inner().upload_id;
+    // A part and a bit: a multipart upload with one part, and a tail object.
+    let sent = 9 * MIB;
+    let w = g.write(with_identity(futures_util::stream::iter(write_msgs(&id, 0, sent, 512 * 1024, false)), "o1")).await.unwrap().into_inner();
+    assert_eq!(w.committed_size, sent);
+    let c = env.client();
+    assert_eq!(unfinished_uploads(&c, &buckets.quarantine).await, vec![id.clone()]);
+    assert!(all_keys(&c, &buckets.quarantine).await.iter().any(|k| k.starts_with(&format!(".uploads/{id}/tail."))));
+    eventually(Duration::from_secs(30), "the expired upload's bytes are reclaimed", || {
+        let (c, q) = (c.clone(), buckets.quarantine.clone());
+        async move { unfinished_uploads(&c, &q).await.is_empty() && all_keys(&c, &q).await.is_empty() }
+    })
+    .await;
+    let gone = g.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id }, "o1")).await.unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+}
