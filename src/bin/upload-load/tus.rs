@@ -200,7 +200,9 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<()> {
                 resent_from = Some(offset);
                 break;
             }
-            Err(e) if e.ends_with("409") || e.ends_with("423") => {
+            // 409/423 while the gateway still commits the cut request; over HTTP/1.1 an
+            // early refusal can also reach us as a broken connection mid-body.
+            Err(e) if e.ends_with("409") || e.ends_with("423") || e.starts_with("send:") => {
                 up.sender = None;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::{blocking, io, rename_noreplace, write_synced, LocalDisk, WRITE_BUFFER};
+use super::{blocking, io, rename_noreplace, start_writeback, write_synced, LocalDisk, WRITE_BUFFER};
+
+/// Bytes written between two writeback hints.
+const WRITEBACK_STEP: u64 = 1 << 20;
 use crate::error::{Error, Result};
 use crate::storage::resumable::{StoredBytes, UploadRecord, UploadWriter};
 use crate::storage::{Bucket, ObjectMeta};
@@ -95,7 +98,7 @@ impl LocalDisk {
         // Bytes written after the last commit (a crash, a refused checksum) do not count.
         file.set_len(rec.offset).await.map_err(io)?;
         file.seek(std::io::SeekFrom::Start(rec.offset)).await.map_err(io)?;
-        Ok(Box::new(LocalWriter { out: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file), pending: 0, open }))
+        Ok(Box::new(LocalWriter { out: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file), base: rec.offset, pending: 0, queued: 0, open }))
     }
 
     pub(super) async fn finish_upload(&self, rec: &UploadRecord, meta: ObjectMeta) -> Result<ObjectMeta> {
@@ -150,7 +153,11 @@ impl LocalDisk {
 
 struct LocalWriter {
     out: tokio::io::BufWriter<tokio::fs::File>,
+    /// Where the bytes since the last flush start in the file.
+    base: u64,
     pending: u64,
+    /// Of those, how many were handed to the disk's writeback already.
+    queued: u64,
     open: Open,
 }
 
@@ -209,6 +216,13 @@ impl UploadWriter for LocalWriter {
         }
         self.out.write_all(&chunk).await.map_err(io)?;
         self.pending += chunk.len() as u64;
+        // The disk writes while more bytes arrive, so the commit's fdatasync finds
+        // little left to write (as a large put does).
+        if self.pending - self.queued >= WRITEBACK_STEP {
+            self.out.flush().await.map_err(io)?;
+            start_writeback(self.out.get_ref(), self.base + self.queued, self.pending - self.queued).await;
+            self.queued = self.pending;
+        }
         Ok(())
     }
 
@@ -220,7 +234,9 @@ impl UploadWriter for LocalWriter {
         }
         self.out.flush().await.map_err(io)?;
         self.out.get_ref().sync_data().await.map_err(io)?;
+        self.base += self.pending;
         self.pending = 0;
+        self.queued = 0;
         Ok(StoredBytes::default())
     }
 }
