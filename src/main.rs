@@ -46,7 +46,8 @@ enum Command {
     /// Send files to a gateway as resumable uploads (tus, or gRPC with --grpc), with
     /// progress, resume, retries, a sha256 check and, with --wait, the verdict. Exit
     /// codes: 0 done (with --wait: advertised or handed off), 1 failed, error or no
-    /// verdict in time, 2 usage, 3 rejected by the validator.
+    /// verdict in time, 2 usage, 3 rejected by the validator, 130 interrupted (run it
+    /// again to continue).
     Upload(upload_gateway::uploader::UploadArgs),
     /// Make a validator token: prints the token (for the validator) and its line for
     /// the gateway's VALIDATOR_CREDENTIALS_FILE (which keeps only the token's hash).

@@ -104,7 +104,7 @@ impl Sending {
     }
 
     /// Hashes what lies between the running hash and `offset` (bytes the gateway
-    /// already holds from an earlier run), from disk.
+    /// already holds from an earlier run), from disk, shown as a `hashing` phase.
     pub async fn catch_up(&self, offset: u64) -> anyhow::Result<()> {
         let (upto, mut h) = {
             let r = self.running.lock().unwrap();
@@ -113,7 +113,8 @@ impl Sending {
         if offset <= upto {
             return Ok(());
         }
-        let n = hash_range(&self.path, upto, offset - upto, &mut h, None).await?;
+        self.progress.phase("hashing", upto);
+        let n = hash_range(&self.path, upto, offset - upto, &mut h, Some(&self.progress)).await?;
         anyhow::ensure!(n == offset - upto, "{}: the file is shorter than it was", self.path.display());
         let mut r = self.running.lock().unwrap();
         if r.upto == upto {

@@ -385,6 +385,10 @@ impl Job<'_> {
         }
         match resp.receipt {
             Some(r) => Ok(Done { request_id: r.request_id, receipt: Some((r.sha256, r.size)) }),
+            // The stream was cut short by the file, not the network.
+            None if self.sending.read_error().is_some() => {
+                Err(Failure::Permanent(self.sending.read_error().unwrap_or_default()))
+            }
             None => Err(Failure::transient(format!(
                 "the Write stream ended at {} of {size} bytes without a receipt",
                 resp.committed_size

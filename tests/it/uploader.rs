@@ -450,10 +450,11 @@ async fn the_readme_examples_work_as_written() {
 /// and finished with `--grpc`: the same upload, continued, as its owner.
 #[tokio::test]
 async fn an_upload_begun_over_tus_is_finished_over_grpc_by_its_owner() {
-    let t = spawn_app(&[]).await;
+    let t = spawn_app(&["--service-limits", "advisor=1073741824"]).await;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let size = 48 * MIB;
+    // Large enough that it is still being sent when the signal arrives (a tenth of it).
+    let size = 160 * MIB;
     let file = make_file(dir.path(), "p.tar.gz", size);
     let id_file = dir.path().join("identity");
     std::fs::write(&id_file, format!("{}\n", identity("acct1", "org1"))).unwrap();
@@ -469,8 +470,8 @@ async fn an_upload_begun_over_tus_is_finished_over_grpc_by_its_owner() {
         cmd
     };
     let first = command(false).spawn().unwrap();
-    eventually(Duration::from_secs(60), "a quarter of the file arrives", || async {
-        t.metric("upload_gateway_received_bytes_total").await as u64 >= size / 4
+    eventually(Duration::from_secs(60), "a tenth of the file arrives", || async {
+        t.metric("upload_gateway_received_bytes_total").await as u64 >= size / 10
     })
     .await;
     // Ctrl-C: the uploader stops, says how to go on, and keeps its resume state.
@@ -535,4 +536,63 @@ async fn over_tls_with_a_ca_file() {
         assert!(!ran.stderr.contains("trying again"), "grpc={grpc}: {}", ran.show());
     }
     assert_eq!(t.bucket_files("quarantine").len(), 2);
+}
+
+/// A counter from a gateway process's `/metrics` (0 when absent or unreachable).
+async fn metric_at(base: &str, name: &str) -> u64 {
+    let Ok(resp) = reqwest::get(format!("{base}/metrics")).await else { return 0 };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// The link drops in the middle: the gateway is SIGKILLed at about half of a 200 MiB
+/// upload and started again on the same port. The same run retries, asks where the
+/// upload stands, and sends only what the gateway had not committed.
+#[tokio::test]
+async fn a_gateway_killed_mid_upload_is_waited_for_and_the_upload_goes_on() {
+    const LIMIT: [&str; 2] = ["--service-limits", "advisor=1073741824"];
+    let data = tempfile::tempdir().unwrap();
+    let data_path = data.path().to_path_buf();
+    let first = tokio::task::spawn_blocking(move || GatewayProcess::start(&data_path, &LIMIT)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let size = 200 * MIB;
+    let file = make_file(dir.path(), "big.tar.gz", size);
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.arg(&file).args(["--gateway", &first.base, "--service", "advisor", "--category", "collection", "--json"]);
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut at_kill;
+    loop {
+        at_kill = metric_at(&first.base, "upload_gateway_received_bytes_total").await;
+        if at_kill >= size / 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "half the file did not arrive within 120 s ({at_kill} bytes)");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let addr = first.addr.to_string();
+    first.signal("KILL");
+    drop(first);
+    let data_path = data.path().to_path_buf();
+    let second = tokio::task::spawn_blocking(move || GatewayProcess::start_on(&addr, &data_path, &LIMIT)).await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output()).await.unwrap().unwrap();
+    let ran = Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    };
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    assert!(ran.stderr.contains("trying again"), "the dropped link and the retries are shown:\n{}", ran.show());
+    let r = &ran.json()[0];
+    assert_eq!(r["sha256"].as_str().unwrap(), file_sha256(&file));
+    assert_eq!(list_bucket(data.path(), "quarantine"), vec![r["request_id"].as_str().unwrap().to_string()]);
+    // The second gateway got the rest, and at most what the first one had read but not
+    // committed (a part, 8 MiB) and the chunk in flight at the kill (8 MiB) again.
+    let again = metric_at(&second.base, "upload_gateway_received_bytes_total").await;
+    eprintln!("gateway killed at {at_kill} bytes received; the second gateway received {again} (rest {})", size - at_kill);
+    assert!(again <= size - at_kill + 16 * MIB, "the second gateway received {again} bytes; the first had {at_kill} of {size}");
 }
