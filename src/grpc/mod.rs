@@ -71,6 +71,22 @@ fn caller<T>(pipeline: &Pipeline, req: &Request<T>) -> Result<Caller, Status> {
     Ok(pipeline.caller(identity.as_deref(), authorization.as_deref(), names)?)
 }
 
+/// The pipeline's header from the gRPC one and the request's identity and request id
+/// metadata (`Upload` and `CreateUpload`).
+fn upload_header(h: pb::UploadHeader, identity: Option<String>, request_id: Option<String>) -> Result<UploadHeader, Status> {
+    #[allow(deprecated)] // read only to refuse a value that differs from the metadata's
+    let (body_identity, body_request_id) = (h.identity, h.request_id);
+    Ok(UploadHeader {
+        content_type: h.content_type,
+        file_name: non_empty(h.file_name),
+        identity: one_value("x-rh-identity", identity, non_empty(body_identity))?,
+        request_id: one_value("x-rh-insights-request-id", request_id, non_empty(body_request_id))?,
+        metadata: non_empty(h.metadata_json).map(String::into_bytes),
+        expected_size: (h.expected_size > 0).then_some(h.expected_size),
+        expected_sha256: non_empty(h.expected_sha256),
+    })
+}
+
 /// The receipt of a stored and announced payload, as the client gets it.
 fn receipt(r: crate::pipeline::Receipt) -> pb::UploadReceipt {
     pb::UploadReceipt {
@@ -106,17 +122,7 @@ impl UploadGateway for GatewayService {
         let Some(Part::Header(h)) = first.part else {
             return Err(Status::invalid_argument("the first message must carry the header"));
         };
-        #[allow(deprecated)] // read only to refuse a value that differs from the metadata's
-        let (body_identity, body_request_id) = (h.identity, h.request_id);
-        let header = UploadHeader {
-            content_type: h.content_type,
-            file_name: non_empty(h.file_name),
-            identity: one_value("x-rh-identity", identity, non_empty(body_identity))?,
-            request_id: one_value("x-rh-insights-request-id", request_id, non_empty(body_request_id))?,
-            metadata: non_empty(h.metadata_json).map(String::into_bytes),
-            expected_size: (h.expected_size > 0).then_some(h.expected_size),
-            expected_sha256: non_empty(h.expected_sha256),
-        };
+        let header = upload_header(h, identity, request_id)?;
         let chunks = stream.map(|m| match m {
             Ok(pb::UploadRequest { part: Some(Part::Chunk(bytes)) }) => Ok(bytes),
             Ok(_) => Err(Error::bad_request("after the header, every message must carry a chunk")),

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{metadata_str, non_empty, pb, receipt, stream_error, GatewayService};
+use super::{metadata_str, pb, receipt, stream_error, upload_header, GatewayService};
 use crate::error::Error;
-use crate::pipeline::{one_value, Append, UploadHeader, UploadInfo};
+use crate::pipeline::{Append, UploadInfo};
 
 /// The tus path of an upload, under the first REST prefix.
 fn tus_path(id: &str) -> String {
@@ -43,17 +43,7 @@ impl GatewayService {
             .into_inner()
             .header
             .ok_or_else(|| Status::invalid_argument("CreateUpload needs a header: the payload's content type at least"))?;
-        #[allow(deprecated)] // read only to refuse a value that differs from the metadata's
-        let (body_identity, body_request_id) = (h.identity, h.request_id);
-        let header = UploadHeader {
-            content_type: h.content_type,
-            file_name: non_empty(h.file_name),
-            identity: one_value("x-rh-identity", identity, non_empty(body_identity))?,
-            request_id: one_value("x-rh-insights-request-id", request_id, non_empty(body_request_id))?,
-            metadata: non_empty(h.metadata_json).map(String::into_bytes),
-            expected_size: (h.expected_size > 0).then_some(h.expected_size),
-            expected_sha256: non_empty(h.expected_sha256),
-        };
+        let header = upload_header(h, identity, request_id)?;
         Ok(Response::new(state(self.pipeline.create_upload(header).await?)))
     }
 

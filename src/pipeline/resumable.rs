@@ -470,22 +470,7 @@ impl Pipeline {
                 )));
             }
         }
-        let meta = ObjectMeta {
-            request_id: rec.id.clone(),
-            service: rec.service.clone(),
-            category: rec.category.clone(),
-            content_type: rec.content_type.clone(),
-            account: rec.account.clone(),
-            org_id: rec.org_id.clone(),
-            b64_identity: rec.b64_identity.clone(),
-            size: rec.offset,
-            sha256,
-            received_at: now_rfc3339(),
-            metadata: rec.metadata.clone(),
-            derived: false,
-            unconfirmed: None,
-            put_id: None,
-        };
+        let meta = ObjectMeta { received_at: now_rfc3339(), ..rec.object_meta() };
         let identity = Identity { account_number: rec.account.clone(), org_id: rec.org_id.clone(), raw: rec.b64_identity.clone() };
         let hold = self.inner.in_hand.hold(&rec.id);
         let stored = self.inner.storage.finish_upload(rec, meta).await?;

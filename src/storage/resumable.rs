@@ -56,6 +56,29 @@ pub struct UploadRecord {
     pub finished: bool,
 }
 
+impl UploadRecord {
+    /// The meta of the payload these bytes become: everything the checks at creation
+    /// settled, its size and sha256 so far, received at its creation.
+    pub fn object_meta(&self) -> crate::storage::ObjectMeta {
+        crate::storage::ObjectMeta {
+            request_id: self.id.clone(),
+            service: self.service.clone(),
+            category: self.category.clone(),
+            content_type: self.content_type.clone(),
+            account: self.account.clone(),
+            org_id: self.org_id.clone(),
+            b64_identity: self.b64_identity.clone(),
+            size: self.offset,
+            sha256: self.hash.hex(),
+            received_at: self.created_at.clone(),
+            metadata: self.metadata.clone(),
+            derived: false,
+            unconfirmed: None,
+            put_id: None,
+        }
+    }
+}
+
 /// A writer's hold on an upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {

@@ -106,21 +106,15 @@ fn put_id(rec: &UploadRecord) -> String {
 /// What the payload object says of itself (user metadata), from the record: the same
 /// names a `put` writes, so a reader without the sidecar sees the same.
 fn object_meta(rec: &UploadRecord) -> ObjectMeta {
+    // What the object's own metadata may carry before its bytes are all in: no
+    // identity, size or hash yet (the sidecar or the finished object has them).
     ObjectMeta {
-        request_id: rec.id.clone(),
-        service: rec.service.clone(),
-        category: rec.category.clone(),
-        content_type: rec.content_type.clone(),
-        account: rec.account.clone(),
-        org_id: rec.org_id.clone(),
         b64_identity: String::new(),
         size: 0,
         sha256: String::new(),
-        received_at: rec.created_at.clone(),
         metadata: None,
-        derived: false,
-        unconfirmed: None,
         put_id: Some(put_id(rec)),
+        ..rec.object_meta()
     }
 }
 
