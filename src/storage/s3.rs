@@ -175,6 +175,34 @@ impl S3Storage {
         }
     }
 
+    /// Creates `key` with a JSON body unless it exists (`If-None-Match: *`): false when
+    /// it does. A write that races another may be answered 409 while the other is in
+    /// progress (before either is visible): asked again shortly.
+    async fn create_json(&self, bucket: &str, key: &str, json: Vec<u8>, what: &str) -> Result<bool> {
+        let mut pause = Duration::from_millis(20);
+        for _ in 0..10 {
+            let put = self
+                .client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .if_none_match("*")
+                .content_type("application/json")
+                .body(S3Body::from(json.clone()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(true),
+                Err(e) if status(&e) == Some(412) => return Ok(false),
+                Err(e) if status(&e) == Some(409) => {}
+                Err(e) => return Err(unavailable(&format!("writing {what}"), e)),
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+        Err(Error::StorageUnavailable(format!("{what}: S3 kept answering that another write is in progress")))
+    }
+
     async fn delete_key(&self, bucket: &str, key: &str) -> Result<()> {
         self.client
             .delete_object()
@@ -224,36 +252,22 @@ impl Storage for S3Storage {
     async fn decide(&self, key: &str, decision: &Decision) -> Result<Option<Decision>> {
         let json = serde_json::to_vec(decision).map_err(|e| Error::Internal(e.to_string()))?;
         let bucket = self.name(Bucket::Quarantine);
-        // A conditional write that races another may be answered 409 (the other is in
-        // progress) before either is visible; a record read back may be gone (its
-        // payload moved and the record forgotten meanwhile). Both: look again shortly.
+        let what = format!("the decision of {key}");
+        // A record read back may be gone (its payload moved and the record forgotten
+        // meanwhile): look again shortly.
         let mut pause = Duration::from_millis(20);
         for _ in 0..10 {
-            let put = self
-                .client
-                .put_object()
-                .bucket(bucket)
-                .key(decision_key(key))
-                .if_none_match("*")
-                .content_type("application/json")
-                .body(S3Body::from(json.clone()))
-                .send()
-                .await;
-            match put {
-                Ok(_) => return Ok(None),
-                Err(e) if status(&e) == Some(412) => {
-                    let recorded = self.read_json(bucket, &decision_key(key), &format!("the decision of {key}")).await?;
-                    if recorded.is_some() {
-                        return Ok(recorded);
-                    }
-                }
-                Err(e) if status(&e) == Some(409) => {}
-                Err(e) => return Err(unavailable(&format!("recording the decision of {key}"), e)),
+            if self.create_json(bucket, &decision_key(key), json.clone(), &what).await? {
+                return Ok(None);
+            }
+            let recorded = self.read_json(bucket, &decision_key(key), &what).await?;
+            if recorded.is_some() {
+                return Ok(recorded);
             }
             tokio::time::sleep(pause).await;
             pause *= 2;
         }
-        Err(Error::StorageUnavailable(format!("the decision of {key}: S3 kept answering that another write is in progress")))
+        Err(Error::StorageUnavailable(format!("{what}: it exists, yet could not be read")))
     }
 
     async fn update_decision(&self, key: &str, decision: &Decision) -> Result<()> {

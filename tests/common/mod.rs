@@ -106,13 +106,19 @@ impl TestApp {
 
     /// A counter's value from `/metrics` (0 when absent).
     pub async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        metric_at(&self.base, line_prefix).await
     }
+}
+
+/// A counter's or gauge's value from the `/metrics` of the gateway at `base` (0 when
+/// absent): the first line that starts with `line_prefix`.
+pub async fn metric_at(base: &str, line_prefix: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The gRPC client tests use: every call carries a validator token.

@@ -135,12 +135,7 @@ async fn a_verdict_on_another_replica_releases_the_subscribers_hold_at_once() {
 
 /// The held-payloads gauge of one gateway for advisor.
 async fn held(base: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with("upload_gateway_held_payloads{service=\"advisor\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+    metric_at(base, "upload_gateway_held_payloads{service=\"advisor\"}").await as u64
 }
 
 /// Issue 12, part 2: a rebalance that moves partitions to another replica lets go of

@@ -178,10 +178,9 @@ async fn a_gateway_killed_mid_upload_resumes_from_what_it_committed() {
         }
     }
     let base = first.base.clone();
-    let http = reqwest::Client::new();
     eventually(Duration::from_secs(30), "the gateway read every byte sent", || {
-        let (http, base) = (http.clone(), base.clone());
-        async move { received(&http, &base).await >= half }
+        let base = base.clone();
+        async move { received(&base).await >= half }
     })
     .await;
     let addr = first.addr.to_string();
@@ -225,13 +224,8 @@ async fn a_gateway_killed_mid_upload_resumes_from_what_it_committed() {
     eprintln!("resumed at {committed} after {half} read: {} bytes sent again; peak RSS {peak_rss} KiB", half - committed);
 }
 
-async fn received(http: &reqwest::Client, base: &str) -> u64 {
-    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with("upload_gateway_received_bytes_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+async fn received(base: &str) -> u64 {
+    metric_at(base, "upload_gateway_received_bytes_total").await as u64
 }
 
 /// Two gateway processes on one S3 server (MinIO, which honours conditional writes),
@@ -273,10 +267,9 @@ async fn on_s3_an_upload_broken_on_one_replica_is_finished_on_another() {
     let cut = 13 * MIB + 7; // a part and a half, and some
     let broken = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, cut, held));
     let base = a.base.clone();
-    let http = reqwest::Client::new();
     eventually(Duration::from_secs(30), "A read every byte sent", || {
-        let (http, base) = (http.clone(), base.clone());
-        async move { received(&http, &base).await >= cut }
+        let base = base.clone();
+        async move { received(&base).await >= cut }
     })
     .await;
     broken.abort(); // the stream breaks off
@@ -318,10 +311,9 @@ async fn on_s3_two_writers_on_two_replicas_one_wins() {
     let (release, held) = tokio::sync::oneshot::channel();
     let first = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, MIB, held));
     let base = a.base.clone();
-    let http = reqwest::Client::new();
     eventually(Duration::from_secs(30), "A read the first writer's bytes", || {
-        let (http, base) = (http.clone(), base.clone());
-        async move { received(&http, &base).await >= MIB }
+        let base = base.clone();
+        async move { received(&base).await >= MIB }
     })
     .await;
     // B's writer, other bytes at the same offset: refused while A's holds.
@@ -364,10 +356,9 @@ async fn on_s3_an_upload_whose_gateway_is_killed_is_finished_on_another() {
     let cut = 27 * MIB + 1000;
     let writing = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, cut, held));
     let base = a.base.clone();
-    let http = reqwest::Client::new();
     eventually(Duration::from_secs(30), "A read every byte sent", || {
-        let (http, base) = (http.clone(), base.clone());
-        async move { received(&http, &base).await >= cut }
+        let base = base.clone();
+        async move { received(&base).await >= cut }
     })
     .await;
     a.signal("KILL");

@@ -36,7 +36,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
@@ -158,38 +157,11 @@ impl S3Storage {
         Ok(objects)
     }
 
-    /// Writes `record.<rec.version>` unless it exists: false when it does. A write that
-    /// races another may be answered 409 while the other is in progress: look again
-    /// shortly, as `decide` does.
+    /// Writes `record.<rec.version>` unless it exists: false when it does.
     async fn put_record(&self, rec: &UploadRecord) -> Result<bool> {
         let json = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
-        let bucket = self.quarantine();
-        let key = record_key(&rec.id, rec.version);
-        let mut pause = Duration::from_millis(20);
-        for _ in 0..10 {
-            let put = self
-                .client
-                .put_object()
-                .bucket(bucket)
-                .key(&key)
-                .if_none_match("*")
-                .content_type("application/json")
-                .body(S3Body::from(json.clone()))
-                .send()
-                .await;
-            match put {
-                Ok(_) => return Ok(true),
-                Err(e) if status(&e) == Some(412) => return Ok(false),
-                Err(e) if status(&e) == Some(409) => {}
-                Err(e) => return Err(unavailable(&format!("saving the record of upload {}", rec.id), e)),
-            }
-            tokio::time::sleep(pause).await;
-            pause *= 2;
-        }
-        Err(Error::StorageUnavailable(format!(
-            "the record of upload {}: S3 kept answering that another write is in progress",
-            rec.id
-        )))
+        let what = format!("the record of upload {}", rec.id);
+        self.create_json(self.quarantine(), &record_key(&rec.id, rec.version), json, &what).await
     }
 
     /// Deletes keys, logging what fails: what is left is removed later (the next save,
