@@ -326,7 +326,7 @@ impl Pipeline {
         released?;
         if wrote.refused_checksum {
             return Err(Error::ChecksumMismatch(
-                "the request's bytes do not match its Upload-Checksum; none of them were kept".into(),
+                "the request's bytes do not match the checksum declared for them; none of them were kept".into(),
             ));
         }
         self.metrics().resumable_bytes(rec.offset - started.offset);

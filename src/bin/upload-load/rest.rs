@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use crate::driver::Uploader;
 use crate::payload::{Multipart, PayloadSource};
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Bodies up to this size are built once and sent from one buffer.
 const WHOLE_BODY_MAX: u64 = 4 << 20;
@@ -97,16 +97,7 @@ impl RestUploader {
     }
 
     async fn connection(&mut self) -> Result<&mut SendRequest<Body>, String> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let tcp = TcpStream::connect(&self.target.addr).await.map_err(|e| format!("connect: {}", e.kind()))?;
-            let _ = tcp.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(|_| "handshake".to_string())?;
-            tokio::spawn(conn);
-            self.sender = Some(sender);
-        }
-        Ok(self.sender.as_mut().expect("just set"))
+        connection(&mut self.sender, &self.target).await
     }
 
     async fn send(&mut self) -> Result<(), String> {
@@ -136,6 +127,19 @@ impl Uploader for RestUploader {
         }
         r
     }
+}
+
+/// The uploader's HTTP/1.1 connection to the target, opened (again) when it has none
+/// or it closed (REST and tus uploaders).
+pub async fn connection<'a>(sender: &'a mut Option<SendRequest<Body>>, target: &Target) -> Result<&'a mut SendRequest<Body>, String> {
+    if sender.as_ref().is_none_or(|s| s.is_closed()) {
+        let tcp = TcpStream::connect(&target.addr).await.map_err(|e| format!("connect: {}", e.kind()))?;
+        let _ = tcp.set_nodelay(true);
+        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|_| "handshake".to_string())?;
+        tokio::spawn(conn);
+        *sender = Some(s);
+    }
+    Ok(sender.as_mut().expect("just set"))
 }
 
 fn short(e: &hyper::Error) -> &'static str {

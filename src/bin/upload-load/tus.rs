@@ -3,18 +3,14 @@
 //! payload whose PATCH is cut off part-way, then resumed from the offset the gateway
 //! reports: how many bytes had to be sent again).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
-use bytes::Bytes;
 use http::{header, Request, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -22,7 +18,7 @@ use crate::driver::Uploader;
 use crate::payload::{content_type, PayloadSource};
 use crate::rest::Target;
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+use crate::rest::Body;
 
 pub struct TusUploader {
     target: Arc<Target>,
@@ -45,20 +41,8 @@ impl TusUploader {
         TusUploader { target, payload, metadata: metadata(service), sender: None }
     }
 
-    async fn connection(&mut self) -> Result<&mut SendRequest<Body>, String> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            let tcp = TcpStream::connect(&self.target.addr).await.map_err(|e| format!("connect: {}", e.kind()))?;
-            let _ = tcp.set_nodelay(true);
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|_| "handshake".to_string())?;
-            tokio::spawn(conn);
-            self.sender = Some(sender);
-        }
-        Ok(self.sender.as_mut().expect("just set"))
-    }
-
     async fn call(&mut self, req: Request<Body>) -> Result<http::Response<hyper::body::Incoming>, String> {
-        let sender = self.connection().await?;
+        let sender = crate::rest::connection(&mut self.sender, &self.target).await?;
         sender.ready().await.map_err(|_| "connection closed".to_string())?;
         sender.send_request(req).await.map_err(|e| format!("send: {e}"))
     }
