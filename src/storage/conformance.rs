@@ -35,6 +35,7 @@ pub async fn run(storage: &dyn Storage, prefix: &str) {
     absent_keys(storage, &format!("{prefix}-absent")).await;
     set_meta(storage, &format!("{prefix}-marked")).await;
     decisions(storage, &format!("{prefix}-decided")).await;
+    events(storage, &format!("{prefix}-history")).await;
     resumable(storage, prefix).await;
     resumable_races(storage, prefix).await;
 }
@@ -63,6 +64,29 @@ async fn decisions(storage: &dyn Storage, key: &str) {
         }
     }
     storage.forget_decision(&racing).await.unwrap();
+}
+
+/// A payload's history: events read back in name order, whole; a name is written
+/// once (the second write is refused and changes nothing); of ten writers of one name
+/// at once, one wins; a payload with no events has an empty history.
+async fn events(storage: &dyn Storage, key: &str) {
+    assert!(storage.events(key).await.unwrap().is_empty(), "no events yet");
+    assert!(storage.add_event(key, "b-announced", b"{\"n\":2}").await.unwrap(), "the first write of a name is kept");
+    assert!(storage.add_event(key, "a-received", b"{\"n\":1}").await.unwrap());
+    assert!(!storage.add_event(key, "b-announced", b"{\"n\":3}").await.unwrap(), "a second write of a name is refused");
+    let got = storage.events(key).await.unwrap();
+    assert_eq!(
+        got,
+        vec![("a-received".to_string(), b"{\"n\":1}".to_vec()), ("b-announced".to_string(), b"{\"n\":2}".to_vec())],
+        "the events, in name order, as first written"
+    );
+    let racing: Vec<Vec<u8>> = (0..10).map(|i| format!("{{\"writer\":{i}}}").into_bytes()).collect();
+    let results = futures_util::future::join_all(racing.iter().map(|e| storage.add_event(key, "c-claim", e))).await;
+    let won: Vec<usize> = results.iter().enumerate().filter(|(_, r)| matches!(r, Ok(true))).map(|(i, _)| i).collect();
+    assert_eq!(won.len(), 1, "exactly one of ten writers of one name wins: {results:?}");
+    let got = storage.events(key).await.unwrap();
+    assert_eq!(got.last().unwrap(), &("c-claim".to_string(), racing[won[0]].clone()), "the winner's event is the one kept");
+    assert!(storage.events(&format!("{key}-other")).await.unwrap().is_empty(), "another payload's history is its own");
 }
 
 /// set_meta rewrites the meta of a stored payload (the unconfirmed mark), and writes

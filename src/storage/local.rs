@@ -7,6 +7,7 @@
 //! <data>/.wal/                       the write-ahead log of small payloads (wal.rs)
 //! <data>/quarantine/.decided/<key>.json  a payload's verdict, once decided
 //! <data>/.uploads/<id>/              a resumable upload: its record and bytes (uploads.rs)
+//! <data>/.status/<key>/<name>.json   a payload's history, an event a file (events.rs)
 //! ```
 //! A payload is written to `.tmp`, then renamed into place after its meta, so no
 //! reader ever sees half a payload; keys never start with '.', so they cannot clash
@@ -39,6 +40,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// their stream ends); larger ones are written to their file as they arrive.
 pub const SMALL: usize = 256 * 1024;
 
+mod events;
 mod uploads;
 mod wal;
 
@@ -312,6 +314,14 @@ impl Storage for LocalDisk {
     async fn update_decision(&self, key: &str, decision: &Decision) -> Result<()> {
         let json = serde_json::to_vec(decision).map_err(|e| Error::Internal(e.to_string()))?;
         self.write_atomic(&self.decision(key), &json).await
+    }
+
+    async fn add_event(&self, key: &str, name: &str, event: &[u8]) -> Result<bool> {
+        self.add_event_now(key, name, event)
+    }
+
+    async fn events(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.read_events(key).await
     }
 
     async fn forget_decision(&self, key: &str) -> Result<()> {

@@ -165,6 +165,17 @@ pub trait Storage: Send + Sync + 'static {
     /// what is not there is fine.
     async fn forget_decision(&self, key: &str) -> Result<()>;
 
+    /// Adds one event to the durable history of payload `key`, under `name` (the event's
+    /// name among that payload's, e.g. its status): create-only, so an event written
+    /// twice (a verdict applied again) is kept once, and of two replicas writing one
+    /// name, one wins. True when this call wrote it. Kept apart from the payload (it
+    /// outlives its moves between buckets); a reader never sees half an event.
+    async fn add_event(&self, key: &str, name: &str, event: &[u8]) -> Result<bool>;
+
+    /// The events recorded for payload `key`, as (name, bytes), in name order; empty
+    /// when there are none.
+    async fn events(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>>;
+
     /// Copies an object (and its meta, when it has one) to another bucket; overwrites
     /// what is there.
     async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()>;

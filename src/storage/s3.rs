@@ -5,6 +5,7 @@
 //! <bucket>/.meta/<key>.json    its ObjectMeta, when it is not in the object itself
 //! <quarantine>/.decided/<key>.json  a payload's verdict, once decided (conditional write)
 //! <quarantine>/.uploads/<id>/...    a resumable upload's records and tail (`uploads.rs`)
+//! <quarantine>/.status/<key>/<name>.json  a payload's history, an event an object (conditional write)
 //! ```
 //! A small payload carries its meta in its own user metadata (`inline.rs`): one
 //! PutObject stores both. The meta goes in a sidecar object when it cannot: S3 caps
@@ -285,6 +286,35 @@ impl Storage for S3Storage {
         Ok(())
     }
 
+    async fn add_event(&self, key: &str, name: &str, event: &[u8]) -> Result<bool> {
+        let what = format!("the {name} event of {key}");
+        self.create_json(self.name(Bucket::Quarantine), &event_key(key, name), event.to_vec(), &what).await
+    }
+
+    async fn events(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let bucket = self.name(Bucket::Quarantine);
+        let prefix = events_prefix(key);
+        let names: Vec<String> = self
+            .keys_under(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&prefix).and_then(|n| n.strip_suffix(".json")).map(str::to_string))
+            .collect();
+        let reads = names.into_iter().map(|name| async move {
+            let object = event_key(key, &name);
+            let got = match self.client.get_object().bucket(bucket).key(&object).send().await {
+                Ok(o) => o,
+                Err(e) if self.absent(&e).await => return Ok(None),
+                Err(e) => return Err(unavailable(&format!("{object} in {bucket}"), e)),
+            };
+            let body = got.body.collect().await.map_err(|e| Error::StorageUnavailable(format!("{object} in {bucket}: {e}")))?;
+            Ok(Some((name, body.into_bytes().to_vec())))
+        });
+        let mut events: Vec<(String, Vec<u8>)> = futures_util::future::try_join_all(reads).await?.into_iter().flatten().collect();
+        events.sort();
+        Ok(events)
+    }
+
     async fn forget_decision(&self, key: &str) -> Result<()> {
         self.delete_key(self.name(Bucket::Quarantine), &decision_key(key)).await
     }
@@ -502,6 +532,16 @@ async fn client_with(o: &S3Options, timing: Option<timing::Timing>) -> Client {
 /// Where a payload's decision is kept (in quarantine).
 fn decision_key(key: &str) -> String {
     format!(".decided/{key}.json")
+}
+
+/// Where a payload's history is kept: an object per event, in quarantine (the
+/// history outlives the payload's moves between buckets).
+fn events_prefix(key: &str) -> String {
+    format!(".status/{key}/")
+}
+
+fn event_key(key: &str, name: &str) -> String {
+    format!(".status/{key}/{name}.json")
 }
 
 /// Where a payload's meta is kept.

@@ -129,7 +129,7 @@ impl S3Storage {
     }
 
     /// Every key under `prefix` in quarantine.
-    async fn keys_under(&self, prefix: &str) -> Result<Vec<String>> {
+    pub(super) async fn keys_under(&self, prefix: &str) -> Result<Vec<String>> {
         let bucket = self.quarantine();
         let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
         let mut keys = Vec::new();
