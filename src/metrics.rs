@@ -100,6 +100,7 @@ pub struct Metrics {
     outbox_retries: Counter,
     reannounced: Counter,
     dead_lettered: Counter,
+    status_events_unstored: Counter,
     accepted: Family<ServiceLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
     verdicts: Family<OutcomeLabel, Counter>,
@@ -132,6 +133,7 @@ impl Metrics {
             outbox_retries: Counter::default(),
             reannounced: Counter::default(),
             dead_lettered: Counter::default(),
+            status_events_unstored: Counter::default(),
             accepted: Family::default(),
             refused: Family::default(),
             verdicts: Family::default(),
@@ -154,6 +156,7 @@ impl Metrics {
         r.register("outbox_retries", "Publishes retried after the 2xx (status messages)", m.outbox_retries.clone());
         r.register("reannounced", "Payloads found stored but unannounced in quarantine, and announced", m.reannounced.clone());
         r.register("dead_lettered_messages", "Messages the queue refused for good, sent to the dead-letter topic", m.dead_lettered.clone());
+        r.register("status_events_unstored", "Status events given up on after retrying to store them in their payload's history", m.status_events_unstored.clone());
         r.register("uploads_accepted", "Uploads stored and announced, by service", m.accepted.clone());
         r.register("uploads_refused", "Uploads refused, by reason", m.refused.clone());
         r.register("verdicts", "Verdicts and validation messages, by outcome", m.verdicts.clone());
@@ -249,6 +252,10 @@ impl Metrics {
     /// A message refused for good, sent to the dead-letter topic.
     pub fn dead_lettered(&self) {
         self.dead_lettered.inc();
+    }
+
+    pub fn status_event_unstored(&self) {
+        self.status_events_unstored.inc();
     }
 
     pub fn reannounced(&self) {

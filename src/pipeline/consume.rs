@@ -1,7 +1,6 @@
-//! The one consumer loop behind the gateway's readers of its own topics (verdicts,
-//! the replicas' status view): subscribe in a group, survive queue outages, ack a
-//! message only once it is handled, stop at shutdown. Messages are handled one after
-//! another ([`Pipeline::consume`]), or several at once with those of one key in order
+//! The consumer loop behind the gateway's reader of the validation topic: subscribe in
+//! a group, survive queue outages, ack a message only once it is handled, stop at
+//! shutdown. Several messages are handled at once, those of one key in order
 //! ([`Pipeline::consume_by_key`]: verdicts for different payloads).
 
 use std::collections::HashMap;
@@ -31,10 +30,11 @@ impl KeyLocks {
 }
 
 impl Pipeline {
-    /// Like [`Pipeline::consume`], with up to `limit` messages handled at once; those of
-    /// one key (a request id) one after another, in the order they came. A message is
-    /// acked once handled, whatever the order (the queue commits only past handled
-    /// ones); one that `handle` gives back (false: shutdown) stays unacked.
+    /// Hands each message of `topic` (group `group`) to `handle` until shutdown, up to
+    /// `limit` at once; those of one key (a request id) one after another, in the
+    /// order they came. A message is acked once handled, whatever the order (the
+    /// queue commits only past handled ones); one that `handle` gives back (false:
+    /// shutdown) stays unacked.
     pub(crate) async fn consume_by_key<F, Fut>(&self, topic: &str, group: &str, shutdown: &CancellationToken, limit: usize, handle: F)
     where
         F: Fn(Message) -> Fut + Clone + Send + Sync + 'static,
@@ -59,27 +59,6 @@ impl Pipeline {
                         delivery.ack();
                     }
                 });
-                true
-            }
-        })
-        .await
-    }
-
-    /// Hands each message of `topic` (group `group`) to `handle` until shutdown. A
-    /// message is acked when `handle` returns true; when it returns false the loop
-    /// ends without acking it, so it is read again after a restart.
-    pub(crate) async fn consume<F, Fut>(&self, topic: &str, group: &str, shutdown: &CancellationToken, mut handle: F)
-    where
-        F: FnMut(Message) -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        self.deliveries(topic, group, shutdown, |delivery| {
-            let handled = handle(delivery.message.clone());
-            async move {
-                if !handled.await {
-                    return false; // dropped unacked: read again later
-                }
-                delivery.ack();
                 true
             }
         })

@@ -262,13 +262,12 @@ impl Pipeline {
         let applied = match result.validation {
             Validation::Success => self.promote(&meta, &result, advertised).await.map(|()| Outcome::Promoted),
             Validation::Failure => self.reject(&meta, &result).await.map(|()| Outcome::Rejected),
-            Validation::Handoff if self.status().last_is(id, "handoff") => {
-                return VerdictReport::new(id, Outcome::AlreadyDecided, "already decided: the payload was handed off")
-            }
-            Validation::Handoff => {
-                self.record(&meta, "handoff", result.reason.as_deref().unwrap_or("handed off by its validator"));
-                Ok(Outcome::HandedOff)
-            }
+            // Recorded once in the payload's history, whichever replica comes first.
+            Validation::Handoff => match self.record_durably(&meta, "handoff", result.reason.as_deref().unwrap_or("handed off by its validator")).await {
+                Ok(true) => Ok(Outcome::HandedOff),
+                Ok(false) => return VerdictReport::new(id, Outcome::AlreadyDecided, "already decided: the payload was handed off"),
+                Err(e) => Err(e),
+            },
         };
         match applied {
             Ok(outcome) => {
@@ -308,10 +307,10 @@ impl Pipeline {
             self.inner.storage.update_decision(key, &done).await?;
         }
         self.metrics().stage(crate::metrics::Stage::Advertised, started.elapsed());
-        // Its statuses are queued before it leaves quarantine: a kill after that loses
-        // neither (statuses wait in memory until published).
-        self.record(meta, "success", result.reason.as_deref().unwrap_or("validated"));
-        self.record(meta, "advertised", "published on the available topic");
+        // Its statuses are stored before it leaves quarantine: a kill after that loses
+        // neither (and a verdict applied again finds them and publishes neither twice).
+        self.record_durably(meta, "success", result.reason.as_deref().unwrap_or("validated")).await?;
+        self.record_durably(meta, "advertised", "published on the available topic").await?;
         self.inner.storage.delete(Bucket::Quarantine, key).await?;
         self.forget_decision(key).await;
         Ok(())
@@ -366,7 +365,7 @@ impl Pipeline {
         self.verdict_latency(meta);
         let key = &meta.request_id;
         self.inner.storage.copy(Bucket::Quarantine, Bucket::Reject, key).await?;
-        self.record(meta, "rejected", result.reason.as_deref().unwrap_or("refused by its validator"));
+        self.record_durably(meta, "rejected", result.reason.as_deref().unwrap_or("refused by its validator")).await?;
         self.inner.storage.delete(Bucket::Quarantine, key).await?;
         self.forget_decision(key).await;
         Ok(())

@@ -49,6 +49,8 @@ struct Inner {
     /// This gateway process among its replicas (tags the status events it publishes).
     replica: String,
     outbox: outbox::Outbox,
+    /// Status events being stored in their payloads' histories in the background.
+    storing: tokio_util::task::TaskTracker,
     leases: dispatch::Leases,
     decisions: decide::DecisionLocks,
     /// Keys this process is storing, announcing or removing (the sweep skips them).
@@ -82,6 +84,7 @@ impl Pipeline {
                 status: StatusBook::new(status::DEFAULT_CAPACITY),
                 replica: uuid::Uuid::new_v4().simple().to_string(),
                 outbox,
+                storing: Default::default(),
                 leases: dispatch::Leases::default(),
                 decisions: decide::DecisionLocks::default(),
                 in_hand: Default::default(),
@@ -149,8 +152,11 @@ impl Pipeline {
         self.inner.shutdown.clone()
     }
 
-    /// Waits until pending status and available messages are delivered (shutdown).
+    /// Waits until pending status and available messages are delivered, and status
+    /// events stored (shutdown).
     pub async fn flush(&self, timeout: std::time::Duration) -> Result<()> {
+        self.inner.storing.close();
+        let _ = tokio::time::timeout(timeout, self.inner.storing.wait()).await;
         self.inner.outbox.drained(timeout).await;
         self.inner.queue.flush(timeout).await
     }

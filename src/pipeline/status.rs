@@ -1,7 +1,10 @@
-//! Status tracking: every milestone of a payload, kept for `track` and `WatchStatus`
-//! and published on the status topic.
+//! Status tracking: every milestone of a payload, kept in its durable history in
+//! storage (what `track` and `GetStatus` read, on any replica), published on the
+//! status topic, and held for a while in this replica's book (what `WatchStatus`
+//! follows live).
 
 use std::collections::{HashMap, VecDeque};
+
 use std::sync::Mutex;
 
 use futures_util::{Stream, StreamExt};
@@ -14,8 +17,9 @@ use crate::messages::{now_rfc3339, PayloadStatus};
 use crate::queue::Message;
 use crate::storage::ObjectMeta;
 
-/// Payloads whose history is kept in memory; the oldest are forgotten past it.
-pub const DEFAULT_CAPACITY: usize = 200_000;
+/// Payloads whose recent events are kept in memory (for `WatchStatus`, and events not
+/// stored yet); the oldest are forgotten past it. History is read from storage.
+pub const DEFAULT_CAPACITY: usize = 50_000;
 
 /// Header of a status message naming the gateway replica that recorded it.
 pub const ORIGIN_HEADER: &str = "upload-gateway-replica";
@@ -135,43 +139,20 @@ impl StatusBook {
             .is_some_and(|e| e.status == status)
     }
 
-    /// The history so far and a receiver of what comes next, with no gap between.
-    pub fn watch(
-        &self,
-        request_id: &str,
-    ) -> Option<(Vec<PayloadStatus>, broadcast::Receiver<PayloadStatus>)> {
+    /// A receiver of the events of one payload recorded or read from now on.
+    pub fn listen(&self, request_id: &str) -> broadcast::Receiver<PayloadStatus> {
         let mut book = self.inner.lock().unwrap();
-        let entry = book.entries.get_mut(request_id)?;
-        let rx = entry
-            .watchers
-            .get_or_insert_with(|| broadcast::channel(64).0)
-            .subscribe();
-        Some((entry.events.clone(), rx))
-    }
-
-    /// A payload's events, first those so far, then each new one, ending after a
-    /// terminal status (one in the past counts only when nothing came after it, so a
-    /// payload that recovered from an `error` is followed to its real end).
-    pub fn follow(&self, request_id: &str) -> Option<impl Stream<Item = PayloadStatus> + Send + 'static> {
-        let (so_far, rx) = self.watch(request_id)?;
-        let state = (so_far.into_iter().peekable(), rx, false);
-        Some(futures_util::stream::unfold(state, |(mut past, mut rx, done)| async move {
-            if done {
-                return None;
+        let book = &mut *book;
+        if !book.entries.contains_key(request_id) {
+            book.order.push_back(request_id.to_string());
+            while book.order.len() > self.capacity {
+                if let Some(old) = book.order.pop_front() {
+                    book.entries.remove(&old);
+                }
             }
-            let (event, live) = match past.next() {
-                Some(e) => (e, false),
-                None => loop {
-                    match rx.recv().await {
-                        Ok(e) => break (e, true),
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                },
-            };
-            let done = TERMINAL.contains(&event.status.as_str()) && (live || past.peek().is_none());
-            Some((event, (past, rx, done)))
-        }))
+        }
+        let entry = book.entries.entry(request_id.to_string()).or_insert(Entry { events: Vec::new(), watchers: None });
+        entry.watchers.get_or_insert_with(|| broadcast::channel(64).0).subscribe()
     }
 }
 
@@ -179,49 +160,103 @@ impl Pipeline {
     /// A payload's history, oldest first, as `track` and `GetStatus` answer it: to
     /// the org that owns it, or a validator of its service. To anyone else, and for
     /// an id that is not one the gateway gives out, it is as unknown as any other.
-    /// A stored payload with no history here (stored by the services the gateway
-    /// replaces, or forgotten: the book is bounded, and in memory on the embedded
-    /// default) gets one event from the bucket that holds it.
+    ///
+    /// Read from storage, so every replica answers the same, right after the upload's
+    /// 2xx and after any restart: `received` (and `announced`, which a 2xx implies)
+    /// from the payload's meta, every later event from its durable history
+    /// ([`Storage::add_event`](crate::storage::Storage::add_event)). Events this
+    /// replica recorded and has not stored yet are added from its book. A payload
+    /// stored by the services the gateway replaces gets one event from the bucket
+    /// that holds it.
     pub async fn history(&self, caller: &Caller, request_id: &str) -> Result<Vec<PayloadStatus>> {
-        let history = match self.status().history(request_id) {
-            Some(h) => h,
-            None => self.stored_history(request_id).await?.ok_or_else(|| unknown(request_id))?,
-        };
+        if !super::request_id::is_valid(request_id) {
+            return Err(unknown(request_id));
+        }
+        let history = self.stored_history(request_id).await?;
         self.readable(caller, request_id, &history)?;
         Ok(history)
     }
 
     /// A payload's events so far and then as they happen, until a terminal status or
-    /// the drain (`WatchStatus`); to the same callers as [`Pipeline::history`].
+    /// the drain (`WatchStatus`); to the same callers as [`Pipeline::history`]. Events
+    /// come as this replica records them or reads them on the status topic, and from
+    /// storage every [`WATCH_POLL`] (so none is missed while the topic is away).
     pub async fn follow(&self, caller: &Caller, request_id: &str) -> Result<impl Stream<Item = PayloadStatus> + Send + 'static> {
-        self.history(caller, request_id).await?;
-        let events = self.status().follow(request_id).ok_or_else(|| unknown(request_id))?;
+        // Listening before reading the history: nothing falls between the two.
+        let live = self.status().listen(request_id);
+        let past = self.history(caller, request_id).await?;
+        let state = Follow { pipeline: self.clone(), id: request_id.to_string(), seen: Vec::new(), queue: past.into(), live, done: false };
+        let events = futures_util::stream::unfold(state, |mut f| async move {
+            loop {
+                if f.done {
+                    return None;
+                }
+                if let Some(e) = f.queue.pop_front() {
+                    if seen_before(&f.seen, &e) {
+                        continue;
+                    }
+                    f.seen.push(e.clone());
+                    // A terminal status ends the stream unless more came after it (a
+                    // payload that recovered from an `error` is followed to its end).
+                    f.done = TERMINAL.contains(&e.status.as_str()) && f.queue.iter().all(|n| seen_before(&f.seen, n));
+                    return Some((e, f));
+                }
+                tokio::select! {
+                    got = f.live.recv() => match got {
+                        Ok(e) => f.queue.push_back(e),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = tokio::time::sleep(WATCH_POLL) => {
+                        if let Ok(h) = f.pipeline.stored_history(&f.id).await {
+                            f.queue.extend(h);
+                        }
+                    }
+                }
+            }
+        });
         Ok(events.take_until(self.closing()))
     }
 
-    /// The one event a stored payload without recorded history gets: where it is.
-    async fn stored_history(&self, request_id: &str) -> Result<Option<Vec<PayloadStatus>>> {
-        if !super::request_id::is_valid(request_id) {
-            return Ok(None);
+    /// Everything known of a payload: its meta, its stored events, and what this
+    /// replica's book has that is not stored yet; unknown when none says anything.
+    async fn stored_history(&self, request_id: &str) -> Result<Vec<PayloadStatus>> {
+        let storage = &self.inner.storage;
+        let (located, stored) = tokio::join!(self.locate(request_id), storage.events(request_id));
+        let located = located?;
+        let mut events: Vec<PayloadStatus> = stored?
+            .iter()
+            .filter_map(|(_, bytes)| serde_json::from_slice::<PayloadStatus>(bytes).ok())
+            .collect();
+        for e in self.status().history(request_id).unwrap_or_default() {
+            if !seen_before(&events, &e) {
+                events.push(e);
+            }
         }
-        let Some((bucket, meta)) = self.locate(request_id).await? else {
-            return Ok(None);
-        };
-        let (status, where_) = match bucket {
-            crate::storage::Bucket::Quarantine => ("received", "waiting in quarantine for its verdict"),
-            crate::storage::Bucket::Perm => ("success", "validated: kept in perm"),
-            crate::storage::Bucket::Reject => ("rejected", "refused: kept in reject"),
-        };
-        Ok(Some(vec![PayloadStatus {
-            service: "ingress".into(),
-            status: status.into(),
-            status_msg: format!("{where_} (no earlier history is recorded here)"),
-            account: meta.account,
-            org_id: meta.org_id,
-            request_id: meta.request_id.clone(),
-            payload_id: meta.request_id,
-            date: meta.received_at,
-        }]))
+        if let Some((bucket, meta)) = located {
+            if meta.derived {
+                if events.is_empty() {
+                    events.push(legacy_event(bucket, meta));
+                }
+            } else {
+                let received = received_event(&meta);
+                if !seen_before(&events, &received) {
+                    events.push(received);
+                }
+                // Stored with a confirmed announcement: its client had its 2xx.
+                if meta.unconfirmed.is_none() && !events.iter().any(|e| e.status == "announced") {
+                    let mut announced = received_event(&meta);
+                    announced.status = "announced".into();
+                    announced.status_msg = ANNOUNCED.into();
+                    events.push(announced);
+                }
+            }
+        }
+        if events.is_empty() {
+            return Err(unknown(request_id));
+        }
+        events.sort_by(|a, b| (a.date.as_str(), rank(&a.status)).cmp(&(b.date.as_str(), rank(&b.status))));
+        Ok(events)
     }
 
     fn readable(&self, caller: &Caller, request_id: &str, history: &[PayloadStatus]) -> Result<()> {
@@ -235,26 +270,149 @@ impl Pipeline {
     }
 
     /// Records a milestone: in the book at once, on the status topic through the
-    /// outbox (retried until delivered, in order per payload).
+    /// outbox (retried until delivered, in order per payload), and in the payload's
+    /// durable history in the background (retried; `received` needs no write: the
+    /// payload's meta says it). For milestones on the verdict's path, which must be
+    /// stored before the payload moves on, [`Pipeline::record_durably`].
     /// The message is cut to [`STATUS_MSG_LIMIT`] (a validator's reason can be long),
     /// so every status message stays far below what a broker accepts.
     pub(crate) fn record(&self, meta: &ObjectMeta, status: &str, msg: &str) {
-        let msg = &cut(msg, STATUS_MSG_LIMIT);
-        let event = PayloadStatus {
-            service: "ingress".into(),
-            status: status.into(),
-            status_msg: msg.to_string(),
-            account: meta.account.clone(),
-            org_id: meta.org_id.clone(),
-            request_id: meta.request_id.clone(),
-            payload_id: meta.request_id.clone(),
-            date: now_rfc3339(),
-        };
-        tracing::info!(request_id = %meta.request_id, status, msg = %msg, "status");
+        let event = self.publish_event(meta, status, msg);
+        if status != "received" {
+            let me = self.clone();
+            self.inner.storing.spawn(async move { me.store_event_retrying(&event).await });
+        }
+    }
+
+    /// [`Pipeline::record`], with the event in the payload's durable history before
+    /// this returns: the verdict's milestones, stored before the payload leaves
+    /// quarantine, so a replica killed right after loses none. False when the history
+    /// already had an event of this name (the same verdict applied again, or a
+    /// handoff recorded by another replica); then nothing is published.
+    pub(crate) async fn record_durably(&self, meta: &ObjectMeta, status: &str, msg: &str) -> Result<bool> {
+        let event = make_event(meta, status, msg);
+        let bytes = serde_json::to_vec(&event).map_err(|e| Error::Internal(e.to_string()))?;
+        if !self.inner.storage.add_event(&meta.request_id, &event_name(&event), &bytes).await? {
+            return Ok(false);
+        }
+        self.publish_event(meta, status, msg);
+        Ok(true)
+    }
+
+    /// In the book and on the status topic (not stored).
+    fn publish_event(&self, meta: &ObjectMeta, status: &str, msg: &str) -> PayloadStatus {
+        let event = make_event(meta, status, msg);
+        tracing::info!(request_id = %meta.request_id, status, msg = %event.status_msg, "status");
         let mut message = Message::json(&self.settings().topics.status, &meta.request_id, &event);
         message.headers.push((ORIGIN_HEADER.into(), self.inner.replica.clone()));
-        self.inner.status.add(event);
+        self.inner.status.add(event.clone());
         self.inner.outbox.send(message);
+        event
+    }
+
+    /// Stores an event, retried with backoff for [`STORE_EVENT_FOR`]; one that could
+    /// not be stored by then is counted and logged (the book and the topic still
+    /// have it; a never-stored `announced` makes the quarantine sweep announce the
+    /// payload again, which at least once allows).
+    async fn store_event_retrying(&self, event: &PayloadStatus) {
+        let Ok(bytes) = serde_json::to_vec(event) else { return };
+        let name = event_name(event);
+        let started = std::time::Instant::now();
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            match self.inner.storage.add_event(&event.request_id, &name, &bytes).await {
+                Ok(_) => return,
+                Err(e) if started.elapsed() >= STORE_EVENT_FOR || !e.is_retryable() => {
+                    self.metrics().status_event_unstored();
+                    tracing::error!(request_id = %event.request_id, status = %event.status, error = %e, "a status event could not be stored");
+                    return;
+                }
+                Err(e) => tracing::debug!(request_id = %event.request_id, error = %e, "storing a status event; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+/// How often `WatchStatus` looks at storage for events made elsewhere.
+pub const WATCH_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long an event recorded in the background is tried before it is given up on.
+const STORE_EVENT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+const ANNOUNCED: &str = "announced to the service's validator";
+
+struct Follow {
+    pipeline: Pipeline,
+    id: String,
+    seen: Vec<PayloadStatus>,
+    queue: VecDeque<PayloadStatus>,
+    live: broadcast::Receiver<PayloadStatus>,
+    done: bool,
+}
+
+fn make_event(meta: &ObjectMeta, status: &str, msg: &str) -> PayloadStatus {
+    PayloadStatus {
+        service: "ingress".into(),
+        status: status.into(),
+        status_msg: cut(msg, STATUS_MSG_LIMIT).to_string(),
+        account: meta.account.clone(),
+        org_id: meta.org_id.clone(),
+        request_id: meta.request_id.clone(),
+        payload_id: meta.request_id.clone(),
+        // Received when its meta says, on every replica and in every reading.
+        date: if status == "received" { meta.received_at.clone() } else { now_rfc3339() },
+    }
+}
+
+/// `received`, as a payload's meta tells it.
+fn received_event(meta: &ObjectMeta) -> PayloadStatus {
+    make_event(meta, "received", &format!("{} bytes stored in quarantine", meta.size))
+}
+
+/// The one event a payload without the gateway's meta gets: where it is.
+fn legacy_event(bucket: crate::storage::Bucket, meta: ObjectMeta) -> PayloadStatus {
+    let (status, where_) = match bucket {
+        crate::storage::Bucket::Quarantine => ("received", "waiting in quarantine for its verdict"),
+        crate::storage::Bucket::Perm => ("success", "validated: kept in perm"),
+        crate::storage::Bucket::Reject => ("rejected", "refused: kept in reject"),
+    };
+    PayloadStatus {
+        service: "ingress".into(),
+        status: status.into(),
+        status_msg: format!("{where_} (no earlier history is recorded here)"),
+        account: meta.account,
+        org_id: meta.org_id,
+        request_id: meta.request_id.clone(),
+        payload_id: meta.request_id,
+        date: meta.received_at,
+    }
+}
+
+/// An event's name in its payload's durable history: its status (a payload has each
+/// once), or for `error`, which may come several times, the status and its time.
+pub(crate) fn event_name(e: &PayloadStatus) -> String {
+    match e.status.as_str() {
+        "error" => format!("error-{}", e.date.chars().filter(char::is_ascii_digit).collect::<String>()),
+        s => s.to_string(),
+    }
+}
+
+/// Whether `e` is among `seen`: the same name (so one milestone read from the book,
+/// the topic and storage counts once).
+fn seen_before(seen: &[PayloadStatus], e: &PayloadStatus) -> bool {
+    let name = event_name(e);
+    seen.iter().any(|s| event_name(s) == name)
+}
+
+/// Order among events of one instant: the order a payload goes through them.
+fn rank(status: &str) -> u8 {
+    match status {
+        "received" => 0,
+        "announced" => 1,
+        "advertised" => 3,
+        _ => 2,
     }
 }
 
@@ -285,32 +443,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn history_and_watch_have_no_gap() {
+    async fn a_listener_hears_what_comes_after_it() {
         let book = StatusBook::new(10);
         book.add(ev("a", "received"));
-        let (so_far, mut rx) = book.watch("a").unwrap();
+        let mut rx = book.listen("a");
+        let mut unknown_yet = book.listen("b");
         book.add(ev("a", "announced"));
-        assert_eq!(so_far.len(), 1);
+        book.add(ev("b", "success"));
         assert_eq!(rx.recv().await.unwrap().status, "announced");
-        assert!(book.history("b").is_none());
+        assert_eq!(unknown_yet.recv().await.unwrap().status, "success");
+        assert!(book.history("c").is_none());
     }
 
-    #[tokio::test]
-    async fn follow_ends_right_after_a_terminal_status() {
-        use futures_util::StreamExt;
-        let book = StatusBook::new(10);
-        book.add(ev("a", "received"));
-        book.add(ev("a", "error"));
-        book.add(ev("a", "success"));
-        let follow = book.follow("a").unwrap();
-        book.add(ev("a", "advertised"));
-        let got: Vec<String> = tokio::time::timeout(std::time::Duration::from_secs(5), follow.collect::<Vec<_>>())
-            .await
-            .expect("the stream ends at advertised")
-            .into_iter()
-            .map(|e| e.status)
-            .collect();
-        assert_eq!(got, ["received", "error", "success", "advertised"]);
+    #[test]
+    fn an_error_is_named_by_its_time_and_any_other_status_by_itself() {
+        let mut e = ev("a", "error");
+        e.date = "2026-01-01T00:00:02.000001Z".into();
+        assert_eq!(event_name(&e), "error-20260101000002000001");
+        assert_eq!(event_name(&ev("a", "advertised")), "advertised");
+        assert!(seen_before(&[ev("a", "success")], &ev("a", "success")), "a status is kept once whenever it was made");
+        assert!(!seen_before(&[e.clone()], &ev("a", "error")), "two errors at two moments are two events");
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Payloads stored but never announced. A gateway killed between storing a payload and
 //! the broker's delivery report leaves it in quarantine with no announcement (its
 //! client got no 2xx). On a durable queue nothing announces it again at start-up, so a
-//! periodic sweep does: a payload in quarantine with no status at two looks in a row is
-//! announced (at least once: consumers de-duplicate by request id), so none waits in
-//! quarantine forever, and whatever the broker already holds still points at a payload.
+//! periodic sweep does: a payload in quarantine with no event in its durable history
+//! at two looks in a row is announced, so none waits in quarantine forever, and
+//! whatever the broker already holds still points at a payload. Judged from storage,
+//! so replicas agree and a restart changes nothing: a payload announced, decided or
+//! handed off has events and is never announced again; of several replicas sweeping,
+//! the one whose claim is recorded first announces (a create-only event).
 //!
 //! Two looks a sweep period apart (longer than an announcement may take) keep the sweep
-//! off uploads in flight: by the second look such a payload has its `announced` status
-//! (in this replica's book, or from another replica through the status topic) or was
-//! removed after a failed announcement.
+//! off uploads in flight: by the second look such a payload has its `announced` event
+//! (stored by whichever replica took it in, right after its 2xx) or was removed after
+//! a failed announcement. A replica killed between an upload's 2xx and that event's
+//! write leaves a payload the sweep announces again: a duplicate, which at least once
+//! allows (consumers de-duplicate by request id).
 //!
 //! Neither look touches a payload this process still has in hand: being stored,
 //! announced, or removed after a refusal ([`InHand`]). Without that, a look could
@@ -50,25 +55,28 @@ impl Pipeline {
         }
     }
 
-    /// One look: payloads in quarantine without any status become suspects; a suspect
-    /// of the previous look that still has none, or one marked unconfirmed, is
-    /// announced. Returns how many were.
+    /// One look: payloads in quarantine with no event in their durable history become
+    /// suspects; a suspect of the previous look that still
+    /// has none, or one marked unconfirmed, is announced, by the one replica whose
+    /// claim on it is recorded first. Returns how many this replica announced.
     pub async fn sweep_quarantine(&self, suspects: &mut HashSet<String>) -> Result<usize> {
         let mut now = HashSet::new();
         let mut announced = 0;
         for key in self.inner.storage.list(Bucket::Quarantine).await? {
-            if self.inner.status.history(&key).is_some() || self.inner.in_hand.holds(&key) {
+            if self.inner.in_hand.holds(&key) {
                 continue;
             }
-            let (why, announced_now) = if suspects.contains(&key) {
-                // Still there, still without a status, a whole period later.
-                let why = "announced by the quarantine sweep: stored, but its announcement was never confirmed";
-                (why, self.announce_stored(&key).await?)
+            let history = self.inner.storage.events(&key).await?;
+            if history.iter().any(|(name, _)| !name.starts_with(CLAIM)) {
+                continue; // announced (or further along)
+            }
+            let why = if suspects.contains(&key) {
+                // Still there, still without an event, a whole period later.
+                "announced by the quarantine sweep: stored, but its announcement was never confirmed"
             } else {
                 match self.inner.storage.head(Bucket::Quarantine, &key).await? {
                     Some(meta) if meta.unconfirmed.is_some() => {
-                        let why = "announced by the quarantine sweep: its client was answered 503 before the broker confirmed its announcement";
-                        (why, self.announce_meta(meta).await?)
+                        "announced by the quarantine sweep: its client was answered 503 before the broker confirmed its announcement"
                     }
                     _ => {
                         now.insert(key);
@@ -76,17 +84,47 @@ impl Pipeline {
                     }
                 }
             };
-            let Some(meta) = announced_now else {
+            if !self.claim(&key, &history).await? {
+                continue; // another replica is announcing it
+            }
+            let Some(meta) = self.announce_stored(&key).await? else {
                 continue;
             };
-            self.record(&meta, "announced", why);
+            self.record_durably(&meta, "announced", why).await?;
             self.metrics().reannounced();
             announced += 1;
         }
         *suspects = now;
         Ok(announced)
     }
+
+    /// Claims the announcement of a payload found unannounced, for this replica: a
+    /// create-only event in its history, so of several replicas sweeping at once one
+    /// announces it. A claim older than [`CLAIM_STALE`] with no announcement after it
+    /// (its replica died in between) can be claimed again, by a new claim.
+    async fn claim(&self, key: &str, history: &[(String, Vec<u8>)]) -> Result<bool> {
+        let claims: Vec<&Vec<u8>> = history.iter().filter(|(n, _)| n.starts_with(CLAIM)).map(|(_, b)| b).collect();
+        if let Some(last) = claims.last() {
+            let at = serde_json::from_slice::<serde_json::Value>(last)
+                .ok()
+                .and_then(|v| v["date"].as_str().and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok()));
+            let age = at.and_then(|t| chrono::Utc::now().signed_duration_since(t).to_std().ok());
+            if age.is_none_or(|a| a < CLAIM_STALE) {
+                return Ok(false);
+            }
+        }
+        let name = format!("{CLAIM}-{:04}", claims.len() + 1);
+        let claim = serde_json::json!({ "replica": self.replica(), "date": crate::messages::now_rfc3339() });
+        self.inner.storage.add_event(key, &name, claim.to_string().as_bytes()).await
+    }
 }
+
+/// Names of the sweep's claims in a payload's history (not status events: `track`
+/// skips them).
+const CLAIM: &str = "sweep-claim";
+
+/// How old a claim must be before another replica may claim the payload again.
+const CLAIM_STALE: Duration = Duration::from_secs(300);
 
 /// The keys this process is storing, announcing, or removing after a refusal.
 #[derive(Default, Clone)]

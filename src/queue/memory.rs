@@ -183,6 +183,18 @@ impl Queue for MemoryQueue {
         )))
     }
 
+    async fn tail(&self, topic: &str) -> Result<Subscription> {
+        // A group of its own that starts at the end of the topic.
+        let group = format!(".tail.{}", uuid::Uuid::new_v4().simple());
+        {
+            let mut topics = self.inner.topics.lock().unwrap();
+            let t = topics.entry(topic.to_string()).or_default();
+            let end = t.base + t.log.len() as u64;
+            t.groups.insert(group.clone(), Group { next: end, redeliver: BTreeSet::new() });
+        }
+        self.subscribe(topic, &group).await
+    }
+
     async fn check(&self) -> Result<()> {
         Ok(())
     }

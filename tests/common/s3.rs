@@ -101,6 +101,18 @@ pub async fn all_keys(c: &Client, bucket: &str) -> Vec<String> {
     keys
 }
 
+/// Every key of a bucket but the payloads' histories (`.status/<id>/...`), which stay
+/// in quarantine when their payloads move on.
+pub async fn keys_but_history(c: &Client, bucket: &str) -> Vec<String> {
+    all_keys(c, bucket).await.into_iter().filter(|k| !k.starts_with(".status/")).collect()
+}
+
+/// The names of the events in a payload's durable history (quarantine's `.status/<id>/`).
+pub async fn history_names(c: &Client, quarantine: &str, id: &str) -> Vec<String> {
+    let prefix = format!(".status/{id}/");
+    all_keys(c, quarantine).await.iter().filter_map(|k| k.strip_prefix(&prefix)?.strip_suffix(".json").map(str::to_string)).collect()
+}
+
 /// The keys of unfinished multipart uploads in a bucket.
 pub async fn unfinished_uploads(c: &Client, bucket: &str) -> Vec<String> {
     let out = c.list_multipart_uploads().bucket(bucket).send().await.expect("list multipart uploads");

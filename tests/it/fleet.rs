@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::pb::verdict_ack::Outcome;
 use crate::common::s3::*;
 use crate::common::*;
-use crate::kafka::support::{records_for, Names, BROKER};
+use crate::kafka::support::{records_for, Names, BROKER, IDENTITY_ACCOUNT, IDENTITY_ORG};
 
 const ADVISOR: &str = "application/vnd.redhat.advisor.fleet+tgz";
 
@@ -190,5 +190,133 @@ async fn a_rebalance_lets_go_of_the_payloads_whose_partitions_moved() {
         );
     }
     drop((on_a, on_b, a, b));
+    n.cleanup().await;
+}
+
+/// Status is the same on every replica, read from S3: `track` on B right after A's 2xx
+/// has the upload's history; `WatchStatus` on B follows to its end a payload decided on
+/// A; after a restart B still tells the whole history; and the replicas leave no
+/// consumer group of their own on the broker (they read the status topic from its end,
+/// in no group), only the verdict group they share.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_is_the_same_on_every_replica_right_after_the_2xx() {
+    use tokio_stream::StreamExt as _;
+    let _broker = BROKER.read().await;
+    let (n, env, buckets, a, b) = fleet_on_minio("fleetstatus").await;
+    let http = reqwest::Client::new();
+    let track = |base: String, id: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("{base}/api/ingress/v1/track/{id}"))
+                .header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "track {id} on {base}");
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        }
+    };
+    for round in 0..5 {
+        let id = format!("fleetstatus-{round:02}-000000000000000000000001");
+        Upload::new(ADVISOR, b"status everywhere".to_vec())
+            .request_id(&id)
+            .identity(IDENTITY_ACCOUNT, IDENTITY_ORG)
+            .accepted(&http, &a.base)
+            .await;
+        // Read your writes, on the other replica, at once.
+        assert_eq!(track(b.base.clone(), id.clone()).await, ["received", "announced"], "round {round}");
+    }
+
+    // Watched on B, decided on A: B's stream goes to the end.
+    let id = "fleetstatus-00-000000000000000000000001";
+    let mut watch = grpc_client(&b.base, &b.data)
+        .await
+        .watch_status(pb::StatusRequest { request_id: id.into() })
+        .await
+        .expect("WatchStatus on B")
+        .into_inner();
+    assert_eq!(verdict(&a.base, &a.data, id, "success").await.0, Outcome::Promoted);
+    let seen: Vec<String> = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = Vec::new();
+        while let Some(e) = watch.next().await {
+            seen.push(e.expect("a status event").status);
+        }
+        seen
+    })
+    .await
+    .expect("WatchStatus on B ends after the payload is advertised on A");
+    assert_eq!(seen, ["received", "announced", "success", "advertised"]);
+    assert_eq!(track(b.base.clone(), id.into()).await, ["received", "announced", "success", "advertised"]);
+
+    // A new replica, started after all this, tells the same at once.
+    let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
+    let (c, d) = two_gateways(&flags).await;
+    drop(d);
+    assert_eq!(track(c.base.clone(), id.into()).await, ["received", "announced", "success", "advertised"]);
+    assert_eq!(track(c.base.clone(), "fleetstatus-01-000000000000000000000001".into()).await, ["received", "announced"]);
+
+    // On the broker: the verdict group, and no group per replica.
+    let groups = consumer_groups().await;
+    let base = n.group.trim_end_matches(".gateway");
+    let ours: Vec<&String> = groups.iter().filter(|g| g.starts_with(base) || g.contains(".tail.")).collect();
+    assert_eq!(ours, [&n.group], "consumer groups on the broker: {groups:?}");
+    drop((a, b, c));
+    n.cleanup().await;
+}
+
+/// Every consumer group the broker knows.
+async fn consumer_groups() -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    tokio::task::spawn_blocking(|| {
+        let consumer: BaseConsumer = crate::kafka::support::config().create().unwrap();
+        let list = consumer.fetch_group_list(None, Duration::from_secs(10)).expect("the broker lists its groups");
+        list.groups().iter().map(|g| g.name().to_string()).collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// The quarantine sweep judges from S3, so two replicas sweeping every 2 s announce a
+/// payload stored and never announced exactly once between them, and never announce
+/// again one that was announced, handed off or decided.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_sweeping_announce_a_never_announced_payload_once() {
+    let _broker = BROKER.read().await;
+    let n = Names::new("fleetsweep");
+    let env = S3Env::minio_from_test_env();
+    let buckets = Buckets::unique("fleetsweep");
+    let mut flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
+    flags.extend(["--quarantine-sweep-secs", "2", "--kafka-publish-timeout-secs", "1"].map(String::from));
+    let (a, b) = two_gateways(&flags).await;
+    let (s3, http) = (env.client(), reqwest::Client::new());
+    let ids: Vec<String> = ["orphan", "waiting", "handoff", "decided"].iter().map(|k| format!("fleetsweep-{k}-0000000000000000001")).collect();
+    for id in &ids {
+        Upload::new(ADVISOR, id.clone().into_bytes()).request_id(id).accepted(&http, &a.base).await;
+    }
+    let announce = n.announce("advisor");
+    for id in &ids {
+        eventually(Duration::from_secs(10), "its announced event stored", || async { history_names(&s3, &buckets.quarantine, id).await.contains(&"announced".to_string()) }).await;
+    }
+    assert_eq!(verdict(&b.base, &b.data, &ids[2], "handoff").await.0, Outcome::HandedOff);
+    assert_eq!(verdict(&b.base, &b.data, &ids[3], "success").await.0, Outcome::Promoted);
+    // The orphan: as if its replica had been killed before the broker confirmed its
+    // announcement (its client got no 2xx): stored, with no event.
+    for key in all_keys(&s3, &buckets.quarantine).await.into_iter().filter(|k| k.starts_with(&format!(".status/{}/", ids[0]))) {
+        s3.delete_object().bucket(&buckets.quarantine).key(key).send().await.unwrap();
+    }
+    eventually(Duration::from_secs(30), "the orphan announced again by a sweep", || async { records_for(&announce, &ids[0]).await.len() >= 2 }).await;
+    // Several more sweeps of both replicas.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(records_for(&announce, &ids[0]).await.len(), 2, "the orphan: its upload's announcement and one sweep's, of two replicas sweeping");
+    for id in &ids[1..] {
+        assert_eq!(records_for(&announce, id).await.len(), 1, "{id}: announced, handed off or decided: never again");
+    }
+    let names = history_names(&s3, &buckets.quarantine, &ids[0]).await;
+    assert_eq!(names, ["announced", "sweep-claim-0001"], "one claim, one announcement");
+    let sweepers = [&a, &b].iter().filter(|p| p.log_lines().iter().any(|l| l.contains("announced payloads found stored but unannounced"))).count();
+    assert_eq!(sweepers, 1, "one replica announced it");
+    drop((a, b));
     n.cleanup().await;
 }

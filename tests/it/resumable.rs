@@ -475,7 +475,7 @@ async fn on_s3_an_expired_upload_loses_its_bytes() {
     assert!(all_keys(&c, &buckets.quarantine).await.iter().any(|k| k.starts_with(&format!(".uploads/{id}/tail."))));
     eventually(Duration::from_secs(30), "the expired upload's bytes are reclaimed", || {
         let (c, q) = (c.clone(), buckets.quarantine.clone());
-        async move { unfinished_uploads(&c, &q).await.is_empty() && all_keys(&c, &q).await.is_empty() }
+        async move { unfinished_uploads(&c, &q).await.is_empty() && keys_but_history(&c, &q).await.is_empty() }
     })
     .await;
     let gone = g.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id }, "o1")).await.unwrap_err();

@@ -102,7 +102,7 @@ async fn an_upload_lands_in_quarantine_with_its_meta_and_verdicts_move_it() {
     assert!(chrono::DateTime::parse_from_rfc3339(meta["received_at"].as_str().unwrap()).is_ok());
     // The gateway lists payloads only, not their sidecars.
     assert_eq!(t.app.storage().list(Bucket::Quarantine).await.unwrap(), vec!["flow-big".to_string()]);
-    assert_eq!(all_keys(&c, &b.quarantine).await, vec![".meta/flow-big.json", "flow-big"]);
+    assert_eq!(keys_but_history(&c, &b.quarantine).await, vec![".meta/flow-big.json", "flow-big"]);
 
     // The announced URL is a presigned GET that downloads the same bytes.
     let a = message_json(&t, "platform.upload.testareno", "v").await;
@@ -117,7 +117,13 @@ async fn an_upload_lands_in_quarantine_with_its_meta_and_verdicts_move_it() {
     assert_eq!(ack.outcome, pb::verdict_ack::Outcome::Promoted as i32, "{}", ack.message);
     assert!(exists(&c, &b.perm, "flow-big").await);
     assert_eq!(stored_meta(&c, &b.perm, "flow-big").await.unwrap()["sha256"], sha);
-    assert!(all_keys(&c, &b.quarantine).await.is_empty(), "quarantine should be empty");
+    assert!(keys_but_history(&c, &b.quarantine).await.is_empty(), "quarantine should be empty");
+    // Its history stays, in quarantine: every milestone after `received` (which its
+    // meta tells), an object each.
+    eventually(Duration::from_secs(10), "the announced event stored", || async {
+        history_names(&c, &b.quarantine, "flow-big").await == ["advertised", "announced", "success"]
+    })
+    .await;
     let av = message_json(&t, "platform.upload.available", "consumer").await;
     let perm_url = av["url"].as_str().unwrap();
     assert!(perm_url.starts_with(&format!("{}/{}/flow-big?", env.endpoint, b.perm)), "{perm_url}");
@@ -131,8 +137,8 @@ async fn an_upload_lands_in_quarantine_with_its_meta_and_verdicts_move_it() {
     assert_eq!(stored_meta(&c, &b.quarantine, "flow-small").await.unwrap()["sha256"], sha256_hex(&small));
     let ack = verdict(&t, "flow-small", "failure").await;
     assert_eq!(ack.outcome, pb::verdict_ack::Outcome::Rejected as i32, "{}", ack.message);
-    assert_eq!(all_keys(&c, &b.reject).await, vec![".meta/flow-small.json", "flow-small"]);
-    assert!(all_keys(&c, &b.quarantine).await.is_empty());
+    assert_eq!(keys_but_history(&c, &b.reject).await, vec![".meta/flow-small.json", "flow-small"]);
+    assert!(keys_but_history(&c, &b.quarantine).await.is_empty());
     assert!(unfinished_uploads(&c, &b.quarantine).await.is_empty());
 }
 
@@ -212,7 +218,7 @@ async fn objects_past_the_copy_threshold_move_with_upload_part_copy() {
     let av = message_json(&t, "platform.upload.available", "c").await;
     assert_eq!(fetch(av["url"].as_str().unwrap()).await, (200, sha256_hex(&body), body.len()));
     assert!(unfinished_uploads(&c, &b.perm).await.is_empty());
-    assert!(all_keys(&c, &b.quarantine).await.is_empty());
+    assert!(keys_but_history(&c, &b.quarantine).await.is_empty());
 }
 
 #[tokio::test]
@@ -265,7 +271,7 @@ async fn what_a_crash_left_in_quarantine_is_swept_at_start_up() {
     let mut left = unfinished_uploads(&c, q).await;
     left.sort();
     assert_eq!(left, vec!["fresh-1", "not/ours"]);
-    assert!(all_keys(&c, q).await.is_empty());
+    assert!(keys_but_history(&c, q).await.is_empty());
     for (key, up) in [("not/ours", foreign), ("fresh-1", fresh)] {
         c.abort_multipart_upload().bucket(q).key(key).upload_id(up.upload_id().unwrap()).send().await.unwrap();
     }
@@ -293,7 +299,7 @@ async fn a_gateway_killed_mid_upload_aborts_its_own_unfinished_upload_when_it_st
 
     let _again = GatewayProcess::start(data.path(), &as_strs(&flags));
     assert!(unfinished_uploads(&c, &b.quarantine).await.is_empty(), "aborted at start-up");
-    assert!(all_keys(&c, &b.quarantine).await.is_empty(), "no object, no sidecar");
+    assert!(keys_but_history(&c, &b.quarantine).await.is_empty(), "no object, no sidecar");
     let journal: Vec<_> = std::fs::read_dir(data.path().join("s3-uploads")).unwrap().collect();
     assert!(journal.is_empty(), "the journal is empty again");
 }
@@ -392,7 +398,7 @@ async fn wait_for_multipart_upload(c: &aws_sdk_s3::Client, bucket: &str, key: &s
 /// first abort); on a loaded machine that takes longer than 10 s now and then.
 async fn wait_until_empty(c: &aws_sdk_s3::Client, bucket: &str) {
     eventually(Duration::from_secs(30), "nothing should be left in quarantine", || async {
-        unfinished_uploads(c, bucket).await.is_empty() && all_keys(c, bucket).await.is_empty()
+        unfinished_uploads(c, bucket).await.is_empty() && keys_but_history(c, bucket).await.is_empty()
     })
     .await;
 }
@@ -472,7 +478,7 @@ async fn while_s3_is_down_uploads_get_503_and_succeed_again_once_it_is_back() {
         grpc_health(&t).await == tonic_health::ServingStatus::Serving as i32
     })
     .await;
-    let keys = all_keys(&garage.env.client(), &b.quarantine).await;
+    let keys = keys_but_history(&garage.env.client(), &b.quarantine).await;
     assert_eq!(keys, vec![".meta/outage-after.json", ".meta/outage-before.json", "outage-after", "outage-before"]);
 }
 

@@ -285,7 +285,7 @@ async fn read(consumer: Arc<GroupConsumer>, shared: Arc<Shared>) {
     .await;
 }
 
-fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+pub(super) fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Message {
     let headers = m
         .headers()
         .map(|h| {

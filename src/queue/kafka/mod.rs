@@ -29,6 +29,7 @@ mod group;
 pub mod validator;
 mod offsets;
 mod produce;
+mod tail;
 
 /// How long a readiness check waits for the broker.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -252,6 +253,10 @@ impl Queue for KafkaQueue {
         members.retain(|_, w| w.strong_count() > 0);
         members.insert(key, Arc::downgrade(&shared));
         Ok(group::subscription(shared))
+    }
+
+    async fn tail(&self, topic: &str) -> Result<Subscription> {
+        tail::start(&self.base, topic).await
     }
 
     async fn check(&self) -> Result<()> {

@@ -1217,7 +1217,7 @@ async fn run_the_table() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    let allowed: BTreeSet<String> = ["quarantine", "perm", "reject", ".tmp", ".wal", ".signing-key", "validator-token", ".uploads"]
+    let allowed: BTreeSet<String> = ["quarantine", "perm", "reject", ".tmp", ".wal", ".signing-key", "validator-token", ".uploads", ".status"]
         .iter()
         .map(|s| s.to_string())
         .collect();

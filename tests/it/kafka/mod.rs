@@ -280,43 +280,6 @@ async fn an_unknown_librdkafka_option_is_refused_at_start_up() {
     assert!(format!("{err:#}").contains("no.such.setting"), "{err:#}");
 }
 
-/// Several gateway replicas on one broker: each answers `track` for every payload.
-#[tokio::test]
-async fn track_answers_on_every_replica() {
-    let _broker = BROKER.read().await;
-    let n = Names::new("replicas");
-    let one = spawn_app(&as_strs(&n.flags())).await;
-    // The second replica reads verdicts in another group: with embedded storage it
-    // cannot decide the first one's payloads, only see their status.
-    let mut other = n.clone();
-    other.group = format!("{}.other", n.group);
-    let two = spawn_app(&as_strs(&other.flags())).await;
-    let id = accepted_id(upload(&one, SVC, None, b"seen everywhere".to_vec()).await).await;
-    Validator::new().send(&n.validation, &id, &json!({"request_id": id, "validation": "success"})).await;
-    wait_file(one.data.path(), "perm", &id, WAIT).await;
-
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let r = two.http.get(two.url(&format!("/api/ingress/v1/track/{id}"))).header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG)).send().await.unwrap();
-        if r.status() == 200 {
-            let v: Value = r.json().await.unwrap();
-            if v["status"] == "advertised" {
-                let s: Vec<&str> = v["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
-                assert_eq!(s, ["received", "announced", "success", "advertised"]);
-                break;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "the other replica never saw the payload advertised");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // The replica that did the work has each milestone once, not twice.
-    let v: Value = one.http.get(one.url(&format!("/api/ingress/v1/track/{id}"))).header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(v["history"].as_array().unwrap().len(), 4, "{v}");
-    one.app.stop().await.unwrap();
-    two.app.stop().await.unwrap();
-    n.cleanup().await;
-}
-
 mod outage;
 mod queue;
 mod restart;

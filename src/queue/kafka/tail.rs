@@ -1,0 +1,54 @@
+//! A topic read in full from its end, in no consumer group: each replica reads every
+//! status event this way. Its partitions are assigned, not subscribed, so the broker
+//! keeps no group for it (a restart leaves nothing behind) and nothing is committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::group::owned;
+use crate::error::{Error, Result};
+use crate::queue::{Delivery, Subscription};
+
+pub(super) async fn start(base: &ClientConfig, topic: &str) -> Result<Subscription> {
+    let mut config = base.clone();
+    // librdkafka assigns partitions only to a consumer with a group id; one that never
+    // joins (assign, not subscribe) nor commits leaves no trace of it on the broker.
+    let group = format!("upload-gateway.tail.{}", uuid::Uuid::new_v4().simple());
+    config
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let consumer: StreamConsumer = config
+        .create()
+        .map_err(|e| Error::QueueUnavailable(format!("cannot create a Kafka reader of {topic}: {e}")))?;
+    let consumer = Arc::new(consumer);
+    let (c, t) = (consumer.clone(), topic.to_string());
+    let partitions = tokio::task::spawn_blocking(move || {
+        c.fetch_metadata(Some(&t), Duration::from_secs(10))
+            .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(|e| Error::QueueUnavailable(format!("partitions of {topic}: {e}")))?;
+    if partitions == 0 {
+        return Err(Error::QueueUnavailable(format!("topic {topic} has no partitions yet")));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::End)
+            .map_err(|e| Error::Internal(format!("assigning {topic}/{p}: {e}")))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| Error::QueueUnavailable(format!("reading {topic}: {e}")))?;
+    Ok(Box::pin(futures_util::stream::unfold(consumer, |c| async move {
+        let item = match c.recv().await {
+            Ok(m) => Ok(Delivery::new(owned(&m), |_| {})),
+            Err(e) => Err(Error::QueueUnavailable(format!("reading a topic from its end: {e}"))),
+        };
+        Some((item, c))
+    })))
+}
