@@ -51,6 +51,8 @@ struct Inner {
     outbox: outbox::Outbox,
     /// Status events being stored in their payloads' histories in the background.
     storing: tokio_util::task::TaskTracker,
+    /// Status event writes at once (a drain stores every `announced` still waiting).
+    store_slots: tokio::sync::Semaphore,
     leases: dispatch::Leases,
     decisions: decide::DecisionLocks,
     /// Keys this process is storing, announcing or removing (the sweep skips them).
@@ -85,6 +87,7 @@ impl Pipeline {
                 replica: uuid::Uuid::new_v4().simple().to_string(),
                 outbox,
                 storing: Default::default(),
+                store_slots: tokio::sync::Semaphore::new(32),
                 leases: dispatch::Leases::default(),
                 decisions: decide::DecisionLocks::default(),
                 in_hand: Default::default(),

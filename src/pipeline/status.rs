@@ -272,13 +272,29 @@ impl Pipeline {
     /// Records a milestone: in the book at once, on the status topic through the
     /// outbox (retried until delivered, in order per payload), and in the payload's
     /// durable history in the background (retried; `received` needs no write: the
-    /// payload's meta says it). For milestones on the verdict's path, which must be
+    /// payload's meta says it; `announced`: see [`Pipeline::store_announced`]). For milestones on the verdict's path, which must be
     /// stored before the payload moves on, [`Pipeline::record_durably`].
     /// The message is cut to [`STATUS_MSG_LIMIT`] (a validator's reason can be long),
     /// so every status message stays far below what a broker accepts.
     pub(crate) fn record(&self, meta: &ObjectMeta, status: &str, msg: &str) {
         let event = self.publish_event(meta, status, msg);
-        if status != "received" {
+        match status {
+            "received" => {}
+            "announced" => self.store_announced(event),
+            _ => {
+                let me = self.clone();
+                self.inner.storing.spawn(async move { me.store_event_retrying(&event).await });
+            }
+        }
+    }
+
+    /// An upload's `announced` event is what tells the quarantine sweep "announced"
+    /// (its meta says so to `track` already): stored at once, in the background, so a
+    /// replica killed after the 2xx leaves a payload the sweep leaves alone (but for the
+    /// few ms before this write lands). Not on the in-process queue, which has no sweep
+    /// (what quarantine holds is announced again at start-up): there it costs nothing.
+    fn store_announced(&self, event: PayloadStatus) {
+        if self.inner.queue.durable() {
             let me = self.clone();
             self.inner.storing.spawn(async move { me.store_event_retrying(&event).await });
         }
@@ -316,6 +332,7 @@ impl Pipeline {
     /// payload again, which at least once allows).
     async fn store_event_retrying(&self, event: &PayloadStatus) {
         let Ok(bytes) = serde_json::to_vec(event) else { return };
+        let Ok(_slot) = self.inner.store_slots.acquire().await else { return };
         let name = event_name(event);
         let started = std::time::Instant::now();
         let mut backoff = std::time::Duration::from_millis(100);

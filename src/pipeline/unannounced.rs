@@ -66,8 +66,8 @@ impl Pipeline {
             if self.inner.in_hand.holds(&key) {
                 continue;
             }
-            let history = self.inner.storage.events(&key).await?;
-            if history.iter().any(|(name, _)| !name.starts_with(CLAIM)) {
+            let names = self.inner.storage.event_names(&key).await?;
+            if names.iter().any(|name| !name.starts_with(CLAIM)) {
                 continue; // announced (or further along)
             }
             let why = if suspects.contains(&key) {
@@ -84,7 +84,7 @@ impl Pipeline {
                     }
                 }
             };
-            if !self.claim(&key, &history).await? {
+            if !self.claim(&key, !names.is_empty()).await? {
                 continue; // another replica is announcing it
             }
             let Some(meta) = self.announce_stored(&key).await? else {
@@ -102,7 +102,8 @@ impl Pipeline {
     /// create-only event in its history, so of several replicas sweeping at once one
     /// announces it. A claim older than [`CLAIM_STALE`] with no announcement after it
     /// (its replica died in between) can be claimed again, by a new claim.
-    async fn claim(&self, key: &str, history: &[(String, Vec<u8>)]) -> Result<bool> {
+    async fn claim(&self, key: &str, claimed_before: bool) -> Result<bool> {
+        let history = if claimed_before { self.inner.storage.events(key).await? } else { Vec::new() };
         let claims: Vec<&Vec<u8>> = history.iter().filter(|(n, _)| n.starts_with(CLAIM)).map(|(_, b)| b).collect();
         if let Some(last) = claims.last() {
             let at = serde_json::from_slice::<serde_json::Value>(last)

@@ -80,6 +80,7 @@ async fn events(storage: &dyn Storage, key: &str) {
         vec![("a-received".to_string(), b"{\"n\":1}".to_vec()), ("b-announced".to_string(), b"{\"n\":2}".to_vec())],
         "the events, in name order, as first written"
     );
+    assert_eq!(storage.event_names(key).await.unwrap(), ["a-received", "b-announced"], "their names alone");
     let racing: Vec<Vec<u8>> = (0..10).map(|i| format!("{{\"writer\":{i}}}").into_bytes()).collect();
     let results = futures_util::future::join_all(racing.iter().map(|e| storage.add_event(key, "c-claim", e))).await;
     let won: Vec<usize> = results.iter().enumerate().filter(|(_, r)| matches!(r, Ok(true))).map(|(i, _)| i).collect();

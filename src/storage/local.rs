@@ -324,6 +324,10 @@ impl Storage for LocalDisk {
         self.read_events(key).await
     }
 
+    async fn event_names(&self, key: &str) -> Result<Vec<String>> {
+        self.list_events(key).await
+    }
+
     async fn forget_decision(&self, key: &str) -> Result<()> {
         match tokio::fs::remove_file(self.decision(key)).await {
             Ok(()) => Ok(()),

@@ -176,6 +176,10 @@ pub trait Storage: Send + Sync + 'static {
     /// when there are none.
     async fn events(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>>;
 
+    /// The names of the events recorded for payload `key`, in order, without reading
+    /// them (the quarantine sweep's look: one listing).
+    async fn event_names(&self, key: &str) -> Result<Vec<String>>;
+
     /// Copies an object (and its meta, when it has one) to another bucket; overwrites
     /// what is there.
     async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()>;

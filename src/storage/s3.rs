@@ -291,15 +291,21 @@ impl Storage for S3Storage {
         self.create_json(self.name(Bucket::Quarantine), &event_key(key, name), event.to_vec(), &what).await
     }
 
-    async fn events(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let bucket = self.name(Bucket::Quarantine);
+    async fn event_names(&self, key: &str) -> Result<Vec<String>> {
         let prefix = events_prefix(key);
-        let names: Vec<String> = self
+        let mut names: Vec<String> = self
             .keys_under(&prefix)
             .await?
             .into_iter()
             .filter_map(|k| k.strip_prefix(&prefix).and_then(|n| n.strip_suffix(".json")).map(str::to_string))
             .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn events(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let bucket = self.name(Bucket::Quarantine);
+        let names = self.event_names(key).await?;
         let reads = names.into_iter().map(|name| async move {
             let object = event_key(key, &name);
             let got = match self.client.get_object().bucket(bucket).key(&object).send().await {

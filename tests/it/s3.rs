@@ -118,12 +118,10 @@ async fn an_upload_lands_in_quarantine_with_its_meta_and_verdicts_move_it() {
     assert!(exists(&c, &b.perm, "flow-big").await);
     assert_eq!(stored_meta(&c, &b.perm, "flow-big").await.unwrap()["sha256"], sha);
     assert!(keys_but_history(&c, &b.quarantine).await.is_empty(), "quarantine should be empty");
-    // Its history stays, in quarantine: every milestone after `received` (which its
-    // meta tells), an object each.
-    eventually(Duration::from_secs(10), "the announced event stored", || async {
-        history_names(&c, &b.quarantine, "flow-big").await == ["advertised", "announced", "success"]
-    })
-    .await;
+    // Its history stays, in quarantine: the verdict's milestones, an object each
+    // (`received` its meta tells; an `announced` event is stored only on a durable
+    // queue, for the quarantine sweep, and this gateway runs on the in-process one).
+    assert_eq!(history_names(&c, &b.quarantine, "flow-big").await, ["advertised", "success"]);
     let av = message_json(&t, "platform.upload.available", "consumer").await;
     let perm_url = av["url"].as_str().unwrap();
     assert!(perm_url.starts_with(&format!("{}/{}/flow-big?", env.endpoint, b.perm)), "{perm_url}");

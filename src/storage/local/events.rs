@@ -48,24 +48,31 @@ impl LocalDisk {
         Ok(true)
     }
 
-    pub(super) async fn read_events(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    pub(super) async fn list_events(&self, key: &str) -> Result<Vec<String>> {
         let mut dir = match tokio::fs::read_dir(self.events_dir(key)).await {
             Ok(d) => d,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io(e)),
         };
-        let mut events = Vec::new();
+        let mut names = Vec::new();
         while let Some(entry) = dir.next_entry().await.map_err(io)? {
-            let file = entry.file_name().to_string_lossy().to_string();
-            if let Some(name) = file.strip_suffix(".json") {
-                match tokio::fs::read(entry.path()).await {
-                    Ok(bytes) => events.push((name.to_string(), bytes)),
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(io(e)),
-                }
+            if let Some(name) = entry.file_name().to_string_lossy().strip_suffix(".json") {
+                names.push(name.to_string());
             }
         }
-        events.sort();
+        names.sort();
+        Ok(names)
+    }
+
+    pub(super) async fn read_events(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut events = Vec::new();
+        for name in self.list_events(key).await? {
+            match tokio::fs::read(self.events_dir(key).join(format!("{name}.json"))).await {
+                Ok(bytes) => events.push((name, bytes)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
         Ok(events)
     }
 }
