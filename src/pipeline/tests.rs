@@ -209,8 +209,10 @@ async fn subscribing_to_an_unknown_service_is_refused() {
 
 #[tokio::test]
 async fn the_sweep_announces_a_stored_but_unannounced_payload_once() {
-    let f = fixture().await;
+    // A durable queue (the sweep runs only on one): its `announced` events are stored.
+    let f = fixture_with(Faulty::new(|_| None), &[]).await;
     let announced = f.upload(b"announced normally").await.request_id.to_string();
+    f.pipeline.flush(Duration::from_secs(5)).await.unwrap();
     // A payload stored by a gateway killed before its announcement: in quarantine,
     // with no status.
     let orphan = "0rphan0000000000000000000000000a";
@@ -228,6 +230,30 @@ async fn the_sweep_announces_a_stored_but_unannounced_payload_once() {
     let keys: Vec<String> = f.messages("platform.upload.advisor").await.into_iter().map(|m| m.key).collect();
     assert_eq!(keys, [announced], "the payload announced at upload is not announced again");
     assert_eq!(f.pipeline.metrics().render().lines().find(|l| l.starts_with("upload_gateway_reannounced_total ")), Some("upload_gateway_reannounced_total 1"));
+}
+
+/// History is read from storage: a second pipeline on the same storage (another
+/// replica, or this one after a restart, with an empty book) tells the whole history of
+/// a payload the first one took in and decided, in order; a handoff is recorded once.
+#[tokio::test]
+async fn history_comes_from_storage_not_from_the_book() {
+    let f = fixture_with(Faulty::new(|_| None), &[]).await;
+    let id = f.upload(b"decided on the first").await.request_id.to_string();
+    assert_eq!(f.pipeline.apply_verdict(&validator(), &id, "success", None).await.outcome, Outcome::Promoted);
+    let handed = f.upload(b"handed off").await.request_id.to_string();
+    assert_eq!(f.pipeline.apply_verdict(&validator(), &handed, "handoff", None).await.outcome, Outcome::HandedOff);
+    f.pipeline.flush(Duration::from_secs(5)).await.unwrap();
+
+    let settings = f.pipeline.settings().clone();
+    let links = links::Links::new(vec![7; 32], "http://127.0.0.1:1", Duration::from_secs(60));
+    let credentials = Arc::new(Credentials::new(crate::auth::Table::single_token("ops", "test-token")));
+    let other = Pipeline::new(settings, f.storage.clone(), f.queue.clone(), links, Arc::new(Metrics::default()), credentials, CancellationToken::new());
+    assert!(other.status().history(&id).is_none(), "the second pipeline's book knows nothing");
+    let statuses = |h: Vec<crate::messages::PayloadStatus>| h.into_iter().map(|e| e.status).collect::<Vec<_>>();
+    assert_eq!(statuses(other.history(&ops(), &id).await.unwrap()), ["received", "announced", "success", "advertised"]);
+    assert_eq!(statuses(other.history(&ops(), &handed).await.unwrap()), ["received", "announced", "handoff"]);
+    assert_eq!(other.apply_verdict(&validator(), &handed, "handoff", None).await.outcome, Outcome::AlreadyDecided, "handed off once, on any replica");
+    assert!(matches!(other.history(&ops(), "00000000000000000000000000000000").await, Err(Error::NotFound(_))));
 }
 
 /// The in-process queue behind a fault of the test's choosing: `fault` sees each

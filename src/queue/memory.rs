@@ -213,6 +213,19 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
 
+    #[tokio::test]
+    async fn a_tail_reads_what_comes_after_it() {
+        let q = MemoryQueue::default();
+        q.publish(msg("before")).await.unwrap();
+        let mut tail = q.tail("t").await.unwrap();
+        q.publish(msg("after")).await.unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(1), tail.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(d.message.key, "after");
+        // A group reading the whole topic is not disturbed by it.
+        let mut group = q.subscribe("t", "g").await.unwrap();
+        assert_eq!(group.next().await.unwrap().unwrap().message.key, "before");
+    }
+
     fn msg(key: &str) -> Message {
         Message {
             topic: "t".into(),
