@@ -320,3 +320,104 @@ async fn two_replicas_sweeping_announce_a_never_announced_payload_once() {
     drop((a, b));
     n.cleanup().await;
 }
+
+/// Three gateway processes on one Kafka and one S3 server (MinIO), each call to a
+/// replica picked at random: uploads, `track` right after each 2xx, verdicts over
+/// gRPC (to a random replica) and over Kafka; one `Subscribe` on A takes 200 payloads,
+/// holding at most 16, each released at once by its verdict wherever it landed (far
+/// inside the 300 s visibility timeout). Then all three replicas restart: every
+/// history is whole on any of them, and no decided payload is announced again.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_behave_as_one_gateway() {
+    use tokio_stream::StreamExt as _;
+    let _broker = BROKER.read().await;
+    let n = Names::new("fleet3");
+    let env = S3Env::minio_from_test_env();
+    let buckets = Buckets::unique("fleet3");
+    let mut flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
+    flags.extend(["--quarantine-sweep-secs", "3", "--kafka-publish-timeout-secs", "2"].map(String::from));
+    let start3 = |flags: Vec<String>| async move {
+        let ((a, b), (c, d)) = tokio::join!(two_gateways(&flags), two_gateways(&flags));
+        drop(d);
+        [a, b, c]
+    };
+    let fleet = start3(flags.clone()).await;
+    let http = reqwest::Client::new();
+    let pick = |fleet: &[GatewayProcess; 3]| -> usize { (uuid::Uuid::new_v4().as_u128() % fleet.len() as u128) as usize };
+    let track = |base: String, id: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(format!("{base}/api/ingress/v1/track/{id}")).header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG)).send().await.unwrap();
+            assert_eq!(r.status(), 200, "track {id} on {base}");
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        }
+    };
+
+    let mut on_a = grpc_client(&fleet[0].base, &fleet[0].data)
+        .await
+        .subscribe(pb::SubscribeRequest { service: "advisor".into() })
+        .await
+        .expect("Subscribe on A")
+        .into_inner();
+    const PAYLOADS: usize = 200;
+    let mut ids = Vec::new();
+    for i in 0..PAYLOADS {
+        let id = format!("fleet3-{i:04}-0000000000000000000001");
+        let to = &fleet[pick(&fleet)];
+        Upload::new(ADVISOR, format!("fleet of three, {i}").into_bytes())
+            .request_id(&id)
+            .identity(IDENTITY_ACCOUNT, IDENTITY_ORG)
+            .accepted(&http, &to.base)
+            .await;
+        let other = &fleet[pick(&fleet)];
+        assert_eq!(track(other.base.clone(), id.clone()).await, ["received", "announced"], "{id} on another replica at once");
+        ids.push(id);
+    }
+
+    let started = std::time::Instant::now();
+    let (kafka, mut seen) = (crate::kafka::support::Validator::new(), std::collections::BTreeSet::new());
+    while seen.len() < PAYLOADS {
+        let next = tokio::time::timeout(Duration::from_secs(60), on_a.next()).await;
+        let item = next.unwrap_or_else(|_| panic!("stalled after {} payloads", seen.len()));
+        let id = item.expect("the stream goes on").expect("work").request_id;
+        assert!(seen.insert(id.clone()), "{id} delivered twice");
+        if seen.len() % 2 == 0 {
+            let to = &fleet[pick(&fleet)];
+            let (outcome, msg) = verdict(&to.base, &to.data, &id, "success").await;
+            assert_eq!(outcome, Outcome::Promoted, "{id}: {msg}");
+        } else {
+            kafka.send(&n.validation, &id, &serde_json::json!({"request_id": id, "validation": "success"})).await;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(150), "{PAYLOADS} payloads took {:?}", started.elapsed());
+    let s3 = env.client();
+    eventually(Duration::from_secs(60), "every payload in perm", || async { keys_but_history(&s3, &buckets.quarantine).await.is_empty() }).await;
+
+    // All three restart.
+    drop(on_a);
+    drop(fleet);
+    let fleet = start3(flags.clone()).await;
+    for id in &ids {
+        let on = &fleet[pick(&fleet)];
+        assert_eq!(track(on.base.clone(), id.clone()).await, ["received", "announced", "success", "advertised"], "{id} after the restart");
+    }
+    // Sweeps (every 3 s) of three replicas have passed: nothing announced again, and
+    // each payload advertised once.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let count = |records: Vec<crate::kafka::support::Record>| {
+        let mut by_id = std::collections::HashMap::<String, usize>::new();
+        for r in records {
+            *by_id.entry(r.key).or_default() += 1;
+        }
+        by_id
+    };
+    let announced = count(crate::kafka::support::read_all(&n.announce("advisor")).await);
+    let available = count(crate::kafka::support::read_all(&n.available).await);
+    for id in &ids {
+        assert_eq!(announced.get(id), Some(&1), "{id} announced once");
+        assert_eq!(available.get(id), Some(&1), "{id} advertised once");
+    }
+    drop(fleet);
+    n.cleanup().await;
+}
