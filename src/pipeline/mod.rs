@@ -57,6 +57,8 @@ struct Inner {
     decisions: decide::DecisionLocks,
     /// Keys this process is storing, announcing or removing (the sweep skips them).
     in_hand: unannounced::InHand,
+    /// Payloads announced lately (the quarantine sweep's evidence).
+    announced: unannounced::Announced,
     metrics: Arc<Metrics>,
     /// The validator credentials accepted (README, "Trust").
     credentials: Arc<Credentials>,
@@ -76,6 +78,9 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Self {
         let dead_letter = settings.topics.dead_letter.clone();
+        // Longer than any sweep may still need: its look plus the feed's catch-up.
+        let sweep = settings.kafka.as_ref().map_or(std::time::Duration::from_secs(60), |k| k.quarantine_sweep);
+        let settings_keep = (sweep * 3).max(status_feed::MIN_CATCH_UP) + sweep;
         let outbox = outbox::Outbox::start(Arc::clone(&queue), Arc::clone(&metrics), dead_letter);
         Pipeline {
             inner: Arc::new(Inner {
@@ -91,6 +96,7 @@ impl Pipeline {
                 leases: dispatch::Leases::default(),
                 decisions: decide::DecisionLocks::default(),
                 in_hand: Default::default(),
+                announced: unannounced::Announced::new(settings_keep),
                 metrics,
                 credentials,
                 shutdown,

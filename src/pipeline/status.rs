@@ -272,7 +272,8 @@ impl Pipeline {
     /// Records a milestone: in the book at once, on the status topic through the
     /// outbox (retried until delivered, in order per payload), and in the payload's
     /// durable history in the background (retried; `received` needs no write: the
-    /// payload's meta says it; `announced`: see [`Pipeline::store_announced`]). For milestones on the verdict's path, which must be
+    /// payload's meta says it, and `announced` the quarantine sweep stores if the
+    /// payload is still undecided then: `unannounced.rs`). For milestones on the verdict's path, which must be
     /// stored before the payload moves on, [`Pipeline::record_durably`].
     /// The message is cut to [`STATUS_MSG_LIMIT`] (a validator's reason can be long),
     /// so every status message stays far below what a broker accepts.
@@ -280,23 +281,12 @@ impl Pipeline {
         let event = self.publish_event(meta, status, msg);
         match status {
             "received" => {}
-            "announced" => self.store_announced(event),
+            // The quarantine sweep stores it if the payload is still undecided at its look.
+            "announced" => self.inner.announced.note(&event.request_id, &event.date),
             _ => {
                 let me = self.clone();
                 self.inner.storing.spawn(async move { me.store_event_retrying(&event).await });
             }
-        }
-    }
-
-    /// An upload's `announced` event is what tells the quarantine sweep "announced"
-    /// (its meta says so to `track` already): stored at once, in the background, so a
-    /// replica killed after the 2xx leaves a payload the sweep leaves alone (but for the
-    /// few ms before this write lands). Not on the in-process queue, which has no sweep
-    /// (what quarantine holds is announced again at start-up): there it costs nothing.
-    fn store_announced(&self, event: PayloadStatus) {
-        if self.inner.queue.durable() {
-            let me = self.clone();
-            self.inner.storing.spawn(async move { me.store_event_retrying(&event).await });
         }
     }
 
@@ -306,9 +296,7 @@ impl Pipeline {
     /// already had an event of this name (the same verdict applied again, or a
     /// handoff recorded by another replica); then nothing is published.
     pub(crate) async fn record_durably(&self, meta: &ObjectMeta, status: &str, msg: &str) -> Result<bool> {
-        let event = make_event(meta, status, msg);
-        let bytes = serde_json::to_vec(&event).map_err(|e| Error::Internal(e.to_string()))?;
-        if !self.inner.storage.add_event(&meta.request_id, &event_name(&event), &bytes).await? {
+        if !self.store_event(&make_event(meta, status, msg)).await? {
             return Ok(false);
         }
         self.publish_event(meta, status, msg);
@@ -324,6 +312,12 @@ impl Pipeline {
         self.inner.status.add(event.clone());
         self.inner.outbox.send(message);
         event
+    }
+
+    /// Stores an event once (true: written now; false: it was there).
+    pub(super) async fn store_event(&self, event: &PayloadStatus) -> Result<bool> {
+        let bytes = serde_json::to_vec(event).map_err(|e| Error::Internal(e.to_string()))?;
+        self.inner.storage.add_event(&event.request_id, &event_name(event), &bytes).await
     }
 
     /// Stores an event, retried with backoff for [`STORE_EVENT_FOR`]; one that could
@@ -358,7 +352,7 @@ pub const WATCH_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long an event recorded in the background is tried before it is given up on.
 const STORE_EVENT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
-const ANNOUNCED: &str = "announced to the service's validator";
+pub(super) const ANNOUNCED: &str = "announced to the service's validator";
 
 struct Follow {
     pipeline: Pipeline,
@@ -369,7 +363,7 @@ struct Follow {
     done: bool,
 }
 
-fn make_event(meta: &ObjectMeta, status: &str, msg: &str) -> PayloadStatus {
+pub(super) fn make_event(meta: &ObjectMeta, status: &str, msg: &str) -> PayloadStatus {
     PayloadStatus {
         service: "ingress".into(),
         status: status.into(),

@@ -1,8 +1,9 @@
-//! The status events other replicas make, as they happen: read from the status topic's
-//! end, in no consumer group (a restart neither replays the topic nor leaves a group
-//! behind). They feed this replica's `WatchStatus` streams and release the payloads it
-//! holds for its subscribers once they are decided elsewhere. History (`track`) does
-//! not depend on them: it is read from storage.
+//! The status events other replicas make, as they happen: read from the status topic,
+//! from three sweep periods (at least ten minutes) back at start-up (not the whole topic), in no consumer
+//! group (a restart leaves no group behind). They feed this replica's `WatchStatus`
+//! streams, release the payloads it holds for its subscribers once they are decided
+//! elsewhere, and tell the quarantine sweep what was announced. History (`track`)
+//! does not depend on them: it is read from storage.
 
 use std::time::Duration;
 
@@ -14,14 +15,17 @@ use super::status::ORIGIN_HEADER;
 use super::Pipeline;
 use crate::messages::PayloadStatus;
 
+/// The least of the status topic read again at start-up: a replica (or a whole fleet)
+/// down for less than this forgets no announcement.
+pub const MIN_CATCH_UP: Duration = Duration::from_secs(600);
+
 impl Pipeline {
-    /// Reads the status topic from its end until shutdown; after an outage, from its
-    /// end again (what was missed meanwhile is in storage, where `WatchStatus` looks
-    /// too, and a held payload's lease runs out).
+    /// Reads the status topic until shutdown; after an outage, from the same distance
+    /// back again (what is heard twice changes nothing).
     pub async fn run_status_feed(self, shutdown: CancellationToken) {
         let topic = self.settings().topics.status.clone();
         loop {
-            match self.inner.queue.tail(&topic).await {
+            match self.inner.queue.tail(&topic, self.catch_up()).await {
                 Ok(mut events) => loop {
                     let next = tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -46,6 +50,13 @@ impl Pipeline {
         }
     }
 
+    /// How far back the status topic is read when the feed starts: three sweep periods,
+    /// and at least [`MIN_CATCH_UP`], so the quarantine sweep hears of every
+    /// announcement it may still need to know of after a restart (`unannounced.rs`).
+    pub(crate) fn catch_up(&self) -> Duration {
+        self.settings().kafka.as_ref().map_or(Duration::ZERO, |k| (k.quarantine_sweep * 3).max(MIN_CATCH_UP))
+    }
+
     /// One status event from the topic; this replica's own are in its book already.
     fn heard(&self, m: &crate::queue::Message) {
         if m.header(ORIGIN_HEADER) == Some(self.replica()) {
@@ -58,6 +69,9 @@ impl Pipeline {
                 // when the visibility timeout runs out.
                 if matches!(event.status.as_str(), "success" | "advertised" | "rejected" | "handoff") {
                     self.inner.leases.settle(&event.request_id);
+                }
+                if event.status == "announced" {
+                    self.inner.announced.note(&event.request_id, &event.date);
                 }
                 self.inner.status.add_new(event);
             }

@@ -280,8 +280,8 @@ impl Queue for Faulty {
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription> {
         self.inner.subscribe(topic, group).await
     }
-    async fn tail(&self, topic: &str) -> Result<Subscription> {
-        self.inner.tail(topic).await
+    async fn tail(&self, topic: &str, since: Duration) -> Result<Subscription> {
+        self.inner.tail(topic, since).await
     }
     async fn check(&self) -> Result<()> {
         Ok(())

@@ -8,12 +8,18 @@
 //! handed off has events and is never announced again; of several replicas sweeping,
 //! the one whose claim is recorded first announces (a create-only event).
 //!
+//! An upload's announcement writes nothing to storage: every replica hears it on the
+//! status topic ([`Announced`]), and a sweep that finds the payload still undecided
+//! stores its `announced` event then (most payloads are decided before that, and their
+//! verdict's events say the same). A replica reads the status topic from three sweep
+//! periods (at least ten minutes) back when it starts, so a restart forgets nothing a
+//! sweep still needs, unless every replica was down for longer than that: then what
+//! was announced in the last period before may be announced again (at least once;
+//! consumers de-duplicate by request id).
+//!
 //! Two looks a sweep period apart (longer than an announcement may take) keep the sweep
-//! off uploads in flight: by the second look such a payload has its `announced` event
-//! (stored by whichever replica took it in, right after its 2xx) or was removed after
-//! a failed announcement. A replica killed between an upload's 2xx and that event's
-//! write leaves a payload the sweep announces again: a duplicate, which at least once
-//! allows (consumers de-duplicate by request id).
+//! off uploads in flight: by the second look such a payload's announcement has been
+//! heard or it was removed after a failed announcement.
 //!
 //! Neither look touches a payload this process still has in hand: being stored,
 //! announced, or removed after a refusal ([`InHand`]). Without that, a look could
@@ -69,6 +75,17 @@ impl Pipeline {
             let names = self.inner.storage.event_names(&key).await?;
             if names.iter().any(|name| !name.starts_with(CLAIM)) {
                 continue; // announced (or further along)
+            }
+            if let Some(date) = self.inner.announced.date(&key) {
+                // Announced (here, or heard on the status topic), still undecided: its
+                // `announced` event is stored now, so no later look, on any replica or
+                // after a restart, needs to have heard it.
+                if let Some(meta) = self.inner.storage.head(Bucket::Quarantine, &key).await? {
+                    let mut event = super::status::make_event(&meta, "announced", super::status::ANNOUNCED);
+                    event.date = date;
+                    self.store_event(&event).await?;
+                }
+                continue;
             }
             let why = if suspects.contains(&key) {
                 // Still there, still without an event, a whole period later.
@@ -126,6 +143,37 @@ const CLAIM: &str = "sweep-claim";
 
 /// How old a claim must be before another replica may claim the payload again.
 const CLAIM_STALE: Duration = Duration::from_secs(300);
+
+/// The payloads announced lately, with the date of their `announced` event: recorded
+/// here, or heard on the status topic (which each replica reads from a few sweep
+/// periods back when it starts). The sweep's evidence for a payload still undecided
+/// whose `announced` event is not stored yet: an upload's announcement costs no storage
+/// write; only a payload still undecided at a sweep's look gets its event stored.
+pub(crate) struct Announced {
+    keep: Duration,
+    recent: Mutex<HashMap<String, (std::time::Instant, String)>>,
+}
+
+impl Announced {
+    pub fn new(keep: Duration) -> Self {
+        Announced { keep, recent: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn note(&self, key: &str, date: &str) {
+        let mut recent = self.recent.lock().unwrap();
+        let now = std::time::Instant::now();
+        if recent.len() >= 1024 && recent.len().is_power_of_two() {
+            recent.retain(|_, (at, _)| now.duration_since(*at) < self.keep);
+        }
+        recent.entry(key.to_string()).or_insert_with(|| (now, date.to_string()));
+    }
+
+    /// When `key` was announced, if lately.
+    pub fn date(&self, key: &str) -> Option<String> {
+        let recent = self.recent.lock().unwrap();
+        recent.get(key).filter(|(at, _)| at.elapsed() < self.keep).map(|(_, d)| d.clone())
+    }
+}
 
 /// The keys this process is storing, announcing, or removing after a refusal.
 #[derive(Default, Clone)]

@@ -183,7 +183,7 @@ impl Queue for MemoryQueue {
         )))
     }
 
-    async fn tail(&self, topic: &str) -> Result<Subscription> {
+    async fn tail(&self, topic: &str, _since: Duration) -> Result<Subscription> {
         // A group of its own that starts at the end of the topic.
         let group = format!(".tail.{}", uuid::Uuid::new_v4().simple());
         {
@@ -217,7 +217,7 @@ mod tests {
     async fn a_tail_reads_what_comes_after_it() {
         let q = MemoryQueue::default();
         q.publish(msg("before")).await.unwrap();
-        let mut tail = q.tail("t").await.unwrap();
+        let mut tail = q.tail("t", Duration::ZERO).await.unwrap();
         q.publish(msg("after")).await.unwrap();
         let d = tokio::time::timeout(Duration::from_secs(1), tail.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(d.message.key, "after");

@@ -115,10 +115,11 @@ pub trait Queue: Send + Sync + 'static {
     /// group. A new group starts at the oldest message still kept.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription>;
 
-    /// Every message published on `topic` from now on, to this reader alone: no group,
-    /// nothing committed, nothing left on the broker when it is dropped (what each
-    /// replica reads in full, e.g. the status topic). Acks change nothing.
-    async fn tail(&self, topic: &str) -> Result<Subscription>;
+    /// Every message published on `topic` from `since` ago on, to this reader alone: no
+    /// group, nothing committed, nothing left on the broker when it is dropped (what
+    /// each replica reads in full, e.g. the status topic). Acks change nothing. (The
+    /// in-process queue keeps no times: from its end.)
+    async fn tail(&self, topic: &str, since: Duration) -> Result<Subscription>;
 
     /// Ok when the queue answers (readiness).
     async fn check(&self) -> Result<()>;

@@ -278,43 +278,53 @@ async fn consumer_groups() -> Vec<String> {
     .unwrap()
 }
 
-/// The quarantine sweep judges from S3, so two replicas sweeping every 2 s announce a
-/// payload stored and never announced exactly once between them, and never announce
-/// again one that was announced, handed off or decided.
+/// The quarantine sweep judges from S3 and what the replicas heard on the status
+/// topic: two replicas sweeping every 3 s announce a payload stored and never announced
+/// exactly once between them, store the `announced` event of a payload that waits for
+/// its verdict, and never announce again one that was announced, handed off or decided.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_sweeping_announce_a_never_announced_payload_once() {
+    use base64::Engine as _;
     let _broker = BROKER.read().await;
     let n = Names::new("fleetsweep");
     let env = S3Env::minio_from_test_env();
     let buckets = Buckets::unique("fleetsweep");
     let mut flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
-    flags.extend(["--quarantine-sweep-secs", "2", "--kafka-publish-timeout-secs", "1"].map(String::from));
+    flags.extend(["--quarantine-sweep-secs", "3", "--kafka-publish-timeout-secs", "2"].map(String::from));
     let (a, b) = two_gateways(&flags).await;
     let (s3, http) = (env.client(), reqwest::Client::new());
-    let ids: Vec<String> = ["orphan", "waiting", "handoff", "decided"].iter().map(|k| format!("fleetsweep-{k}-0000000000000000001")).collect();
+    let ids: Vec<String> = ["waiting", "handoff", "decided"].iter().map(|k| format!("fleetsweep-{k}-0000000000000000001")).collect();
     for id in &ids {
         Upload::new(ADVISOR, id.clone().into_bytes()).request_id(id).accepted(&http, &a.base).await;
     }
+    assert_eq!(verdict(&b.base, &b.data, &ids[1], "handoff").await.0, Outcome::HandedOff);
+    assert_eq!(verdict(&b.base, &b.data, &ids[2], "success").await.0, Outcome::Promoted);
+    // The orphan: a payload stored as the gateway stores one (its meta in the object's
+    // user metadata), whose announcement nobody made or heard, as if its replica had
+    // been killed before the broker confirmed it.
+    let orphan = "fleetsweep-orphan-0000000000000000001";
+    let head = s3.head_object().bucket(&buckets.quarantine).key(&ids[0]).send().await.unwrap();
+    let mut md = head.metadata().cloned().unwrap_or_default();
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut meta: serde_json::Value = serde_json::from_slice(&engine.decode(&md["gateway-meta"]).unwrap()).unwrap();
+    meta["request_id"] = serde_json::json!(orphan);
+    md.insert("gateway-meta".into(), engine.encode(serde_json::to_vec(&meta).unwrap()));
+    let body = ids[0].clone().into_bytes();
+    s3.put_object().bucket(&buckets.quarantine).key(orphan).set_metadata(Some(md)).body(body.into()).send().await.unwrap();
+
     let announce = n.announce("advisor");
-    for id in &ids {
-        eventually(Duration::from_secs(10), "its announced event stored", || async { history_names(&s3, &buckets.quarantine, id).await.contains(&"announced".to_string()) }).await;
-    }
-    assert_eq!(verdict(&b.base, &b.data, &ids[2], "handoff").await.0, Outcome::HandedOff);
-    assert_eq!(verdict(&b.base, &b.data, &ids[3], "success").await.0, Outcome::Promoted);
-    // The orphan: as if its replica had been killed before the broker confirmed its
-    // announcement (its client got no 2xx): stored, with no event.
-    for key in all_keys(&s3, &buckets.quarantine).await.into_iter().filter(|k| k.starts_with(&format!(".status/{}/", ids[0]))) {
-        s3.delete_object().bucket(&buckets.quarantine).key(key).send().await.unwrap();
-    }
-    eventually(Duration::from_secs(30), "the orphan announced again by a sweep", || async { records_for(&announce, &ids[0]).await.len() >= 2 }).await;
+    eventually(Duration::from_secs(30), "the orphan announced by a sweep", || async { records_for(&announce, orphan).await.len() >= 1 }).await;
+    eventually(Duration::from_secs(10), "the waiting payload's announced event stored by a sweep", || async {
+        history_names(&s3, &buckets.quarantine, &ids[0]).await == ["announced"]
+    })
+    .await;
     // Several more sweeps of both replicas.
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(records_for(&announce, &ids[0]).await.len(), 2, "the orphan: its upload's announcement and one sweep's, of two replicas sweeping");
-    for id in &ids[1..] {
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(records_for(&announce, orphan).await.len(), 1, "the orphan: one sweep's announcement, of two replicas sweeping");
+    for id in &ids {
         assert_eq!(records_for(&announce, id).await.len(), 1, "{id}: announced, handed off or decided: never again");
     }
-    let names = history_names(&s3, &buckets.quarantine, &ids[0]).await;
-    assert_eq!(names, ["announced", "sweep-claim-0001"], "one claim, one announcement");
+    assert_eq!(history_names(&s3, &buckets.quarantine, orphan).await, ["announced", "sweep-claim-0001"], "one claim, one announcement");
     let sweepers = [&a, &b].iter().filter(|p| p.log_lines().iter().any(|l| l.contains("announced payloads found stored but unannounced"))).count();
     assert_eq!(sweepers, 1, "one replica announced it");
     drop((a, b));

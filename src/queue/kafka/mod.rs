@@ -255,8 +255,8 @@ impl Queue for KafkaQueue {
         Ok(group::subscription(shared))
     }
 
-    async fn tail(&self, topic: &str) -> Result<Subscription> {
-        tail::start(&self.base, topic).await
+    async fn tail(&self, topic: &str, since: Duration) -> Result<Subscription> {
+        tail::start(&self.base, topic, since).await
     }
 
     async fn check(&self) -> Result<()> {

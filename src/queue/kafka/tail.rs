@@ -1,5 +1,5 @@
-//! A topic read in full from its end, in no consumer group: each replica reads every
-//! status event this way. Its partitions are assigned, not subscribed, so the broker
+//! A topic read in full from a moment on (its end, or a little before), in no consumer
+//! group: each replica reads every status event this way. Its partitions are assigned, not subscribed, so the broker
 //! keeps no group for it (a restart leaves nothing behind) and nothing is committed.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use super::group::owned;
 use crate::error::{Error, Result};
 use crate::queue::{Delivery, Subscription};
 
-pub(super) async fn start(base: &ClientConfig, topic: &str) -> Result<Subscription> {
+pub(super) async fn start(base: &ClientConfig, topic: &str, since: Duration) -> Result<Subscription> {
     let mut config = base.clone();
     // librdkafka assigns partitions only to a consumer with a group id; one that never
     // joins (assign, not subscribe) nor commits leaves no trace of it on the broker.
@@ -36,10 +36,31 @@ pub(super) async fn start(base: &ClientConfig, topic: &str) -> Result<Subscripti
     if partitions == 0 {
         return Err(Error::QueueUnavailable(format!("topic {topic} has no partitions yet")));
     }
-    let mut tpl = TopicPartitionList::new();
+    // Each partition from its first message at or after `since` ago (the broker's
+    // time index); where there is none, from its end.
+    let from = std::time::SystemTime::now()
+        .checked_sub(since)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut times = TopicPartitionList::new();
     for p in 0..partitions as i32 {
-        tpl.add_partition_offset(topic, p, Offset::End)
+        times
+            .add_partition_offset(topic, p, Offset::Offset(from))
             .map_err(|e| Error::Internal(format!("assigning {topic}/{p}: {e}")))?;
+    }
+    let c = consumer.clone();
+    let found = tokio::task::spawn_blocking(move || c.offsets_for_times(times, Duration::from_secs(10)))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::QueueUnavailable(format!("offsets of {topic} by time: {e}")))?;
+    let mut tpl = TopicPartitionList::new();
+    for e in found.elements() {
+        let at = match e.offset() {
+            Offset::Offset(o) if since > Duration::ZERO => Offset::Offset(o),
+            _ => Offset::End,
+        };
+        tpl.add_partition_offset(topic, e.partition(), at)
+            .map_err(|e| Error::Internal(format!("assigning {topic}: {e}")))?;
     }
     consumer
         .assign(&tpl)
