@@ -8,6 +8,7 @@
 //! upload-load serve-baseline --listen 127.0.0.1:0                      # bare hyper: read body, 202
 //! upload-load run --target http://127.0.0.1:8080 --protocol tus --size 1GiB --count 1   # resumable, one PATCH
 //! upload-load tus-resume --target http://127.0.0.1:8080 --size 1GiB --cut 0.5      # bytes sent again after a cut
+//! upload-load verdicts --targets http://a:8080,http://b:8080 --brokers 127.0.0.1:9092 --count 2000   # verdicts/s
 //! upload-load s3-put --endpoint http://127.0.0.1:3900 --access-key .. --secret-key .. --bucket b --size 1GiB
 //! ```
 //! `run` reports uploads/s, MB/s (10^6 bytes of payload per second), p50/p90/p99
@@ -28,6 +29,7 @@ mod rest;
 mod s3put;
 mod stats;
 mod tus;
+mod verdicts;
 
 #[derive(Parser)]
 #[command(name = "upload-load", about = "Load client for upload-gateway (REST multipart and gRPC Upload).")]
@@ -58,6 +60,9 @@ enum Command {
     /// One tus upload whose PATCH is cut off at --cut (the connection closed), then
     /// resumed from the offset the gateway reports: prints the bytes sent again (JSON).
     TusResume(tus::ResumeArgs),
+    /// Upload payloads to a fleet (`--targets`), then write a `success` verdict for each
+    /// on the validation topic and time until every `available` is out: verdicts/s.
+    Verdicts(verdicts::VerdictArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -161,6 +166,7 @@ fn main() -> std::process::ExitCode {
             Command::ServeBaseline { listen } => baseline::serve(listen).await,
             Command::S3Put(args) => s3put::run(args).await,
             Command::TusResume(args) => tus::resume(args).await,
+            Command::Verdicts(args) => verdicts::run(args).await,
         }
     });
     match result {
