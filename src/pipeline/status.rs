@@ -296,22 +296,35 @@ impl Pipeline {
     /// already had an event of this name (the same verdict applied again, or a
     /// handoff recorded by another replica); then nothing is published.
     pub(crate) async fn record_durably(&self, meta: &ObjectMeta, status: &str, msg: &str) -> Result<bool> {
-        if !self.store_event(&make_event(meta, status, msg)).await? {
-            return Ok(false);
+        Ok(self.record_all_durably(meta, &[(status, msg)]).await?[0])
+    }
+
+    /// [`Pipeline::record_durably`] for milestones of one moment (`success` and
+    /// `advertised`): stored side by side, then published in the order given.
+    pub(crate) async fn record_all_durably(&self, meta: &ObjectMeta, milestones: &[(&str, &str)]) -> Result<Vec<bool>> {
+        let events: Vec<PayloadStatus> = milestones.iter().map(|(status, msg)| make_event(meta, status, msg)).collect();
+        let stored = futures_util::future::try_join_all(events.iter().map(|e| self.store_event(e))).await?;
+        for (event, new) in events.into_iter().zip(&stored) {
+            if *new {
+                self.publish(event);
+            }
         }
-        self.publish_event(meta, status, msg);
-        Ok(true)
+        Ok(stored)
     }
 
     /// In the book and on the status topic (not stored).
     fn publish_event(&self, meta: &ObjectMeta, status: &str, msg: &str) -> PayloadStatus {
         let event = make_event(meta, status, msg);
-        tracing::info!(request_id = %meta.request_id, status, msg = %event.status_msg, "status");
-        let mut message = Message::json(&self.settings().topics.status, &meta.request_id, &event);
-        message.headers.push((ORIGIN_HEADER.into(), self.inner.replica.clone()));
-        self.inner.status.add(event.clone());
-        self.inner.outbox.send(message);
+        self.publish(event.clone());
         event
+    }
+
+    fn publish(&self, event: PayloadStatus) {
+        tracing::info!(request_id = %event.request_id, status = %event.status, msg = %event.status_msg, "status");
+        let mut message = Message::json(&self.settings().topics.status, &event.request_id, &event);
+        message.headers.push((ORIGIN_HEADER.into(), self.inner.replica.clone()));
+        self.inner.status.add(event);
+        self.inner.outbox.send(message);
     }
 
     /// Stores an event once (true: written now; false: it was there).

@@ -24,6 +24,20 @@ async fn fleet_on_minio(tag: &str) -> (Names, S3Env, Buckets, GatewayProcess, Ga
     (n, env, buckets, a, b)
 }
 
+/// The statuses of a payload's history as `track` on the gateway at `base` tells them
+/// (to the payload's org); asserts the answer is 200.
+async fn history_on(http: &reqwest::Client, base: &str, id: &str) -> Vec<String> {
+    let r = http
+        .get(format!("{base}/api/ingress/v1/track/{id}"))
+        .header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "track {id} on {base}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()).collect()
+}
+
 /// One verdict over gRPC to the gateway at `base` (its own validator token), its ack.
 async fn verdict(base: &str, data: &std::path::Path, id: &str, validation: &str) -> (Outcome, String) {
     let mut client = grpc_client(base, data).await;
@@ -204,20 +218,6 @@ async fn status_is_the_same_on_every_replica_right_after_the_2xx() {
     let _broker = BROKER.read().await;
     let (n, env, buckets, a, b) = fleet_on_minio("fleetstatus").await;
     let http = reqwest::Client::new();
-    let track = |base: String, id: String| {
-        let http = http.clone();
-        async move {
-            let r = http
-                .get(format!("{base}/api/ingress/v1/track/{id}"))
-                .header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "track {id} on {base}");
-            let v: serde_json::Value = r.json().await.unwrap();
-            v["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()).collect::<Vec<_>>()
-        }
-    };
     for round in 0..5 {
         let id = format!("fleetstatus-{round:02}-000000000000000000000001");
         Upload::new(ADVISOR, b"status everywhere".to_vec())
@@ -226,7 +226,7 @@ async fn status_is_the_same_on_every_replica_right_after_the_2xx() {
             .accepted(&http, &a.base)
             .await;
         // Read your writes, on the other replica, at once.
-        assert_eq!(track(b.base.clone(), id.clone()).await, ["received", "announced"], "round {round}");
+        assert_eq!(history_on(&http, &b.base, &id).await, ["received", "announced"], "round {round}");
     }
 
     // Watched on B, decided on A: B's stream goes to the end.
@@ -248,14 +248,14 @@ async fn status_is_the_same_on_every_replica_right_after_the_2xx() {
     .await
     .expect("WatchStatus on B ends after the payload is advertised on A");
     assert_eq!(seen, ["received", "announced", "success", "advertised"]);
-    assert_eq!(track(b.base.clone(), id.into()).await, ["received", "announced", "success", "advertised"]);
+    assert_eq!(history_on(&http, &b.base, &id).await, ["received", "announced", "success", "advertised"]);
 
     // A new replica, started after all this, tells the same at once.
     let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
     let (c, d) = two_gateways(&flags).await;
     drop(d);
-    assert_eq!(track(c.base.clone(), id.into()).await, ["received", "announced", "success", "advertised"]);
-    assert_eq!(track(c.base.clone(), "fleetstatus-01-000000000000000000000001".into()).await, ["received", "announced"]);
+    assert_eq!(history_on(&http, &c.base, &id).await, ["received", "announced", "success", "advertised"]);
+    assert_eq!(history_on(&http, &c.base, "fleetstatus-01-000000000000000000000001").await, ["received", "announced"]);
 
     // On the broker: the verdict group, and no group per replica.
     let groups = consumer_groups().await;
@@ -354,15 +354,6 @@ async fn three_replicas_behave_as_one_gateway() {
     let fleet = start3(flags.clone()).await;
     let http = reqwest::Client::new();
     let pick = |fleet: &[GatewayProcess; 3]| -> usize { (uuid::Uuid::new_v4().as_u128() % fleet.len() as u128) as usize };
-    let track = |base: String, id: String| {
-        let http = http.clone();
-        async move {
-            let r = http.get(format!("{base}/api/ingress/v1/track/{id}")).header("x-rh-identity", identity(IDENTITY_ACCOUNT, IDENTITY_ORG)).send().await.unwrap();
-            assert_eq!(r.status(), 200, "track {id} on {base}");
-            let v: serde_json::Value = r.json().await.unwrap();
-            v["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()).collect::<Vec<_>>()
-        }
-    };
 
     let mut on_a = grpc_client(&fleet[0].base, &fleet[0].data)
         .await
@@ -381,7 +372,7 @@ async fn three_replicas_behave_as_one_gateway() {
             .accepted(&http, &to.base)
             .await;
         let other = &fleet[pick(&fleet)];
-        assert_eq!(track(other.base.clone(), id.clone()).await, ["received", "announced"], "{id} on another replica at once");
+        assert_eq!(history_on(&http, &other.base, &id).await, ["received", "announced"], "{id} on another replica at once");
         ids.push(id);
     }
 
@@ -410,7 +401,7 @@ async fn three_replicas_behave_as_one_gateway() {
     let fleet = start3(flags.clone()).await;
     for id in &ids {
         let on = &fleet[pick(&fleet)];
-        assert_eq!(track(on.base.clone(), id.clone()).await, ["received", "announced", "success", "advertised"], "{id} after the restart");
+        assert_eq!(history_on(&http, &on.base, &id).await, ["received", "announced", "success", "advertised"], "{id} after the restart");
     }
     // Sweeps (every 3 s) of three replicas have passed: nothing announced again, and
     // each payload advertised once.
