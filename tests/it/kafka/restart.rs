@@ -41,6 +41,10 @@ async fn a_verdict_sent_while_the_gateway_was_killed_is_applied_once_after_resta
         assert!(std::time::Instant::now() < deadline, "{before} never left quarantine");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // And its statuses on the topic: the outbox publishes them just after, from
+    // memory, so a SIGKILL before that loses them from the topic (not from the
+    // payload's history in storage, which `track` reads).
+    wait_records(&n.status, &before, 4, WAIT).await;
 
     // Killed between announce and verdict: no drain, no last commit.
     gw.signal("KILL");
