@@ -87,6 +87,11 @@ impl DecisionLocks {
     }
 }
 
+/// How long a replica leaves a verdict another one recorded (and has not advertised)
+/// to that one: a promotion takes well under a second; one whose replica died is
+/// finished by another after this.
+const UNDER_WAY: Duration = Duration::from_secs(20);
+
 /// Verdicts from the validation topic applied at once, per replica: each waits on a
 /// dozen storage and broker round trips, so many at once keep a replica busy (bench
 /// P6).
@@ -230,7 +235,7 @@ impl Pipeline {
             Validation::Failure => Some("failure"),
             Validation::Handoff => None,
         } {
-            let ours = Decision { validation: validation.into(), advertised: false };
+            let ours = Decision { validation: validation.into(), advertised: false, by: Some(self.replica().to_string()), at: Some(now_rfc3339()) };
             match self.inner.storage.decide(id, &ours).await {
                 Err(e) => return VerdictReport::new(id, Outcome::Retry, e.to_string()),
                 // Recorded. Unless another replica decided, moved the payload and
@@ -251,6 +256,12 @@ impl Pipeline {
                         return VerdictReport::new(id, Outcome::Retry, e.to_string());
                     }
                 },
+                // The same verdict, recorded by another replica moments ago and not
+                // advertised yet: most likely being applied there now. Left to it for
+                // a while (tried again later), so `available` goes out once.
+                Ok(Some(recorded)) if recorded.validation == validation && !recorded.advertised && self.under_way_elsewhere(&recorded) => {
+                    return VerdictReport::new(id, Outcome::Retry, "another replica is applying the same verdict");
+                }
                 Ok(Some(recorded)) if recorded.validation == validation => advertised = recorded.advertised,
                 Ok(Some(recorded)) => {
                     return VerdictReport::new(
@@ -305,8 +316,17 @@ impl Pipeline {
         tracing::Instrument::instrument(copy, tracing::info_span!("promote", request_id = %key)).await?;
         if !advertised {
             self.advertise(meta, result).await?;
-            let done = Decision { validation: "success".into(), advertised: true };
-            self.inner.storage.update_decision(key, &done).await?;
+            // The `available` message is out: its record is retried here until it is
+            // written, not by applying the verdict again (which would publish it twice).
+            let done = Decision { validation: "success".into(), advertised: true, by: Some(self.replica().to_string()), at: Some(now_rfc3339()) };
+            let mut backoff = Duration::from_millis(100);
+            while let Err(e) = self.inner.storage.update_decision(key, &done).await {
+                warn!(error = %e, "advertised, but its record is not written yet; retrying");
+                if pause(&self.shutdown_token(), backoff).await {
+                    return Err(e);
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
         }
         self.metrics().stage(crate::metrics::Stage::Advertised, started.elapsed());
         // Its statuses are stored before it leaves quarantine: a kill after that loses
@@ -316,6 +336,17 @@ impl Pipeline {
         self.inner.storage.delete(Bucket::Quarantine, key).await?;
         self.forget_decision(key).await;
         Ok(())
+    }
+
+    /// Whether a decision was recorded by another replica less than [`UNDER_WAY`] ago.
+    fn under_way_elsewhere(&self, d: &Decision) -> bool {
+        let Some(by) = &d.by else { return false };
+        let age = d
+            .at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| chrono::Utc::now().signed_duration_since(t).to_std().ok());
+        by != self.replica() && age.is_some_and(|a| a < UNDER_WAY)
     }
 
     /// Publishes the `available` message of a promoted payload.
@@ -342,7 +373,9 @@ impl Pipeline {
             timestamp: now_rfc3339(),
         };
         let msg = advertise.in_scope(|| Message::json(&self.settings().topics.available, key, &available));
-        tracing::Instrument::instrument(self.inner.queue.publish(msg), advertise).await
+        // Waits out a broker outage rather than give up not knowing whether it was
+        // written: applying the verdict again would publish it a second time.
+        tracing::Instrument::instrument(self.inner.queue.publish_until_written(msg), advertise).await
     }
 
     /// The decision record's job is done once the payload left quarantine (a later

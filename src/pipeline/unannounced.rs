@@ -117,17 +117,19 @@ impl Pipeline {
 
     /// Claims the announcement of a payload found unannounced, for this replica: a
     /// create-only event in its history, so of several replicas sweeping at once one
-    /// announces it. A claim older than [`CLAIM_STALE`] with no announcement after it
-    /// (its replica died in between) can be claimed again, by a new claim.
+    /// announces it. A claim older than [`Pipeline::claim_stale`] with no announcement
+    /// after it (its replica died in between) can be claimed again, by a new claim.
     async fn claim(&self, key: &str, claimed_before: bool) -> Result<bool> {
         let history = if claimed_before { self.inner.storage.events(key).await? } else { Vec::new() };
         let claims: Vec<&Vec<u8>> = history.iter().filter(|(n, _)| n.starts_with(CLAIM)).map(|(_, b)| b).collect();
         if let Some(last) = claims.last() {
-            let at = serde_json::from_slice::<serde_json::Value>(last)
-                .ok()
-                .and_then(|v| v["date"].as_str().and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok()));
+            let last = serde_json::from_slice::<serde_json::Value>(last).unwrap_or_default();
+            let at = last["date"].as_str().and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok());
             let age = at.and_then(|t| chrono::Utc::now().signed_duration_since(t).to_std().ok());
-            if age.is_none_or(|a| a < CLAIM_STALE) {
+            // Its own claim (its announcement failed: the broker was away) this replica
+            // takes again at once; another's, once its holder had time to announce.
+            let mine = last["replica"].as_str() == Some(self.replica());
+            if !mine && age.is_none_or(|a| a < self.claim_stale()) {
                 return Ok(false);
             }
         }
@@ -141,8 +143,14 @@ impl Pipeline {
 /// skips them).
 const CLAIM: &str = "sweep-claim";
 
-/// How old a claim must be before another replica may claim the payload again.
-const CLAIM_STALE: Duration = Duration::from_secs(300);
+impl Pipeline {
+    /// How old another replica's claim must be before this one may claim the payload
+    /// again: long enough for its holder to have announced it (twice the publish
+    /// timeout) and to have stored its event (a sweep period).
+    fn claim_stale(&self) -> Duration {
+        self.settings().kafka.as_ref().map_or(Duration::from_secs(300), |k| k.publish_timeout * 2 + k.quarantine_sweep)
+    }
+}
 
 /// The payloads announced lately, with the date of their `announced` event: recorded
 /// here, or heard on the status topic (which each replica reads from a few sweep

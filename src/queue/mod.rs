@@ -111,6 +111,13 @@ pub trait Queue: Send + Sync + 'static {
     /// (surely not written) or `QueueUnconfirmed` (the outcome is unknown: it may be).
     async fn publish(&self, message: Message) -> Result<()>;
 
+    /// Publishes a message and waits however long the broker is away, so it is written
+    /// once: never `QueueUnconfirmed` (a message whose outcome is unknown would be sent
+    /// again, and could be there twice). For messages no client waits for (`available`).
+    async fn publish_until_written(&self, message: Message) -> Result<()> {
+        self.publish(message).await
+    }
+
     /// Joins consumer group `group` on `topic`: each message goes to one member of the
     /// group. A new group starts at the oldest message still kept.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription>;

@@ -44,7 +44,7 @@ pub async fn run(storage: &dyn Storage, prefix: &str) {
 /// once forgotten, a new one can be recorded. Ten different ones at once: one wins.
 async fn decisions(storage: &dyn Storage, key: &str) {
     use super::Decision;
-    let d = |v: &str, advertised| Decision { validation: v.into(), advertised };
+    let d = |v: &str, advertised| Decision { validation: v.into(), advertised, by: Some("r1".into()), at: None };
     assert_eq!(storage.decide(key, &d("success", false)).await.unwrap(), None, "the first decision is recorded");
     assert_eq!(storage.decide(key, &d("failure", false)).await.unwrap(), Some(d("success", false)), "a second reads the first");
     storage.update_decision(key, &d("success", true)).await.unwrap();

@@ -120,6 +120,13 @@ pub struct Decision {
     /// (redelivered after a crash, retried) does not publish it twice.
     #[serde(default)]
     pub advertised: bool,
+    /// The replica that recorded it, and when (RFC 3339): another replica that finds
+    /// it not yet advertised leaves it to that one for a while (it is likely under
+    /// way there) instead of publishing `available` a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 /// Bytes read back from storage.

@@ -39,6 +39,9 @@ pub struct KafkaQueue {
     /// Options every client shares (brokers, extra settings).
     base: ClientConfig,
     producer: RwLock<produce::Producer>,
+    /// A producer whose messages never time out (librdkafka retries them, idempotent,
+    /// until the broker takes them): `publish_until_written`. Made when first used.
+    patient: std::sync::OnceLock<produce::Producer>,
     /// Local group members, shared by the subscriptions of one (topic, group).
     members: Mutex<HashMap<(String, String), Weak<group::Shared>>>,
     /// A topic that exists, for the readiness round trip.
@@ -101,6 +104,7 @@ impl KafkaQueue {
             settings: settings.clone(),
             base,
             producer: RwLock::new(producer),
+            patient: std::sync::OnceLock::new(),
             members: Mutex::new(HashMap::new()),
             probe_topic: probe_topic.to_string(),
         })
@@ -239,6 +243,18 @@ impl Queue for KafkaQueue {
             }
         }
         published
+    }
+
+    async fn publish_until_written(&self, message: Message) -> Result<()> {
+        let patient = match self.patient.get() {
+            Some(p) => p.clone(),
+            // `message.timeout.ms` 0: no timeout.
+            None => {
+                let made = producer(&self.base, Duration::ZERO)?;
+                self.patient.get_or_init(|| made).clone()
+            }
+        };
+        produce::publish(&patient, &message, Duration::from_secs(365 * 86_400)).await
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription> {

@@ -48,6 +48,11 @@ pub async fn s3_stored(c: &aws_sdk_s3::Client, bucket: &str) -> (BTreeSet<String
 /// The keys of every message on a topic, read partition by partition to the end
 /// without a consumer group.
 pub fn topic_keys(brokers: &str, topic: &str) -> BTreeSet<String> {
+    topic_key_counts(brokers, topic).into_keys().collect()
+}
+
+/// How many messages each key has on a topic, read as [`topic_keys`] reads it.
+pub fn topic_key_counts(brokers: &str, topic: &str) -> HashMap<String, usize> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.auto.commit", "false")
@@ -67,7 +72,7 @@ pub fn topic_keys(brokers: &str, topic: &str) -> BTreeSet<String> {
             }
         }
     }
-    let mut keys = BTreeSet::new();
+    let mut keys = HashMap::new();
     if ends.is_empty() {
         return keys;
     }
@@ -77,7 +82,7 @@ pub fn topic_keys(brokers: &str, topic: &str) -> BTreeSet<String> {
         assert!(Instant::now() < deadline, "could not read {topic} to its end within 60 s");
         let Some(m) = consumer.poll(Duration::from_millis(500)) else { continue };
         let m = m.expect("read a message");
-        keys.insert(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned());
+        *keys.entry(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned()).or_insert(0) += 1;
         if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
             ends.remove(&m.partition());
         }
