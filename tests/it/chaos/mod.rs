@@ -545,7 +545,7 @@ async fn short_chaos_on_the_embedded_default_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "three replicas, a private Kafka and Garage: more load than the suite's 2 cores take beside its other tests; scripts/chaos runs it"]
+#[ignore = "three replicas, a private Kafka and Garage: scripts/test runs it alone after the other tests (beside them, more load than 2 cores take); scripts/chaos too"]
 async fn short_chaos_on_a_fleet_of_three_loses_nothing_and_decides_once() {
     fleet::fleet_run("fleet of 3 (short)", Run::short(150, 4)).await.assert_clean();
 }
