@@ -547,3 +547,69 @@ impl RssPeak {
         self.handle.join().unwrap_or_else(|_| panic!("sampling resident memory failed: the process is gone (see above)"))
     }
 }
+
+/// The period of [`Big`]'s bytes.
+const BIG_PERIOD: usize = (16 << 20) + 13;
+
+/// A large payload made on the fly (never held whole): a pseudo-random block of
+/// 16 MiB + 13 bytes, repeated. Its period lines up with no 8 MiB part, so a part
+/// stored at the wrong offset changes the stored sha256.
+#[derive(Clone)]
+pub struct Big {
+    block: std::sync::Arc<Vec<u8>>,
+    len: u64,
+}
+
+impl Big {
+    pub fn new(len: u64, seed: u64) -> Big {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut block = Vec::with_capacity(BIG_PERIOD + 8);
+        while block.len() < BIG_PERIOD {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            block.extend_from_slice(&x.to_le_bytes());
+        }
+        block.truncate(BIG_PERIOD);
+        Big { block: std::sync::Arc::new(block), len }
+    }
+
+    /// The first `len` bytes of this payload, as a payload.
+    pub fn prefix(&self, len: u64) -> Big {
+        Big { block: self.block.clone(), len }
+    }
+
+    /// Bytes `from..to`, in pieces of at most `piece`.
+    pub fn pieces(&self, from: u64, to: u64, piece: u64) -> impl Iterator<Item = Vec<u8>> + Send + 'static {
+        let this = self.clone();
+        let period = this.block.len() as u64;
+        let mut at = from;
+        std::iter::from_fn(move || {
+            if at >= to {
+                return None;
+            }
+            let end = (at + piece).min(to);
+            let mut out = Vec::with_capacity((end - at) as usize);
+            while at < end {
+                let i = (at % period) as usize;
+                let n = ((end - at) as usize).min(this.block.len() - i);
+                out.extend_from_slice(&this.block[i..i + n]);
+                at += n as u64;
+            }
+            Some(out)
+        })
+    }
+
+    /// A request body of bytes `from..` to the end, streamed.
+    pub fn body_from(&self, from: u64) -> reqwest::Body {
+        let pieces = self.pieces(from, self.len, 1 << 20).map(Ok::<_, std::io::Error>);
+        reqwest::Body::wrap_stream(futures_util::stream::iter(pieces))
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        self.pieces(0, self.len, 4 * (1 << 20)).for_each(|p| h.update(p));
+        hex::encode(h.finalize())
+    }
+}

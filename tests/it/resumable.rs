@@ -33,25 +33,15 @@ fn create(length: u64, sha256: &str) -> CreateUploadRequest {
     }
 }
 
-/// The byte at `i` of the test payloads: different in every position of a part.
-fn byte_at(i: u64) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 13) as u8
-}
+/// The test payloads' bytes: one endless [`Big`] (the tests take prefixes of it).
+static PAYLOAD: std::sync::LazyLock<Big> = std::sync::LazyLock::new(|| Big::new(u64::MAX, 7));
 
 fn bytes(from: u64, to: u64) -> Vec<u8> {
-    (from..to).map(byte_at).collect()
+    PAYLOAD.pieces(from, to, to - from).next().unwrap_or_default()
 }
 
 fn sha_of(len: u64) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    let mut at = 0;
-    while at < len {
-        let end = (at + 4 * MIB).min(len);
-        h.update(bytes(at, end));
-        at = end;
-    }
-    hex::encode(h.finalize())
+    PAYLOAD.prefix(len).sha256_hex()
 }
 
 fn write_msgs(id: &str, from: u64, to: u64, piece: u64, finish: bool) -> Vec<WriteRequest> {
@@ -221,11 +211,49 @@ async fn a_gateway_killed_mid_upload_resumes_from_what_it_committed() {
     let stored = std::fs::metadata(data.path().join("quarantine").join(&id)).unwrap().len();
     assert_eq!(stored, len);
     assert!(peak_rss < 64 * 1024, "peak RSS {peak_rss} KiB while taking a 1 GiB upload");
+    announced_once_by(&second.base).await;
     eprintln!("resumed at {committed} after {half} read: {} bytes sent again; peak RSS {peak_rss} KiB", half - committed);
 }
 
 async fn received(base: &str) -> u64 {
     metric_at(base, "upload_gateway_received_bytes_total").await as u64
+}
+
+/// Checks that the gateway process at `base` announced one payload: one upload of its
+/// own stored and announced, none found unannounced and announced again. (Each process
+/// here has its own in-process queue: what it announced, its counters say.)
+async fn announced_once_by(base: &str) {
+    assert_eq!(metric_at(base, "upload_gateway_uploads_accepted_total{service=\"advisor\"}").await, 1.0, "payloads announced");
+    assert_eq!(metric_at(base, "upload_gateway_reannounced_total").await, 0.0, "payloads announced again");
+}
+
+/// The sha256 and size of an object, read in pieces.
+async fn s3_sha256(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> (String, u64) {
+    use sha2::Digest;
+    let mut body = c.get_object().bucket(bucket).key(key).send().await.unwrap().body;
+    let (mut h, mut len) = (sha2::Sha256::new(), 0u64);
+    while let Some(piece) = body.try_next().await.unwrap() {
+        h.update(&piece);
+        len += piece.len() as u64;
+    }
+    (hex::encode(h.finalize()), len)
+}
+
+/// The Write messages for `from..to` of the test bytes, made as they are sent; the last
+/// one finishes the upload if `finish`.
+fn write_stream(id: &str, from: u64, to: u64, piece: u64, finish: bool) -> impl futures_util::Stream<Item = WriteRequest> + Send + 'static {
+    let id = id.to_string();
+    let pieces = PAYLOAD.pieces(from, to, piece).scan(from, move |at, data| {
+        let first = *at == from;
+        *at += data.len() as u64;
+        Some(WriteRequest {
+            upload_id: if first { id.clone() } else { String::new() },
+            write_offset: if first { from } else { 0 },
+            finish_write: finish && *at == to,
+            data: data.into(),
+        })
+    });
+    futures_util::stream::iter(pieces)
 }
 
 /// Two gateway processes on one S3 server (MinIO, which honours conditional writes),
@@ -242,8 +270,7 @@ async fn two_on_minio(tag: &str) -> (crate::common::s3::S3Env, crate::common::s3
 /// Sends `from..to` of the test bytes in one Write, its stream held open at the end
 /// until `release` says so (then it ends without finishing the upload).
 async fn slow_write(mut g: Grpc, id: String, from: u64, to: u64, release: tokio::sync::oneshot::Receiver<()>) -> Result<pb::WriteResponse, tonic::Status> {
-    let msgs = write_msgs(&id, from, to, 256 * 1024, false);
-    let stream = futures_util::stream::iter(msgs).chain(futures_util::stream::once(async move {
+    let stream = write_stream(&id, from, to, 256 * 1024, false).chain(futures_util::stream::once(async move {
         let _ = release.await;
         WriteRequest { upload_id: String::new(), write_offset: 0, data: Default::default(), finish_write: false }
     }));
@@ -349,11 +376,11 @@ async fn on_s3_two_writers_on_two_replicas_one_wins() {
 async fn on_s3_an_upload_whose_gateway_is_killed_is_finished_on_another() {
     use crate::common::s3::*;
     let (env, buckets, a, b) = two_on_minio("resumekill").await;
-    let len = 40 * MIB + 5;
+    let len = 1024 * MIB + 5;
     let mut ga = grpc_client(&a.base, &a.data).await;
     let id = ga.create_upload(with_identity(create(len, &sha_of(len)), "o1")).await.unwrap().into_inner().upload_id;
     let (_release, held) = tokio::sync::oneshot::channel();
-    let cut = 27 * MIB + 1000;
+    let cut = len / 2 + 1000;
     let writing = tokio::spawn(slow_write(ga.clone(), id.clone(), 0, cut, held));
     let base = a.base.clone();
     eventually(Duration::from_secs(30), "A read every byte sent", || {
@@ -368,8 +395,8 @@ async fn on_s3_an_upload_whose_gateway_is_killed_is_finished_on_another() {
     let started = std::time::Instant::now();
     let (committed, done) = loop {
         let q = gb.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id.clone() }, "o1")).await.unwrap().into_inner();
-        let msgs = write_msgs(&id, q.committed_size, len, 512 * 1024, true);
-        match gb.write(with_identity(futures_util::stream::iter(msgs), "o1")).await {
+        let msgs = write_stream(&id, q.committed_size, len, MIB, true);
+        match gb.write(with_identity(msgs, "o1")).await {
             Ok(r) => break (q.committed_size, r.into_inner()),
             Err(s) if s.code() == tonic::Code::Aborted && started.elapsed() < Duration::from_secs(40) => {
                 tokio::time::sleep(Duration::from_millis(500)).await; // the killed writer's claim holds
@@ -380,9 +407,9 @@ async fn on_s3_an_upload_whose_gateway_is_killed_is_finished_on_another() {
     assert!(committed <= cut && cut - committed <= 8 * MIB, "committed {committed} of {cut} read: more than one part lost");
     assert_eq!(done.receipt.map(|r| (r.size, r.sha256)), Some((len, sha_of(len))));
     let c = env.client();
-    let body = c.get_object().bucket(&buckets.quarantine).key(&id).send().await.unwrap().body.collect().await.unwrap().into_bytes();
-    assert!(body.as_ref() == bytes(0, len).as_slice(), "the stored payload is the bytes sent");
+    assert_eq!(s3_sha256(&c, &buckets.quarantine, &id).await, (sha_of(len), len), "the stored payload is the bytes sent");
     assert!(unfinished_uploads(&c, &buckets.quarantine).await.is_empty(), "no multipart upload left");
+    announced_once_by(&b.base).await;
     eprintln!("resumed on B at {committed} after A read {cut}: {} bytes sent again, {:?} after the kill", cut - committed, started.elapsed());
 }
 

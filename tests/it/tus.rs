@@ -50,6 +50,22 @@ fn payload(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// The sha256 and size of a payload stored on local disk, read in pieces.
+fn stored_sha256(data: &std::path::Path, id: &str) -> Option<(String, u64)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(data.join("quarantine").join(id)).ok()?;
+    let (mut h, mut len, mut buf) = (sha2::Sha256::new(), 0u64, vec![0u8; 4 * MIB]);
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return Some((hex::encode(h.finalize()), len));
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
     resp.headers().get(name).map(|v| v.to_str().unwrap().to_string())
 }
@@ -170,17 +186,29 @@ async fn statuses(http: &reqwest::Client, base: &str, id: &str) -> Vec<String> {
     v["history"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()).collect()
 }
 
-/// Waits until the payload is received and announced, and checks it was announced once.
-async fn announced_once(http: &reqwest::Client, base: &str, id: &str) {
-    eventually(Duration::from_secs(10), &format!("{id} received and announced"), || async {
-        let seen = statuses(http, base, id).await;
-        seen.iter().any(|s| s == "received") && seen.iter().any(|s| s == "announced")
-    })
-    .await;
-    // A second announcement would follow at once; give it a moment to show.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// Checks the payload was announced exactly once: its key on its service's topic once
+/// (read by a fresh consumer group of the in-process queue until nothing more comes for
+/// a second), and `track` shows it received and announced.
+async fn announced_once(t: &TestApp, id: &str) {
+    let mut sub = t.app.queue().subscribe("platform.upload.advisor", &format!("count-{id}")).await.unwrap();
+    let mut times = 0;
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(1), futures_util::StreamExt::next(&mut sub)).await {
+        times += usize::from(d.message.key == *id);
+        d.ack();
+    }
+    assert_eq!(times, 1, "{id} announced {times} times on its topic");
+    let seen = statuses(&t.http, &t.base, id).await;
+    assert!(seen.iter().any(|s| s == "received") && seen.iter().any(|s| s == "announced"), "{id}: {seen:?}");
+}
+
+/// Checks that a gateway process took one upload of its own and announced one payload
+/// (its counters: uploads stored and announced, payloads found unannounced and
+/// announced), and that `track` shows it received and announced.
+async fn process_announced_once(http: &reqwest::Client, base: &str, id: &str) {
+    assert_eq!(metric_at(base, "upload_gateway_uploads_accepted_total{service=\"advisor\"}").await, 1.0, "uploads announced by this process");
+    assert_eq!(metric_at(base, "upload_gateway_reannounced_total").await, 0.0, "payloads announced again by this process");
     let seen = statuses(http, base, id).await;
-    assert_eq!(seen.iter().filter(|s| *s == "announced").count(), 1, "announced exactly once: {seen:?}");
+    assert!(seen.iter().any(|s| s == "received") && seen.iter().any(|s| s == "announced"), "{id}: {seen:?}");
 }
 
 fn stored(data: &std::path::Path, id: &str) -> Option<Vec<u8>> {
@@ -297,7 +325,7 @@ async fn options_creation_head_and_patches_make_an_ordinary_payload() {
             assert_eq!(a["sha256"], sha256_hex(&body));
             assert_eq!(a["org_id"], "org-tus");
             assert_eq!(a["metadata"]["display_name"], "tus-host");
-            announced_once(&t.http, &t.base, &id).await;
+            announced_once(&t, &id).await;
         }
     }
 }
@@ -434,7 +462,7 @@ async fn creation_with_upload_defer_length_and_termination() {
         assert_eq!(header(&resp, "upload-offset"), Some(body.len().to_string()), "{version}");
         let (_, id) = created(resp, p).await;
         assert_eq!(stored(t.data.path(), &id), Some(body.clone()), "{version}");
-        announced_once(&t.http, &t.base, &id).await;
+        announced_once(&t, &id).await;
 
         // creation-with-upload, a first piece; a PATCH the rest.
         let resp = tus
@@ -455,7 +483,7 @@ async fn creation_with_upload_defer_length_and_termination() {
         // An empty upload is whole at creation.
         let (_, id) = tus.create(p, 0).await;
         assert_eq!(stored(t.data.path(), &id), Some(Vec::new()), "{version}");
-        announced_once(&t.http, &t.base, &id).await;
+        announced_once(&t, &id).await;
 
         // creation-defer-length: the length comes with a later PATCH.
         let resp = tus.post(p).header("upload-defer-length", "1").header("upload-metadata", metadata(ADVISOR, "deferred.tgz")).send().await.unwrap();
@@ -660,48 +688,58 @@ impl RawPatch {
     }
 }
 
+/// A limit that lets the 1 GiB payloads in (qpc-sized).
+const LARGE: [&str; 2] = ["--service-limits", "advisor=2147483648"];
+const GIB: u64 = 1 << 30;
+
+/// A 1 GiB PATCH whose connection breaks off at about half: the gateway keeps what it
+/// committed (at most one part short of what it read), the client resumes from the
+/// offset HEAD reports, and the payload is whole, stored and announced once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_cut_off_by_the_client_resumes_where_it_was_committed() {
-    let t = spawn_app(&[]).await;
+    let t = spawn_app(&LARGE).await;
     let tus = Tus::new(&t.http, &t.base);
-    let body = payload(64 * MIB, 64);
-    let half = body.len() / 2;
-    let (location, id) = tus.create("/api/ingress", body.len() as u64).await;
+    let big = Big::new(GIB, 64);
+    let half = GIB / 2 + 3 * MIB as u64 / 2; // not on a part boundary
+    let (location, id) = tus.create("/api/ingress", GIB).await;
 
-    let mut raw = RawPatch::start(t.app.addr(), &location, 0, body.len() as u64, &tus.identity).await;
-    for piece in body[..half].chunks(MIB) {
-        raw.send(piece).await;
+    let mut raw = RawPatch::start(t.app.addr(), &location, 0, GIB, &tus.identity).await;
+    for piece in big.pieces(0, half, MIB as u64) {
+        raw.send(&piece).await;
     }
     raw.wait_read().await;
     drop(raw); // the connection breaks off at half
 
     // What the gateway committed of it: at most one part short of what was sent.
     let offset = tus.settled_offset(&location, Duration::from_secs(40)).await;
-    assert!(offset >= half as u64 - PART, "offset {offset}: more than one part of the {half} bytes sent was lost");
-    assert!(offset <= half as u64, "offset {offset} is past the {half} bytes sent");
-    let resp = tus.patch(&location, offset, body[offset as usize..].to_vec()).send().await.unwrap();
+    assert!(offset >= half - PART, "offset {offset}: more than one part of the {half} bytes sent was lost");
+    assert!(offset <= half, "offset {offset} is past the {half} bytes sent");
+    let resp = tus.patch(&location, offset, big.body_from(offset)).send().await.unwrap();
     assert_eq!(resp.status(), 204, "the resumed PATCH completes: {:?}", resp.text().await);
 
-    let stored = stored(t.data.path(), &id).expect("stored");
-    assert_eq!(sha256_hex(&stored), sha256_hex(&body));
-    announced_once(&t.http, &t.base, &id).await;
+    assert_eq!(stored_sha256(t.data.path(), &id), Some((big.sha256_hex(), GIB)), "the stored payload is the bytes sent");
+    announced_once(&t, &id).await;
+    eprintln!("resumed at {offset} after {half} sent: {} bytes sent again", half - offset);
 }
 
+/// A 1 GiB PATCH cut off at about half by a SIGKILL of its gateway: the restarted
+/// gateway reports what was committed (at most one part short of what was read), the
+/// client resumes there, and the payload is whole, stored and announced once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_cut_off_by_a_sigkill_resumes_after_the_restart() {
     let data = tempfile::tempdir().unwrap();
     // A short claim: the killed gateway's claim must lapse for the resumed PATCH.
-    let flags = ["--upload-claim-secs", "2"];
+    let flags = ["--upload-claim-secs", "2", LARGE[0], LARGE[1]];
     let first = GatewayProcess::start(data.path(), &flags);
     let http = reqwest::Client::new();
     let tus = Tus::new(&http, &first.base);
-    let body = payload(64 * MIB, 65);
-    let half = body.len() / 2;
-    let (location, id) = tus.create("/api/ingress", body.len() as u64).await;
+    let big = Big::new(GIB, 65);
+    let half = GIB / 2 + 3 * MIB as u64 / 2;
+    let (location, id) = tus.create("/api/ingress", GIB).await;
 
-    let mut raw = RawPatch::start(first.addr, &location, 0, body.len() as u64, &tus.identity).await;
-    for piece in body[..half].chunks(MIB) {
-        raw.send(piece).await;
+    let mut raw = RawPatch::start(first.addr, &location, 0, GIB, &tus.identity).await;
+    for piece in big.pieces(0, half, MIB as u64) {
+        raw.send(&piece).await;
     }
     raw.wait_read().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -712,15 +750,15 @@ async fn a_patch_cut_off_by_a_sigkill_resumes_after_the_restart() {
     let second = GatewayProcess::start(data.path(), &flags);
     let tus = Tus::new(&http, &second.base);
     let offset = tus.offset(&location).await;
-    assert!(offset >= half as u64 - PART && offset <= half as u64, "committed {offset} of the {half} bytes sent");
+    assert!(offset >= half - PART && offset <= half, "committed {offset} of the {half} bytes sent");
     assert_eq!(tus.settled_offset(&location, Duration::from_secs(20)).await, offset, "nothing moves it after the kill");
-    let resp = tus.patch(&location, offset, body[offset as usize..].to_vec()).send().await.unwrap();
+    let resp = tus.patch(&location, offset, big.body_from(offset)).send().await.unwrap();
     assert_eq!(resp.status(), 204, "the resumed PATCH completes: {:?}", resp.text().await);
     assert_eq!(header(&resp, "x-rh-insights-request-id"), Some(id.clone()));
 
-    let stored = stored(data.path(), &id).expect("stored");
-    assert_eq!(sha256_hex(&stored), sha256_hex(&body));
-    announced_once(&operator_http(data.path()), &second.base, &id).await;
+    assert_eq!(stored_sha256(data.path(), &id), Some((big.sha256_hex(), GIB)), "the stored payload is the bytes sent");
+    process_announced_once(&operator_http(data.path()), &second.base, &id).await;
+    eprintln!("resumed at {offset} after {half} sent: {} bytes sent again", half - offset);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -753,7 +791,7 @@ async fn two_writers_at_once_one_wins_and_the_payload_is_its_bytes() {
     assert!(head.to_ascii_lowercase().contains(&format!("x-rh-insights-request-id: {id}")), "{head}");
     let stored = stored(t.data.path(), &id).expect("stored");
     assert!(stored == *winner_bytes, "the stored payload is exactly the winner's bytes");
-    announced_once(&t.http, &t.base, &id).await;
+    announced_once(&t, &id).await;
 }
 
 // ---- a real tus client --------------------------------------------------------------
@@ -814,7 +852,7 @@ async fn tus_js_client_uploads_and_resumes_from_its_stored_url() {
 
     let stored = stored(t.data.path(), &id).expect("stored");
     assert_eq!(sha256_hex(&stored), sha256_hex(&body));
-    announced_once(&t.http, &t.base, &id).await;
+    announced_once(&t, &id).await;
     let a: Value = serde_json::from_slice(&t.next_message("platform.upload.advisor", "tus-js").await.payload).unwrap();
     assert_eq!(a["request_id"], id.as_str());
     assert_eq!(a["size"], body.len() as u64);
