@@ -139,6 +139,24 @@ async fn a_deferred_length_ends_with_finish_write_and_a_cancelled_upload_is_gone
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
+/// A resumable upload whose bytes are not the sha256 declared at its creation: the
+/// finishing Write is refused (INVALID_ARGUMENT), nothing is kept or announced.
+#[tokio::test]
+async fn a_declared_sha256_that_differs_is_refused_and_nothing_is_kept() {
+    let t = spawn_app(&[]).await;
+    let mut g = t.grpc().await;
+    let len = 3 * MIB;
+    let declared = sha_of(len + 1); // the sha256 of other bytes
+    let id = g.create_upload(with_identity(create(len, &declared), "o1")).await.unwrap().into_inner().upload_id;
+    let refused = g.write(with_identity(write_stream(&id, 0, len, 256 * 1024, true), "o1")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("sha256"), "the refusal names the checksum: {refused:?}");
+    assert!(!t.data.path().join("quarantine").join(&id).exists(), "nothing in quarantine");
+    let mut sub = t.app.queue().subscribe("platform.upload.advisor", "t").await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(1), futures_util::StreamExt::next(&mut sub)).await;
+    assert!(next.is_err(), "nothing announced: {:?}", next.map(|d| d.map(|d| d.map(|d| d.message.key.clone()))));
+}
+
 /// The interruption case on the embedded default: a 1 GiB upload over gRPC, the
 /// gateway SIGKILLed at about half (once it has read every byte sent so far) and
 /// restarted on the same folder: the upload continues from the committed offset, at
