@@ -185,7 +185,7 @@ impl Pipeline {
         // Listening before reading the history: nothing falls between the two.
         let live = self.status().listen(request_id);
         let past = self.history(caller, request_id).await?;
-        let state = Follow { pipeline: self.clone(), id: request_id.to_string(), seen: Vec::new(), queue: past.into(), live, done: false };
+        let state = Follow { pipeline: self.clone(), id: request_id.to_string(), seen: Vec::new(), queue: past.into(), live, stored: None, done: false };
         let events = futures_util::stream::unfold(state, |mut f| async move {
             loop {
                 if f.done {
@@ -207,11 +207,7 @@ impl Pipeline {
                         Err(broadcast::error::RecvError::Lagged(_)) => {}
                         Err(broadcast::error::RecvError::Closed) => return None,
                     },
-                    _ = tokio::time::sleep(WATCH_POLL) => {
-                        if let Ok(h) = f.pipeline.stored_history(&f.id).await {
-                            f.queue.extend(h);
-                        }
-                    }
+                    _ = tokio::time::sleep(WATCH_POLL) => f.poll_storage().await,
                 }
             }
         });
@@ -255,7 +251,7 @@ impl Pipeline {
         if events.is_empty() {
             return Err(unknown(request_id));
         }
-        events.sort_by(|a, b| (a.date.as_str(), rank(&a.status)).cmp(&(b.date.as_str(), rank(&b.status))));
+        in_date_order(&mut events);
         Ok(events)
     }
 
@@ -373,7 +369,33 @@ struct Follow {
     seen: Vec<PayloadStatus>,
     queue: VecDeque<PayloadStatus>,
     live: broadcast::Receiver<PayloadStatus>,
+    /// How many stored events the last look at storage found (none yet: `None`).
+    stored: Option<usize>,
     done: bool,
+}
+
+impl Follow {
+    /// Looks at the payload's stored events: one listing, and the events read only when
+    /// there are new ones (events are create-only, so a new one raises the count). The
+    /// meta's events (received, announced) were in the history the stream began with.
+    async fn poll_storage(&mut self) {
+        let storage = &self.pipeline.inner.storage;
+        let Ok(names) = storage.event_names(&self.id).await else { return };
+        if self.stored == Some(names.len()) {
+            return;
+        }
+        if let Ok(events) = storage.events(&self.id).await {
+            self.stored = Some(events.len());
+            let mut events: Vec<PayloadStatus> = events.iter().filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok()).collect();
+            in_date_order(&mut events);
+            self.queue.extend(events);
+        }
+    }
+}
+
+/// Oldest first; of one moment, in the order of a payload's life.
+fn in_date_order(events: &mut [PayloadStatus]) {
+    events.sort_by(|a, b| (a.date.as_str(), rank(&a.status)).cmp(&(b.date.as_str(), rank(&b.status))));
 }
 
 pub(super) fn make_event(meta: &ObjectMeta, status: &str, msg: &str) -> PayloadStatus {
