@@ -137,6 +137,12 @@ async fn run(ctx: &Ctx, path: &Path, report: &mut Report, bar: &mut Option<FileP
     }
     let done = job.send().await?;
     report.request_id = Some(done.request_id.clone());
+    // The gateway finished the upload: nothing is left to continue, whatever the checks
+    // below find. (Kept, the state would let the same command again find the upload
+    // complete and report it `uploaded`, its receipt unchecked.)
+    if let Some(s) = &ctx.store {
+        s.remove(&key);
+    }
 
     // Integrity: the bytes as sent are the bytes declared, and the gateway stored them.
     let sent = sending.finish().await?;
@@ -152,9 +158,6 @@ async fn run(ctx: &Ctx, path: &Path, report: &mut Report, bar: &mut Option<FileP
             key.size,
             done.request_id
         );
-    }
-    if let Some(s) = &ctx.store {
-        s.remove(&key);
     }
     report.status = "uploaded".into();
     let Some(within) = ctx.wait else {

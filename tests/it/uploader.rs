@@ -596,3 +596,365 @@ async fn a_gateway_killed_mid_upload_is_waited_for_and_the_upload_goes_on() {
     eprintln!("gateway killed at {at_kill} bytes received; the second gateway received {again} (rest {})", size - at_kill);
     assert!(again <= size - at_kill + 16 * MIB, "the second gateway received {again} bytes; the first had {at_kill} of {size}");
 }
+
+/// The gateway's received-bytes counter once it has stopped moving (what a killed
+/// client had in flight is counted as the gateway drains its socket).
+async fn settled_received(base: &str) -> u64 {
+    let mut last = metric_at(base, "upload_gateway_received_bytes_total").await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = metric_at(base, "upload_gateway_received_bytes_total").await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// An upload whose client is SIGKILLed part-way, run again with `--no-resume`: it does
+/// not continue but sends the whole file again as a new upload (the old one is
+/// cancelled on the gateway), and ends with one stored payload, the file's bytes.
+async fn no_resume_starts_over_after_a_kill(grpc: bool) {
+    let t = spawn_app(&["--service-limits", "advisor=1073741824"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let size = 96 * MIB;
+    let file = make_file(dir.path(), "big.tar.gz", size);
+    let command = |no_resume: bool| {
+        let mut cmd = uploader(&cache);
+        cmd.arg(&file).args(["--gateway", &t.base, "--service", "advisor", "--category", "collection", "--chunk-size", "1MiB", "--json"]);
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        if no_resume {
+            cmd.arg("--no-resume");
+        }
+        cmd
+    };
+    let mut first = command(false).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = metric_at(&t.base, "upload_gateway_received_bytes_total").await;
+        if got >= size / 4 {
+            break;
+        }
+        assert!(first.try_wait().unwrap().is_none(), "the uploader ended before a quarter of the file arrived");
+        assert!(Instant::now() < deadline, "a quarter of the file did not arrive within 60 s ({got} bytes)");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let at_kill = settled_received(&t.base).await;
+    assert!(at_kill < size, "the upload finished before the kill ({at_kill} bytes)");
+    let states = state_files(&cache);
+    assert_eq!(states.len(), 1, "the killed run left its resume state");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&states[0]).unwrap()).unwrap();
+    let (old_id, old_url) = (saved["upload_id"].as_str().unwrap().to_string(), saved["upload_url"].as_str().unwrap().to_string());
+    assert_eq!(
+        t.http.head(&old_url).header("Tus-Resumable", "1.0.0").send().await.unwrap().status().as_u16(),
+        200,
+        "the killed run's upload is on the gateway"
+    );
+
+    let ran = run(command(true)).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    assert!(!ran.stderr.contains("continuing upload"), "--no-resume does not continue:\n{}", ran.show());
+    let r = &ran.json()[0];
+    let id = r["request_id"].as_str().unwrap();
+    assert_ne!(id, old_id, "a new upload, not the killed one:\n{}", ran.show());
+    assert_eq!(r["sha256"].as_str().unwrap(), file_sha256(&file));
+    let received = metric_at(&t.base, "upload_gateway_received_bytes_total").await;
+    eprintln!("--no-resume over {}: killed at {at_kill} bytes; the second run sent {} for {size}", if grpc { "gRPC" } else { "tus" }, received - at_kill);
+    assert!(received - at_kill >= size, "the second run sent {} bytes, not the whole {size}-byte file again", received - at_kill);
+    // One payload, the file's bytes; the killed run's upload was cancelled.
+    assert_eq!(t.bucket_files("quarantine"), vec![id.to_string()]);
+    assert_eq!(sha256_hex(&std::fs::read(t.data.path().join("quarantine").join(id)).unwrap()), file_sha256(&file));
+    let old = t.http.head(&old_url).header("Tus-Resumable", "1.0.0").send().await.unwrap().status().as_u16();
+    assert!(old == 404 || old == 410, "the killed run's upload is cancelled, its HEAD answers {old}");
+    assert!(state_files(&cache).is_empty());
+}
+
+#[tokio::test]
+async fn no_resume_over_tus_sends_the_whole_file_again_after_a_kill() {
+    no_resume_starts_over_after_a_kill(false).await;
+}
+
+#[tokio::test]
+async fn no_resume_over_grpc_sends_the_whole_file_again_after_a_kill() {
+    no_resume_starts_over_after_a_kill(true).await;
+}
+
+/// Every setting from the environment variables the flags declare, none on the command
+/// line but the file: the upload succeeds as the identity given, with the request id
+/// given, and reported as JSON.
+async fn settings_from_the_environment(grpc: bool) {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", MIB + 7);
+    let id = format!("env{}", uuid::Uuid::new_v4().simple());
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.arg(&file)
+        .env("UPLOAD_GATEWAY_URL", &t.base)
+        .env("UPLOAD_IDENTITY", identity("acct1", "org1"))
+        .env("UPLOAD_REQUEST_ID", &id)
+        .env("UPLOAD_JSON", "true");
+    if grpc {
+        cmd.env("UPLOAD_SERVICE", "advisor").env("UPLOAD_CATEGORY", "collection").env("UPLOAD_GRPC", "true");
+    } else {
+        cmd.env("UPLOAD_CONTENT_TYPE", "application/vnd.redhat.advisor.collection+tgz");
+    }
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.show());
+    let reports = ran.json();
+    assert_eq!(reports.len(), 1, "UPLOAD_JSON gives JSON:\n{}", ran.show());
+    assert_eq!(reports[0]["request_id"], id.as_str());
+    assert_eq!(reports[0]["sha256"].as_str().unwrap(), file_sha256(&file));
+    assert_eq!(t.bucket_files("quarantine"), vec![id.clone()]);
+    // The payload is the identity's: its org reads its status, another org does not.
+    let track = |org: &'static str| {
+        let url = t.url(&format!("/api/ingress/v1/track/{id}"));
+        async move { reqwest::Client::new().get(url).header("x-rh-identity", identity("a", org)).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(track("org1").await, 200);
+    assert_eq!(track("org2").await, 404);
+    // The content type from the environment picked the service.
+    assert_eq!(t.metric("upload_gateway_uploads_accepted_total{service=\"advisor\"}").await, 1.0);
+    // UPLOAD_GRPC picked the protocol: gRPC `Write` calls, or none.
+    let metrics = reqwest::get(t.url("/metrics")).await.unwrap().text().await.unwrap();
+    let grpc_writes = metrics
+        .lines()
+        .any(|l| l.starts_with("upload_gateway_request_duration_seconds_count{protocol=\"grpc\"") && l.contains("Write"));
+    assert_eq!(grpc_writes, grpc, "gRPC Write calls in the gateway's metrics: {grpc_writes}, want {grpc}");
+}
+
+#[tokio::test]
+async fn tus_settings_from_environment_variables() {
+    settings_from_the_environment(false).await;
+}
+
+#[tokio::test]
+async fn grpc_settings_from_environment_variables() {
+    settings_from_the_environment(true).await;
+}
+
+/// `--quiet`: a successful upload prints nothing at all and exits 0; a failed one prints
+/// its error only (README: "errors only").
+#[tokio::test]
+async fn quiet_prints_nothing_on_success_and_the_error_on_failure() {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", 2 * MIB);
+    for grpc in [false, true] {
+        let mut cmd = uploader(&dir.path().join("cache"));
+        cmd.arg(&file).args(["--gateway", &t.base, "--service", "advisor", "--category", "collection", "--chunk-size", "256KiB", "--quiet"]);
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, Some(0), "grpc={grpc}: {}", ran.show());
+        assert_eq!((ran.stdout.as_str(), ran.stderr.as_str()), ("", ""), "grpc={grpc}: --quiet prints nothing on success");
+    }
+    assert_eq!(t.bucket_files("quarantine").len(), 2);
+
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.arg(&file).args(["--gateway", &t.base, "--service", "nosuchservice", "--category", "x", "-q"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, Some(1), "{}", ran.show());
+    assert_eq!(ran.stdout, "", "{}", ran.show());
+    let lines: Vec<&str> = ran.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "only the error:\n{}", ran.show());
+    assert!(lines[0].contains("payload.tar.gz: failed") && lines[0].contains("the gateway answered 4"), "{}", ran.show());
+}
+
+/// A stand-in HTTP/1.1 server that answers every request `503` with `Retry-After: 2`
+/// and a sentence, and records when each request came (method and path).
+async fn always_busy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_string();
+                log.lock().unwrap().push((Instant::now(), line));
+                let body = "the gateway is busy; try again later\n";
+                let answer = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+/// `503` with `Retry-After: 2`, and `--retries 1`: the one retry comes no sooner than
+/// 2 s after the first try (the backoff alone would be at most 0.5 s), and when the
+/// retries are used up the command fails with the gateway's sentence.
+#[tokio::test]
+async fn retry_after_is_honoured_and_the_gateways_sentence_ends_it() {
+    let (base, seen) = always_busy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", 1000);
+    let mut cmd = uploader(&dir.path().join("cache"));
+    cmd.arg(&file).args(["--gateway", &base, "--service", "advisor", "--category", "collection", "--retries", "1"]);
+    let ran = run(cmd).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(ran.code, Some(1), "{}", ran.show());
+    assert_eq!(seen.len(), 2, "one try and one retry: {:?}\n{}", seen.iter().map(|s| &s.1).collect::<Vec<_>>(), ran.show());
+    assert!(seen.iter().all(|(_, l)| l.starts_with("POST /api/ingress/v1/uploads/ ")), "{seen:?}");
+    let gap = seen[1].0 - seen[0].0;
+    assert!(gap >= Duration::from_millis(1950), "the retry came {gap:?} after the first try, before Retry-After's 2 s");
+    assert!(gap < Duration::from_secs(5), "the retry came {gap:?} after the first try");
+    assert!(ran.stderr.contains("trying again in 2 s (retry 1 of 1)"), "{}", ran.show());
+    assert!(ran.stderr.contains("payload.tar.gz: failed"), "{}", ran.show());
+    assert!(ran.stderr.contains("503 Service Unavailable: the gateway is busy; try again later"), "the gateway's sentence:\n{}", ran.show());
+    assert!(ran.stderr.contains("gave up after 2 tries in a row"), "{}", ran.show());
+}
+
+/// A stand-in gRPC gateway whose receipts name other bytes than it was sent: it takes
+/// `CreateUpload` and `Write` as the gateway does, but its receipt's sha256 is not that
+/// of the bytes. It says where an upload stands (complete once written) and knows the
+/// payloads it has finished, as the real one does.
+#[derive(Default, Clone)]
+struct LyingGateway {
+    /// Upload id → (bytes written, finished).
+    uploads: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, bool)>>>,
+}
+
+mod lying {
+    use std::pin::Pin;
+
+    use futures_util::{Stream, StreamExt};
+    use tonic::{Request, Response, Status, Streaming};
+    use upload_gateway::grpc::pb;
+
+    pub const WRONG_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl pb::upload_gateway_server::UploadGateway for super::LyingGateway {
+        async fn create_upload(&self, req: Request<pb::CreateUploadRequest>) -> Result<Response<pb::UploadState>, Status> {
+            let length = req.into_inner().header.map(|h| h.expected_size).unwrap_or_default();
+            let mut uploads = self.uploads.lock().unwrap();
+            let id = format!("lie{}", uploads.len() + 1);
+            uploads.insert(id.clone(), (0, false));
+            Ok(Response::new(pb::UploadState { upload_id: id, length, length_known: true, ..Default::default() }))
+        }
+
+        async fn query_write_status(&self, req: Request<pb::QueryWriteStatusRequest>) -> Result<Response<pb::UploadState>, Status> {
+            let id = req.into_inner().upload_id;
+            let Some(&(committed_size, complete)) = self.uploads.lock().unwrap().get(&id) else {
+                return Err(Status::not_found("no such upload"));
+            };
+            Ok(Response::new(pb::UploadState { upload_id: id, committed_size, complete, ..Default::default() }))
+        }
+
+        async fn write(&self, req: Request<Streaming<pb::WriteRequest>>) -> Result<Response<pb::WriteResponse>, Status> {
+            let mut stream = req.into_inner();
+            let (mut id, mut size, mut finished) = (String::new(), 0u64, false);
+            while let Some(m) = stream.next().await {
+                let m = m?;
+                if id.is_empty() {
+                    id = m.upload_id.clone();
+                    size = m.write_offset;
+                }
+                size += m.data.len() as u64;
+                finished |= m.finish_write;
+            }
+            self.uploads.lock().unwrap().insert(id.clone(), (size, finished));
+            let receipt = finished.then(|| pb::UploadReceipt { request_id: id, size, sha256: WRONG_SHA256.into(), ..Default::default() });
+            Ok(Response::new(pb::WriteResponse { committed_size: size, receipt }))
+        }
+
+        async fn get_status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusHistory>, Status> {
+            let id = req.into_inner().request_id;
+            match self.uploads.lock().unwrap().get(&id) {
+                Some((_, true)) => Ok(Response::new(pb::StatusHistory { request_id: id, ..Default::default() })),
+                _ => Err(Status::not_found("no such payload")),
+            }
+        }
+
+        async fn cancel_upload(&self, req: Request<pb::CancelUploadRequest>) -> Result<Response<pb::UploadState>, Status> {
+            let id = req.into_inner().upload_id;
+            self.uploads.lock().unwrap().remove(&id);
+            Ok(Response::new(pb::UploadState { upload_id: id, ..Default::default() }))
+        }
+
+        async fn upload(&self, _: Request<Streaming<pb::UploadRequest>>) -> Result<Response<pb::UploadReceipt>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+
+        type SubscribeStream = BoxStream<pb::Announcement>;
+        async fn subscribe(&self, _: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+
+        type ValidationResultStream = BoxStream<pb::VerdictAck>;
+        async fn validation_result(&self, _: Request<Streaming<pb::Verdict>>) -> Result<Response<Self::ValidationResultStream>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+
+        type WatchStatusStream = BoxStream<pb::StatusEvent>;
+        async fn watch_status(&self, _: Request<pb::StatusRequest>) -> Result<Response<Self::WatchStatusStream>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+
+        type DownloadStream = BoxStream<pb::DownloadChunk>;
+        async fn download(&self, _: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+    }
+}
+
+/// A receipt whose sha256 is not the file's is an error (exit 1, a sentence naming both
+/// sums), and stays one: the same command again does not take the finished upload for
+/// a good one.
+#[tokio::test]
+async fn a_receipt_with_another_sha256_is_an_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let fake = LyingGateway::default();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(upload_gateway::grpc::pb::upload_gateway_server::UploadGatewayServer::new(fake.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let file = make_file(dir.path(), "payload.tar.gz", MIB + 3);
+    let sha = file_sha256(&file);
+    for round in 1..=2 {
+        let mut cmd = uploader(&cache);
+        cmd.arg(&file).args(["--gateway", &base, "--service", "advisor", "--category", "collection", "--grpc", "--json", "--retries", "1"]);
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, Some(1), "round {round}: {}", ran.show());
+        let r = &ran.json()[0];
+        assert_eq!(r["status"], "failed", "round {round}: {}", ran.show());
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("sha256 {}", lying::WRONG_SHA256)) && error.contains(&format!("sha256 {sha}")),
+            "round {round}: the error names both sums:\n{}",
+            ran.show()
+        );
+        assert!(ran.stderr.contains("payload.tar.gz: failed (request id lie"), "round {round}: {}", ran.show());
+        // The upload ended (the gateway finished it): nothing is left to continue.
+        assert!(state_files(&cache).is_empty(), "round {round}: a resume state is left:\n{}", ran.show());
+    }
+    assert_eq!(fake.uploads.lock().unwrap().len(), 2, "the second run sent the file again as a new upload");
+    server.abort();
+}
