@@ -329,10 +329,10 @@ impl Pipeline {
             }
         }
         self.metrics().stage(crate::metrics::Stage::Advertised, started.elapsed());
-        // Its statuses are stored before it leaves quarantine: a kill after that loses
-        // neither (and a verdict applied again finds them and publishes neither twice).
+        // Its statuses are stored and delivered before it leaves quarantine: a kill
+        // before that leaves it there, and the verdict applied again publishes them.
         let validated = result.reason.as_deref().unwrap_or("validated");
-        self.record_all_durably(meta, &[("success", validated), ("advertised", "published on the available topic")]).await?;
+        self.record_verdict(meta, &[("success", validated), ("advertised", "published on the available topic")]).await?;
         self.inner.storage.delete(Bucket::Quarantine, key).await?;
         self.forget_decision(key).await;
         Ok(())
@@ -400,7 +400,7 @@ impl Pipeline {
         self.verdict_latency(meta);
         let key = &meta.request_id;
         self.inner.storage.copy(Bucket::Quarantine, Bucket::Reject, key).await?;
-        self.record_durably(meta, "rejected", result.reason.as_deref().unwrap_or("refused by its validator")).await?;
+        self.record_verdict(meta, &[("rejected", result.reason.as_deref().unwrap_or("refused by its validator"))]).await?;
         self.inner.storage.delete(Bucket::Quarantine, key).await?;
         self.forget_decision(key).await;
         Ok(())

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -45,8 +45,11 @@ async fn set_aside(queue: &dyn Queue, metrics: &Metrics, topic: &str, msg: &Mess
 
 const SHARDS: usize = 8;
 
+/// A message, and who waits for its delivery (if anyone).
+type Item = (Message, Option<oneshot::Sender<()>>);
+
 pub struct Outbox {
-    shards: Vec<mpsc::UnboundedSender<Message>>,
+    shards: Vec<mpsc::UnboundedSender<Item>>,
     pending: Arc<AtomicUsize>,
     idle: Arc<Notify>,
 }
@@ -57,12 +60,12 @@ impl Outbox {
         let idle = Arc::new(Notify::new());
         let shards = (0..SHARDS)
             .map(|_| {
-                let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+                let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
                 let (queue, metrics) = (queue.clone(), metrics.clone());
                 let (pending, idle) = (pending.clone(), idle.clone());
                 let dead_letter = dead_letter.clone();
                 tokio::spawn(async move {
-                    while let Some(msg) = rx.recv().await {
+                    while let Some((msg, delivered)) = rx.recv().await {
                         let mut backoff = Duration::from_millis(100);
                         while let Err(e) = queue.publish(msg.clone()).await {
                             if let Error::QueueRefused(why) = &e {
@@ -74,6 +77,9 @@ impl Outbox {
                                 "publish failed; retrying");
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                        if let Some(delivered) = delivered {
+                            let _ = delivered.send(());
                         }
                         if pending.fetch_sub(1, Ordering::AcqRel) == 1 {
                             idle.notify_waiters();
@@ -92,11 +98,23 @@ impl Outbox {
 
     /// Queues a message; messages with the same key go out in the order sent.
     pub fn send(&self, msg: Message) {
+        self.queue((msg, None));
+    }
+
+    /// [`Outbox::send`], and a receiver told once the message is delivered (or, refused
+    /// for good, set aside); it errs if the outbox stops first.
+    pub fn send_tracked(&self, msg: Message) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.queue((msg, Some(tx)));
+        rx
+    }
+
+    fn queue(&self, item: Item) {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        msg.key.hash(&mut h);
+        item.0.key.hash(&mut h);
         let shard = (h.finish() as usize) % SHARDS;
         self.pending.fetch_add(1, Ordering::AcqRel);
-        if self.shards[shard].send(msg).is_err() {
+        if self.shards[shard].send(item).is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
         }
     }

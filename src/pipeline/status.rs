@@ -287,25 +287,50 @@ impl Pipeline {
     }
 
     /// [`Pipeline::record`], with the event in the payload's durable history before
-    /// this returns: the verdict's milestones, stored before the payload leaves
-    /// quarantine, so a replica killed right after loses none. False when the history
-    /// already had an event of this name (the same verdict applied again, or a
-    /// handoff recorded by another replica); then nothing is published.
+    /// this returns (a handoff, an `announced` the sweep makes). False when the
+    /// history already had an event of this name (a handoff recorded by another
+    /// replica); then nothing is published. A verdict's milestones:
+    /// [`Pipeline::record_verdict`].
     pub(crate) async fn record_durably(&self, meta: &ObjectMeta, status: &str, msg: &str) -> Result<bool> {
-        Ok(self.record_all_durably(meta, &[(status, msg)]).await?[0])
+        let event = make_event(meta, status, msg);
+        let new = self.store_event(&event).await?;
+        if new {
+            self.publish(event);
+        }
+        Ok(new)
     }
 
-    /// [`Pipeline::record_durably`] for milestones of one moment (`success` and
-    /// `advertised`): stored side by side, then published in the order given.
-    pub(crate) async fn record_all_durably(&self, meta: &ObjectMeta, milestones: &[(&str, &str)]) -> Result<Vec<bool>> {
+
+    /// The milestones of an applied verdict (`success` and `advertised`, or
+    /// `rejected`): stored side by side, published in the order given, and delivered
+    /// to the status topic before this returns, so the payload leaves quarantine and
+    /// the verdict is acknowledged only once they are out. A verdict applied again
+    /// (its replica was killed before they were delivered) publishes them again, as
+    /// stored: on the topic at least once. Not delivered within the broker's publish
+    /// timeout: an error, and the verdict is applied again later.
+    pub(crate) async fn record_verdict(&self, meta: &ObjectMeta, milestones: &[(&str, &str)]) -> Result<()> {
         let events: Vec<PayloadStatus> = milestones.iter().map(|(status, msg)| make_event(meta, status, msg)).collect();
-        let stored = futures_util::future::try_join_all(events.iter().map(|e| self.store_event(e))).await?;
-        for (event, new) in events.into_iter().zip(&stored) {
-            if *new {
-                self.publish(event);
-            }
+        let new = futures_util::future::try_join_all(events.iter().map(|e| self.store_event(e))).await?;
+        let stored: Vec<PayloadStatus> = if new.iter().all(|n| *n) {
+            Vec::new()
+        } else {
+            let events = self.inner.storage.events(&meta.request_id).await?;
+            events.iter().filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok()).collect()
+        };
+        let delivered: Vec<_> = events
+            .into_iter()
+            .zip(new)
+            .map(|(event, new)| {
+                let again = (!new).then(|| stored.iter().find(|e| e.status == event.status).cloned()).flatten();
+                self.publish_tracked(again.unwrap_or(event))
+            })
+            .collect();
+        let wait = self.settings().kafka.as_ref().map_or(STATUS_DELIVERY_WAIT, |k| k.publish_timeout);
+        match tokio::time::timeout(wait, futures_util::future::join_all(delivered)).await {
+            Ok(all) if all.iter().all(|d| d.is_ok()) => Ok(()),
+            Ok(_) => Err(Error::QueueUnavailable("the gateway is stopping: the verdict's statuses are not delivered".into())),
+            Err(_) => Err(Error::QueueUnavailable(format!("the verdict's statuses are not on the status topic after {wait:?}"))),
         }
-        Ok(stored)
     }
 
     /// In the book and on the status topic (not stored).
@@ -316,11 +341,23 @@ impl Pipeline {
     }
 
     fn publish(&self, event: PayloadStatus) {
+        let message = self.status_message(event);
+        self.inner.outbox.send(message);
+    }
+
+    /// [`Pipeline::publish`], told when the message is delivered.
+    fn publish_tracked(&self, event: PayloadStatus) -> tokio::sync::oneshot::Receiver<()> {
+        let message = self.status_message(event);
+        self.inner.outbox.send_tracked(message)
+    }
+
+    /// Logs the event, puts it in the book, and makes its status topic message.
+    fn status_message(&self, event: PayloadStatus) -> Message {
         tracing::info!(request_id = %event.request_id, status = %event.status, msg = %event.status_msg, "status");
         let mut message = Message::json(&self.settings().topics.status, &event.request_id, &event);
         message.headers.push((ORIGIN_HEADER.into(), self.inner.replica.clone()));
-        self.inner.status.add(event);
-        self.inner.outbox.send(message);
+        self.inner.status.add_new(event);
+        message
     }
 
     /// Stores an event once (true: written now; false: it was there).
@@ -360,6 +397,10 @@ pub const WATCH_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long an event recorded in the background is tried before it is given up on.
 const STORE_EVENT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long an applied verdict waits for its statuses' delivery on the in-process
+/// queue (on Kafka: the publish timeout).
+const STATUS_DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(super) const ANNOUNCED: &str = "announced to the service's validator";
 

@@ -294,6 +294,53 @@ impl Queue for Faulty {
     }
 }
 
+/// A replica that applied a verdict but died before its statuses reached the status
+/// topic: the payload is still in quarantine, its verdict not acknowledged, and the
+/// verdict applied again (here on another replica) publishes the stored statuses, so
+/// the topic has them; `available` went out once.
+#[tokio::test(start_paused = true)]
+async fn a_verdict_whose_statuses_were_not_delivered_is_applied_again_and_they_go_out() {
+    // Replica A's status messages never reach the broker (it "dies" with them queued).
+    let dead = Arc::new(std::sync::Mutex::new(String::new()));
+    let queue = {
+        let dead = dead.clone();
+        Faulty::new(move |m| {
+            let from_a = m.headers.iter().any(|(k, v)| k == status::ORIGIN_HEADER && *v == *dead.lock().unwrap());
+            (m.topic == "platform.payload-status" && from_a).then(|| Error::QueueUnavailable("replica A is gone (test)".into()))
+        })
+    };
+    let f = fixture_with(queue.clone(), &[]).await;
+    *dead.lock().unwrap() = f.pipeline.replica().to_string();
+    let id = f.upload(b"decided, its statuses lost").await.request_id.to_string();
+    let report = f.pipeline.apply_verdict(&validator(), &id, "success", None).await;
+    assert_eq!(report.outcome, Outcome::Retry, "not acknowledged before its statuses are out: {report:?}");
+    assert!(f.storage.head(Bucket::Quarantine, &id).await.unwrap().is_some(), "still in quarantine");
+
+    let settings = f.pipeline.settings().clone();
+    let links = links::Links::new(vec![7; 32], "http://127.0.0.1:1", Duration::from_secs(60));
+    let credentials = Arc::new(Credentials::new(crate::auth::Table::single_token("ops", "test-token")));
+    let b = Pipeline::new(settings, f.storage.clone(), f.queue.clone(), links, Arc::new(Metrics::default()), credentials, CancellationToken::new());
+    assert_eq!(b.apply_verdict(&validator(), &id, "success", None).await.outcome, Outcome::Promoted);
+    assert!(f.storage.head(Bucket::Quarantine, &id).await.unwrap().is_none(), "out of quarantine");
+    assert!(f.storage.head(Bucket::Perm, &id).await.unwrap().is_some(), "in perm");
+
+    let mut statuses = queue.subscribe("platform.payload-status", "t").await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(1), statuses.next()).await {
+        let v: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
+        seen.push(v["status"].as_str().unwrap().to_string());
+        d.ack();
+    }
+    assert_eq!(seen, ["success", "advertised"], "the stored statuses, published by the replica that applied the verdict again");
+    let mut available = queue.subscribe("platform.upload.available", "t").await.unwrap();
+    let mut times = 0;
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(1), available.next()).await {
+        times += 1;
+        d.ack();
+    }
+    assert_eq!(times, 1, "available once");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_outbox_retries_until_delivered_in_order() {
     // The broker is away for the first three publishes.
