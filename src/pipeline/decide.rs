@@ -92,6 +92,12 @@ impl DecisionLocks {
 /// finished by another after this.
 const UNDER_WAY: Duration = Duration::from_secs(20);
 
+/// How long ago a decision was recorded (none when its record has no date).
+fn age(d: &Decision) -> Option<Duration> {
+    let at = chrono::DateTime::parse_from_rfc3339(d.at.as_deref()?).ok()?;
+    chrono::Utc::now().signed_duration_since(at).to_std().ok()
+}
+
 /// Verdicts from the validation topic applied at once, per replica: each waits on a
 /// dozen storage and broker round trips, so many at once keep a replica busy (bench
 /// P6).
@@ -262,7 +268,18 @@ impl Pipeline {
                 Ok(Some(recorded)) if recorded.validation == validation && !recorded.advertised && self.under_way_elsewhere(&recorded) => {
                     return VerdictReport::new(id, Outcome::Retry, "another replica is applying the same verdict");
                 }
-                Ok(Some(recorded)) if recorded.validation == validation => advertised = recorded.advertised,
+                Ok(Some(recorded)) if recorded.validation == validation => {
+                    advertised = recorded.advertised;
+                    // Recorded earlier and not noted as advertised: the replica that
+                    // recorded it may have published `available` and died before
+                    // noting it. The topic says.
+                    if !advertised && validation == "success" {
+                        match self.advertised_since(id, &recorded).await {
+                            Ok(found) => advertised = found,
+                            Err(e) => return VerdictReport::new(id, Outcome::Retry, e.to_string()),
+                        }
+                    }
+                }
                 Ok(Some(recorded)) => {
                     return VerdictReport::new(
                         id,
@@ -338,15 +355,18 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Whether the payload's `available` message is on the topic, published since its
+    /// decision was recorded (a minute of clock difference between replicas allowed;
+    /// a record with no date: the last day).
+    async fn advertised_since(&self, id: &str, d: &Decision) -> Result<bool> {
+        let since = age(d).map_or(Duration::from_secs(86_400), |a| a + Duration::from_secs(60));
+        self.inner.queue.written_since(&self.settings().topics.available, id, since).await
+    }
+
     /// Whether a decision was recorded by another replica less than [`UNDER_WAY`] ago.
     fn under_way_elsewhere(&self, d: &Decision) -> bool {
         let Some(by) = &d.by else { return false };
-        let age = d
-            .at
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .and_then(|t| chrono::Utc::now().signed_duration_since(t).to_std().ok());
-        by != self.replica() && age.is_some_and(|a| a < UNDER_WAY)
+        by != self.replica() && age(d).is_some_and(|a| a < UNDER_WAY)
     }
 
     /// Publishes the `available` message of a promoted payload.

@@ -300,7 +300,6 @@ impl Pipeline {
         Ok(new)
     }
 
-
     /// The milestones of an applied verdict (`success` and `advertised`, or
     /// `rejected`): stored side by side, published in the order given, and delivered
     /// to the status topic before this returns, so the payload leaves quarantine and

@@ -283,6 +283,9 @@ impl Queue for Faulty {
     async fn tail(&self, topic: &str, since: Duration) -> Result<Subscription> {
         self.inner.tail(topic, since).await
     }
+    async fn written_since(&self, topic: &str, key: &str, since: Duration) -> Result<bool> {
+        self.inner.written_since(topic, key, since).await
+    }
     async fn check(&self) -> Result<()> {
         Ok(())
     }
@@ -339,6 +342,40 @@ async fn a_verdict_whose_statuses_were_not_delivered_is_applied_again_and_they_g
         d.ack();
     }
     assert_eq!(times, 1, "available once");
+}
+
+/// A replica recorded a success, published `available` and died before noting it: the
+/// same verdict applied again (a minute later, on another replica) finds the message on
+/// the topic and does not publish it again; with no message there, it publishes it.
+#[tokio::test]
+async fn a_verdict_applied_again_after_its_replica_died_publishes_available_once() {
+    use crate::storage::Decision;
+    let f = fixture().await;
+    let available = f.pipeline.settings().topics.available.clone();
+    let a_minute_ago = (chrono::Utc::now() - chrono::Duration::seconds(60)).to_rfc3339();
+    let died_after = |advertised_by_the_dead: bool| {
+        let (f, available, at) = (&f, available.clone(), a_minute_ago.clone());
+        async move {
+            let id = f.upload(b"decided by a replica that died").await.request_id.to_string();
+            let theirs = Decision { validation: "success".into(), advertised: false, by: Some("dead".into()), at: Some(at) };
+            assert_eq!(f.storage.decide(&id, &theirs).await.unwrap(), None);
+            if advertised_by_the_dead {
+                f.queue.publish(Message::json(&available, &id, &serde_json::json!({"request_id": id}))).await.unwrap();
+            }
+            assert_eq!(f.pipeline.apply_verdict(&validator(), &id, "success", None).await.outcome, Outcome::Promoted);
+            id
+        }
+    };
+    let published = died_after(true).await;
+    let not_yet = died_after(false).await;
+    let mut sub = f.queue.subscribe(&available, "count").await.unwrap();
+    let mut keys = Vec::new();
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        keys.push(d.message.key.clone());
+        d.ack();
+    }
+    assert_eq!(keys.iter().filter(|k| **k == published).count(), 1, "published by the dead replica, not again: {keys:?}");
+    assert_eq!(keys.iter().filter(|k| **k == not_yet).count(), 1, "not published before: published now: {keys:?}");
 }
 
 #[tokio::test(start_paused = true)]

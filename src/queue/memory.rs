@@ -183,6 +183,12 @@ impl Queue for MemoryQueue {
         )))
     }
 
+    /// (It keeps no times: any message still kept.)
+    async fn written_since(&self, topic: &str, key: &str, _since: Duration) -> Result<bool> {
+        let topics = self.inner.topics.lock().unwrap();
+        Ok(topics.get(topic).is_some_and(|t| t.log.iter().any(|m| m.key == key)))
+    }
+
     async fn tail(&self, topic: &str, _since: Duration) -> Result<Subscription> {
         // A group of its own that starts at the end of the topic.
         let group = format!(".tail.{}", uuid::Uuid::new_v4().simple());

@@ -122,6 +122,11 @@ pub trait Queue: Send + Sync + 'static {
     /// group. A new group starts at the oldest message still kept.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription>;
 
+    /// Whether a message with this key was written to `topic` from `since` ago on, read
+    /// to the topic's end as it is when asked (in no group). How a replica learns that
+    /// another one, killed before it could note it, published a payload's `available`.
+    async fn written_since(&self, topic: &str, key: &str, since: Duration) -> Result<bool>;
+
     /// Every message published on `topic` from `since` ago on, to this reader alone: no
     /// group, nothing committed, nothing left on the broker when it is dropped (what
     /// each replica reads in full, e.g. the status topic). Acks change nothing. (The

@@ -548,6 +548,20 @@ impl RssPeak {
     }
 }
 
+/// Bytes that do not compress or repeat (xorshift), the same for the same seed.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
 /// The period of [`Big`]'s bytes.
 const BIG_PERIOD: usize = (16 << 20) + 13;
 
@@ -562,16 +576,7 @@ pub struct Big {
 
 impl Big {
     pub fn new(len: u64, seed: u64) -> Big {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut block = Vec::with_capacity(BIG_PERIOD + 8);
-        while block.len() < BIG_PERIOD {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            block.extend_from_slice(&x.to_le_bytes());
-        }
-        block.truncate(BIG_PERIOD);
-        Big { block: std::sync::Arc::new(block), len }
+        Big { block: std::sync::Arc::new(pseudo_random(BIG_PERIOD, seed)), len }
     }
 
     /// The first `len` bytes of this payload, as a payload.

@@ -20,20 +20,6 @@ use upload_gateway::storage::Bucket;
 const TESTARENO: &str = "application/vnd.redhat.testareno.something+tgz";
 const MIB: usize = 1 << 20;
 
-/// Bytes that do not compress or repeat, the same for the same seed.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 async fn upload_with(t: &TestApp, id: &str, body: Vec<u8>) -> reqwest::Response {
     Upload::new(TESTARENO, body)
         .file_name("a.tgz")

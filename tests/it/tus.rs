@@ -36,20 +36,6 @@ fn sha256_b64(bytes: &[u8]) -> String {
     b64(sha2::Sha256::digest(bytes))
 }
 
-/// `len` bytes that differ for every seed (xorshift), fast enough for 64 MiB.
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// The sha256 and size of a payload stored on local disk, read in pieces.
 fn stored_sha256(data: &std::path::Path, id: &str) -> Option<(String, u64)> {
     use sha2::Digest;
@@ -255,7 +241,7 @@ async fn options_creation_head_and_patches_make_an_ordinary_payload() {
 
             // Creation, with the JSON metadata and a declared sha256 (Upload-Metadata
             // on one prefix, Repr-Digest on the next, none on the last).
-            let body = payload(300_000 + n * 1000 + k, (n * 3 + k) as u64);
+            let body = pseudo_random(300_000 + n * 1000 + k, (n * 3 + k) as u64);
             let mut meta = format!("{},metadata {}", metadata(ADVISOR, "host.tgz"), b64(r#"{"display_name":"tus-host"}"#));
             if k == 0 {
                 meta = format!("{meta},sha256 {}", b64(sha256_hex(&body)));
@@ -451,7 +437,7 @@ async fn creation_with_upload_defer_length_and_termination() {
         let p = "/r/insights/platform/ingress";
 
         // creation-with-upload, all of it: the 201 comes once stored and announced.
-        let body = payload(70_000, 11);
+        let body = pseudo_random(70_000, 11);
         let resp = tus
             .creation(p, body.len() as u64)
             .header("content-type", "application/offset+octet-stream")
@@ -523,7 +509,7 @@ async fn a_declared_sha256_that_differs_keeps_and_announces_nothing() {
     let t = spawn_app(&[]).await;
     let tus = Tus::new(&t.http, &t.base);
     let p = "/api";
-    let body = payload(50_000, 5);
+    let body = pseudo_random(50_000, 5);
     let wrong = sha256_hex(b"something else");
     for declare in [
         format!("{},sha256 {}", metadata(ADVISOR, "a"), b64(&wrong)),
@@ -769,7 +755,7 @@ async fn two_writers_at_once_one_wins_and_the_payload_is_its_bytes() {
     let t = spawn_app(&[]).await;
     let tus = Tus::new(&t.http, &t.base);
     let len = 2 * MIB;
-    let (a, b) = (payload(len, 1), payload(len, 2));
+    let (a, b) = (pseudo_random(len, 1), pseudo_random(len, 2));
     let (location, id) = tus.create("/api/ingress", len as u64).await;
 
     // Both begin at offset 0 and send a little; neither finishes.
@@ -826,7 +812,7 @@ async fn tus_js_client_uploads_and_resumes_from_its_stored_url() {
     let t = spawn_app(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("archive.tgz");
-    let body = payload(6 * MIB + 12_345, 99);
+    let body = pseudo_random(6 * MIB + 12_345, 99);
     std::fs::write(&file, &body).unwrap();
     let store = dir.path().join("tus-urls.json");
     let endpoint = t.url("/api/ingress/v1/uploads/");
@@ -866,7 +852,7 @@ async fn tus_js_client_uploads_and_resumes_from_its_stored_url() {
 #[tokio::test]
 async fn repr_digest_on_the_multipart_upload() {
     let t = spawn_app(&[]).await;
-    let body = payload(10_000, 3);
+    let body = pseudo_random(10_000, 3);
     let upload = Upload::new(ADVISOR, body.clone());
     let resp = upload.request(&t.http, &t.base).header("repr-digest", format!("sha-256=:{}:", sha256_b64(&body))).send().await.unwrap();
     let id = accepted_id(resp).await;

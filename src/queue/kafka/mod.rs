@@ -26,6 +26,7 @@ use crate::config::{KafkaSettings, Settings};
 use crate::error::{Error, Result};
 
 mod group;
+mod lookup;
 pub mod validator;
 mod offsets;
 mod produce;
@@ -273,6 +274,10 @@ impl Queue for KafkaQueue {
 
     async fn tail(&self, topic: &str, since: Duration) -> Result<Subscription> {
         tail::start(&self.base, topic, since).await
+    }
+
+    async fn written_since(&self, topic: &str, key: &str, since: Duration) -> Result<bool> {
+        lookup::written_since(&self.base, topic, key, since).await
     }
 
     async fn check(&self) -> Result<()> {

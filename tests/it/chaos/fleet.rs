@@ -58,19 +58,11 @@ pub(super) async fn fleet_run(name: &str, run: Run) -> FleetTally {
     let stop = CancellationToken::new();
     let decided: Arc<Mutex<BTreeMap<String, &'static str>>> = Arc::default();
     let validator = tokio::spawn(validate(cloud.clone(), gateway.bases.clone(), paths.clone(), decided.clone(), stop.clone()));
-    let (outcomes, faults, mut gateway) = drive(&run, gateway, Some(cloud.clone())).await;
+    let (outcomes, faults, gateway) = drive(&run, gateway, Some(cloud.clone())).await;
     let took = started.elapsed();
 
-    // Everything up again: every replica restarted (a short stale age sweeps what a
-    // refusal during an S3 outage left), then the validator's verdicts run out.
-    gateway.kill();
-    gateway.flags.extend(["--s3-stale-upload-secs".to_string(), "1".to_string()]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    gateway = blocking(move || {
-        gateway.restart();
-        gateway
-    })
-    .await;
+    // Everything up again: every replica restarted, then the validator's verdicts run out.
+    let mut gateway = gateway.restart_for_the_tally().await;
     let s3 = cloud.garage.env.client();
     let announce_topic = cloud.topic(&format!("upload.{SERVICE}"));
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -242,6 +242,20 @@ impl Gateway {
         self.processes[i] = Some(p);
     }
 
+    /// Kills every replica and starts them all again with a short stale age, so the
+    /// start-up sweep removes what a refusal during an S3 outage left (a lone sidecar
+    /// whose removal failed too): the final gateway of a run, on everything up.
+    async fn restart_for_the_tally(mut self) -> Gateway {
+        self.kill();
+        self.flags.extend(["--s3-stale-upload-secs".to_string(), "1".to_string()]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        blocking(move || {
+            self.restart();
+            self
+        })
+        .await
+    }
+
     /// The first running replica.
     fn url(&self) -> String {
         live(&self.bases, 0).expect("the gateway runs")
@@ -457,22 +471,13 @@ async fn cloud_run(name: &str, run: Run) -> Tally {
         move || Gateway::start(&d, flags)
     })
     .await;
-    let (outcomes, faults, mut gateway) = drive(&run, gateway, Some(cloud.clone())).await;
+    let (outcomes, faults, gateway) = drive(&run, gateway, Some(cloud.clone())).await;
     let took = started.elapsed();
 
     // A final gateway on everything up; then what is stored and announced, seen by
     // independent clients (asked again for a while: a refused upload's removal runs
-    // just after its answer). A refusal while S3 was down may leave a lone sidecar
-    // (its removal failed too); the start-up sweep removes those once older than the
-    // stale age, so the final gateway gets a short one to sweep them now.
-    gateway.kill();
-    gateway.flags.extend(["--s3-stale-upload-secs".to_string(), "1".to_string()]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    gateway = blocking(move || {
-        gateway.restart();
-        gateway
-    })
-    .await;
+    // just after its answer).
+    let mut gateway = gateway.restart_for_the_tally().await;
     let s3 = cloud.garage.env.client();
     // Stored but unannounced payloads (a kill between the two) are announced by the
     // quarantine sweep: two looks 4 s apart.

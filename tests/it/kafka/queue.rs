@@ -88,3 +88,37 @@ async fn an_unacked_delivery_comes_back_and_nothing_past_it_is_committed() {
     drop(sub);
     n.cleanup().await;
 }
+
+/// The look a verdict applied again makes (did a replica that died publish the
+/// payload's `available`?), on the real broker: a key written within the window is
+/// found, on any of the topic's partitions; one never written is not; one written
+/// before the window is not.
+#[tokio::test]
+async fn a_key_written_lately_is_found_and_one_written_before_is_not() {
+    let _broker = BROKER.read().await;
+    let n = Names::new("lookup");
+    let topic = n.validation.clone();
+    let settings = KafkaSettings {
+        brokers: brokers(),
+        partitions: 4,
+        replication: -1,
+        publish_timeout: Duration::from_secs(10),
+        quarantine_sweep: Duration::from_secs(60),
+        options: vec![],
+    };
+    let q = KafkaQueue::new(&settings, &topic).unwrap();
+    q.ensure_topics(std::slice::from_ref(&topic), Duration::from_secs(10)).await.unwrap();
+    q.publish(msg(&topic, "early")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..20 {
+        q.publish(msg(&topic, &format!("late-{i}"))).await.unwrap();
+    }
+    let minute = Duration::from_secs(60);
+    for i in [0, 7, 19] {
+        assert!(q.written_since(&topic, &format!("late-{i}"), minute).await.unwrap(), "late-{i} written within the minute");
+    }
+    assert!(q.written_since(&topic, "early", minute).await.unwrap(), "early, within the minute");
+    assert!(!q.written_since(&topic, "early", Duration::from_secs(2)).await.unwrap(), "early, 3 s ago, not within 2 s");
+    assert!(!q.written_since(&topic, "never", minute).await.unwrap(), "a key never written");
+    n.cleanup().await;
+}
