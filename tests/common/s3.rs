@@ -148,24 +148,39 @@ pub async fn inline_meta(c: &Client, bucket: &str, key: &str) -> Option<serde_js
     Some(serde_json::from_slice(&json).expect("gateway-meta is JSON"))
 }
 
-/// A Garage server of the test's own, under its own state folder, for tests that stop
-/// and start S3 (the shared one stays up for the other tests). Stopped when dropped.
-pub struct PrivateGarage {
+/// An S3 server of the test's own (Garage, or MinIO where conditional writes must
+/// hold), under its own state folder, for tests that stop and start S3 (the shared one
+/// stays up for the other tests). Stopped when dropped.
+pub struct PrivateS3 {
     service: super::PrivateService,
     pub env: S3Env,
 }
 
-impl PrivateGarage {
-    pub fn start() -> PrivateGarage {
-        let (service, out) = super::PrivateService::start("garage.sh");
+/// The one the suite mostly uses (it ignores conditional writes: see README, "Trust").
+pub type PrivateGarage = PrivateS3;
+
+impl PrivateS3 {
+    /// A Garage server.
+    pub fn start() -> PrivateS3 {
+        PrivateS3::launch("garage.sh", ["S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
+    }
+
+    /// A MinIO server: it honours `If-None-Match: *`, which replicas deciding one
+    /// payload's fate rely on.
+    pub fn minio() -> PrivateS3 {
+        PrivateS3::launch("minio.sh", ["MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"])
+    }
+
+    fn launch(script: &str, [endpoint, key, secret]: [&str; 3]) -> PrivateS3 {
+        let (service, out) = super::PrivateService::start(script);
         let vars: std::collections::HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
         let env = S3Env {
-            endpoint: vars["S3_ENDPOINT_URL"].to_string(),
-            access_key: vars["AWS_ACCESS_KEY_ID"].to_string(),
-            secret_key: vars["AWS_SECRET_ACCESS_KEY"].to_string(),
-            region: vars["AWS_REGION"].to_string(),
+            endpoint: vars[endpoint].to_string(),
+            access_key: vars[key].to_string(),
+            secret_key: vars[secret].to_string(),
+            region: vars.get("AWS_REGION").unwrap_or(&"us-east-1").to_string(),
         };
-        PrivateGarage { service, env }
+        PrivateS3 { service, env }
     }
 
     /// Kills the server, keeping its data and ports (an outage).

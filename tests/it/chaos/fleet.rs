@@ -1,6 +1,6 @@
 //! The chaos run's fleet mode (issue 12): three gateway replicas on one Kafka and one
 //! S3, uploads spread over them, while replicas are SIGKILLed and restarted and Kafka
-//! and Garage go down and come back; a validator answers every announcement, half over
+//! and S3 (MinIO) go down and come back; a validator answers every announcement, half over
 //! Kafka and half over gRPC to a replica picked at random. Beside the single gateway's
 //! tally (nothing accepted lost, nothing announced without its payload), it counts:
 //! `available` messages per request id (at most one), payloads with a verdict still in
@@ -46,7 +46,9 @@ impl FleetTally {
 
 pub(super) async fn fleet_run(name: &str, run: Run) -> FleetTally {
     let _seed = SeedOnFailure::announce(name, run.seed);
-    let (cloud, flags) = Cloud::start().await;
+    // MinIO: replicas decide a payload's fate with conditional writes, which Garage
+    // ignores (README, "Trust").
+    let (cloud, flags) = Cloud::start(crate::common::s3::PrivateS3::minio).await;
     let dirs: Vec<tempfile::TempDir> = (0..REPLICAS).map(|_| tempfile::tempdir().unwrap()).collect();
     let paths: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
     let started = Instant::now();
@@ -63,7 +65,7 @@ pub(super) async fn fleet_run(name: &str, run: Run) -> FleetTally {
 
     // Everything up again: every replica restarted, then the validator's verdicts run out.
     let mut gateway = gateway.restart_for_the_tally().await;
-    let s3 = cloud.garage.env.client();
+    let s3 = cloud.s3.env.client();
     let announce_topic = cloud.topic(&format!("upload.{SERVICE}"));
     let deadline = Instant::now() + Duration::from_secs(90);
     let (t, in_quarantine) = loop {

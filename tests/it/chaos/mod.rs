@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use clients::{Outcome, SERVICE};
-use crate::common::s3::{s3_flags, Buckets, PrivateGarage};
+use crate::common::s3::{s3_flags, Buckets, PrivateS3};
 use crate::common::GatewayProcess;
 use services::{PrivateKafka, Rng};
 
@@ -29,26 +29,26 @@ const CLIENTS: usize = 6;
 enum Fault {
     KillGateway,
     KafkaDown,
-    GarageDown,
+    S3Down,
 }
 
 /// The services a cloud run uses, and how to name its topics and buckets.
 struct Cloud {
     kafka: PrivateKafka,
-    garage: PrivateGarage,
+    s3: PrivateS3,
     buckets: Buckets,
     /// Of its topics and consumer group.
     prefix: String,
 }
 
 impl Cloud {
-    /// Private Kafka and Garage, buckets and topics of the run's own, and the gateway
-    /// flags that point at them.
-    async fn start() -> (Arc<Cloud>, Vec<String>) {
-        let (kafka, garage) = tokio::join!(blocking(PrivateKafka::start), blocking(PrivateGarage::start));
+    /// Private Kafka and S3 (`s3`: `PrivateS3::start` for Garage, `PrivateS3::minio`),
+    /// buckets and topics of the run's own, and the gateway flags that point at them.
+    async fn start(s3: fn() -> PrivateS3) -> (Arc<Cloud>, Vec<String>) {
+        let (kafka, s3) = tokio::join!(blocking(PrivateKafka::start), blocking(s3));
         let sfx = &uuid::Uuid::new_v4().simple().to_string()[..10];
-        let cloud = Arc::new(Cloud { kafka, garage, buckets: Buckets::unique("chaos"), prefix: format!("chaos.{sfx}.") });
-        let mut flags = s3_flags(&cloud.garage.env, &cloud.buckets, &[]);
+        let cloud = Arc::new(Cloud { kafka, s3, buckets: Buckets::unique("chaos"), prefix: format!("chaos.{sfx}.") });
+        let mut flags = s3_flags(&cloud.s3.env, &cloud.buckets, &[]);
         flags.extend(
             [
                 "--kafka-brokers", &cloud.kafka.brokers,
@@ -137,7 +137,7 @@ impl Tally {
             took,
             count(Fault::KillGateway),
             count(Fault::KafkaDown),
-            count(Fault::GarageDown),
+            count(Fault::S3Down),
             self.accepted,
             self.accepted_ok,
             self.refused,
@@ -302,7 +302,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn drive(run: &Run, gateway: Gateway, cloud: Option<Arc<Cloud>>) -> (Vec<(String, Outcome)>, Vec<Fault>, Gateway) {
     let mut rng = Rng::new(run.seed);
     let kinds: Vec<Fault> = match cloud {
-        Some(_) => vec![Fault::KillGateway, Fault::KafkaDown, Fault::GarageDown],
+        Some(_) => vec![Fault::KillGateway, Fault::KafkaDown, Fault::S3Down],
         None => vec![Fault::KillGateway],
     };
     // Faults at random points of the run (by uploads answered), 5%..90%.
@@ -396,12 +396,12 @@ async fn drive(run: &Run, gateway: Gateway, cloud: Option<Arc<Cloud>>) -> (Vec<(
                 let c = cloud.clone().unwrap();
                 blocking(move || c.kafka.up()).await;
             }
-            Fault::GarageDown => {
+            Fault::S3Down => {
                 let c = cloud.clone().unwrap();
-                blocking(move || c.garage.down()).await;
+                blocking(move || c.s3.down()).await;
                 tokio::time::sleep(outage).await;
                 let c = cloud.clone().unwrap();
-                blocking(move || c.garage.up()).await;
+                blocking(move || c.s3.up()).await;
             }
         }
         done.push(fault);
@@ -463,7 +463,7 @@ fn tally(
 
 async fn cloud_run(name: &str, run: Run) -> Tally {
     let _seed = SeedOnFailure::announce(name, run.seed);
-    let (cloud, flags) = Cloud::start().await;
+    let (cloud, flags) = Cloud::start(PrivateS3::start).await;
     let data = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let gateway = blocking({
@@ -478,7 +478,7 @@ async fn cloud_run(name: &str, run: Run) -> Tally {
     // independent clients (asked again for a while: a refused upload's removal runs
     // just after its answer).
     let mut gateway = gateway.restart_for_the_tally().await;
-    let s3 = cloud.garage.env.client();
+    let s3 = cloud.s3.env.client();
     // Stored but unannounced payloads (a kill between the two) are announced by the
     // quarantine sweep: two looks 4 s apart.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -550,7 +550,7 @@ async fn short_chaos_on_the_embedded_default_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "three replicas, a private Kafka and Garage: scripts/test runs it alone after the other tests (beside them, more load than 2 cores take); scripts/chaos too"]
+#[ignore = "three replicas, a private Kafka and MinIO: scripts/test runs it alone after the other tests (beside them, more load than 2 cores take); scripts/chaos too"]
 async fn short_chaos_on_a_fleet_of_three_loses_nothing_and_decides_once() {
     fleet::fleet_run("fleet of 3 (short)", Run::short(150, 4)).await.assert_clean();
 }
