@@ -165,11 +165,30 @@ async fn open_storage(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Re
                 .await
                 .map_err(|e| anyhow::anyhow!("local storage in {}: {e}", settings.data_dir.display()))?,
         )),
-        StorageChoice::S3(options) => Ok(Arc::new(
-            S3Storage::open_counted(options.clone(), Some(Arc::clone(metrics)))
+        StorageChoice::S3(options) => {
+            let s3 = S3Storage::open_counted(options.clone(), Some(Arc::clone(metrics)))
                 .await
-                .map_err(|e| anyhow::anyhow!("S3 storage: {e}"))?,
-        )),
+                .map_err(|e| anyhow::anyhow!("S3 storage: {e}"))?;
+            if settings.kafka.is_some() {
+                warn_unless_conditional_writes(&s3).await;
+            }
+            Ok(Arc::new(s3))
+        }
+    }
+}
+
+/// With Kafka, replicas may share the store: their decisions (one verdict per payload,
+/// one upload per request id, one sweep claim) are conditional writes. A store that
+/// ignores them is said at start-up, with what to do.
+async fn warn_unless_conditional_writes(s3: &S3Storage) {
+    match s3.honours_conditional_writes().await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "this S3 store ignores conditional writes (If-None-Match: *, measured at start-up): run one replica on it; \
+             several replicas could each apply a different verdict to one payload or accept one request id twice. \
+             AWS S3, MinIO and R2 honour them"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not check whether this S3 store honours conditional writes"),
     }
 }
 

@@ -80,6 +80,21 @@ impl S3Storage {
         Ok(storage)
     }
 
+    /// Whether the store honours `If-None-Match: *` on PutObject (AWS S3, MinIO, R2
+    /// do; Garage 2.5.0 does not): a probe object in quarantine written twice with it,
+    /// then removed. Replicas deciding one payload's fate rely on it.
+    pub async fn honours_conditional_writes(&self) -> Result<bool> {
+        let bucket = self.name(Bucket::Quarantine).to_string();
+        let key = format!(".probe/conditional-write-{}.json", uuid::Uuid::new_v4().simple());
+        let first = self.create_json(&bucket, &key, b"{}".to_vec(), "the conditional-write probe").await;
+        let second = match first {
+            Ok(_) => self.create_json(&bucket, &key, b"{}".to_vec(), "the conditional-write probe").await,
+            Err(e) => Err(e),
+        };
+        let _ = self.delete_key(&bucket, &key).await;
+        Ok(!second?)
+    }
+
     /// The client (tests and tools reach the same store with it).
     pub fn client(&self) -> &Client {
         &self.client

@@ -110,6 +110,33 @@ async fn a_second_replica_on_local_disk_is_warned_about() {
     n.cleanup().await;
 }
 
+/// A fleet rests on conditional writes: a gateway with Kafka on an S3 store that ignores
+/// them (Garage 2.5.0) says so at start-up, with what to do; on one that honours them
+/// (MinIO) it says nothing of the kind.
+#[tokio::test]
+async fn a_store_that_ignores_conditional_writes_is_warned_about() {
+    let _broker = BROKER.read().await;
+    let warning = "this S3 store ignores conditional writes";
+    let n = Names::new("condgarage");
+    let data = tempfile::tempdir().unwrap();
+    let flags = s3_flags(&S3Env::from_test_env(), &Buckets::unique("condgarage"), &as_strs(&n.flags()));
+    let garage = tokio::task::spawn_blocking({
+        let d = data.path().to_path_buf();
+        move || GatewayProcess::start(&d, &as_strs(&flags))
+    })
+    .await
+    .unwrap();
+    let said = garage.log_lines().iter().any(|l| l.contains(warning) && l.contains("run one replica"));
+    assert!(said, "the warning on Garage:\n{}", garage.log_lines().join("\n"));
+    let (m, _env, _buckets, a, b) = fleet_on_minio("condminio").await;
+    for p in [&a, &b] {
+        assert!(!p.log_lines().iter().any(|l| l.contains(warning)), "no such warning on MinIO:\n{}", p.log_lines().join("\n"));
+    }
+    drop((garage, a, b));
+    n.cleanup().await;
+    m.cleanup().await;
+}
+
 /// A payload held for a subscriber on one replica is released as soon as its verdict
 /// lands on another (via the status topic every replica reads), not after the
 /// visibility timeout: 40 payloads go through one subscriber that holds at most 16,
