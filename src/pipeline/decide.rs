@@ -270,10 +270,11 @@ impl Pipeline {
                 }
                 Ok(Some(recorded)) if recorded.validation == validation => {
                     advertised = recorded.advertised;
-                    // Recorded earlier and not noted as advertised: the replica that
-                    // recorded it may have published `available` and died before
-                    // noting it. The topic says.
-                    if !advertised && validation == "success" {
+                    // Recorded earlier by another replica (or process) and not noted
+                    // as advertised: that one may have published `available` and died
+                    // before noting it. The topic says. (This process notes its own
+                    // before it lets go of a verdict.)
+                    if !advertised && validation == "success" && recorded.by.as_deref() != Some(self.replica()) {
                         match self.advertised_since(id, &recorded).await {
                             Ok(found) => advertised = found,
                             Err(e) => return VerdictReport::new(id, Outcome::Retry, e.to_string()),
