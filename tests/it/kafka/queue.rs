@@ -27,21 +27,27 @@ async fn next_key(sub: &mut Subscription) -> (String, upload_gateway::queue::Del
     (d.message.key.clone(), d)
 }
 
-#[tokio::test]
-async fn an_unacked_delivery_comes_back_and_nothing_past_it_is_committed() {
-    let _broker = BROKER.read().await;
-    let n = Names::new("queue");
-    let topic = n.validation.clone();
+/// A Kafka queue on the shared broker, and `topic` made with this many partitions.
+async fn queue_with_topic(topic: &str, partitions: i32) -> KafkaQueue {
     let settings = KafkaSettings {
         brokers: brokers(),
-        partitions: 1,
+        partitions,
         replication: -1,
         publish_timeout: Duration::from_secs(10),
         quarantine_sweep: Duration::from_secs(60),
         options: vec![],
     };
-    let q = KafkaQueue::new(&settings, &topic).unwrap();
-    q.ensure_topics(std::slice::from_ref(&topic), Duration::from_secs(10)).await.unwrap();
+    let q = KafkaQueue::new(&settings, topic).unwrap();
+    q.ensure_topics(&[topic.to_string()], Duration::from_secs(10)).await.unwrap();
+    q
+}
+
+#[tokio::test]
+async fn an_unacked_delivery_comes_back_and_nothing_past_it_is_committed() {
+    let _broker = BROKER.read().await;
+    let n = Names::new("queue");
+    let topic = n.validation.clone();
+    let q = queue_with_topic(&topic, 1).await;
     for k in ["k1", "k2", "k3"] {
         q.publish(msg(&topic, k)).await.unwrap();
     }
@@ -98,16 +104,7 @@ async fn a_key_written_lately_is_found_and_one_written_before_is_not() {
     let _broker = BROKER.read().await;
     let n = Names::new("lookup");
     let topic = n.validation.clone();
-    let settings = KafkaSettings {
-        brokers: brokers(),
-        partitions: 4,
-        replication: -1,
-        publish_timeout: Duration::from_secs(10),
-        quarantine_sweep: Duration::from_secs(60),
-        options: vec![],
-    };
-    let q = KafkaQueue::new(&settings, &topic).unwrap();
-    q.ensure_topics(std::slice::from_ref(&topic), Duration::from_secs(10)).await.unwrap();
+    let q = queue_with_topic(&topic, 4).await;
     q.publish(msg(&topic, "early")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     for i in 0..20 {
