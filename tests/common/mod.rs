@@ -393,6 +393,11 @@ impl GatewayProcess {
         rss_kib(self.pid())
     }
 
+    /// The highest resident memory of the process since it started (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
     pub fn signal(&self, sig: &str) {
         Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
     }
@@ -436,14 +441,19 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 /// process is gone, or is a zombie with no memory left): a dead gateway must not
 /// pass a memory bound.
 pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:`).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("/proc/{pid}/status has no VmRSS (the process has exited)"))
+        .unwrap_or_else(|| panic!("/proc/{pid}/status has no {field} (the process has exited)"))
 }
 
 /// A tiny blocking HTTP GET that returns the status code (readiness polling, with

@@ -174,16 +174,12 @@ async fn a_gateway_killed_mid_upload_resumes_from_what_it_committed() {
     let mut client = g.clone();
     let call = tokio::spawn(async move { client.write(with_identity(tokio_stream::wrappers::ReceiverStream::new(rx), "o1")).await });
     let half = len / 2 + 3 * MIB / 2; // not on a part boundary
-    let mut peak_rss = 0;
     let mut at = 0;
     while at < half {
         let end = (at + MIB).min(half);
         let m = WriteRequest { upload_id: if at == 0 { id.clone() } else { String::new() }, write_offset: 0, data: bytes(at, end).into(), finish_write: false };
         tx.send(m).await.unwrap();
         at = end;
-        if at % (64 * MIB) == 0 {
-            peak_rss = peak_rss.max(first.rss_kib());
-        }
     }
     let base = first.base.clone();
     eventually(Duration::from_secs(30), "the gateway read every byte sent", || {
@@ -192,6 +188,7 @@ async fn a_gateway_killed_mid_upload_resumes_from_what_it_committed() {
     })
     .await;
     let addr = first.addr.to_string();
+    let mut peak_rss = first.peak_rss_kib();
     first.signal("KILL");
     drop(first);
     let _ = call.await;
@@ -218,12 +215,10 @@ async fn a_gateway_killed_mid_upload_resumes_from_what_it_committed() {
             break; // the call ended: its result says why
         }
         at = end;
-        if at % (64 * MIB) == 0 {
-            peak_rss = peak_rss.max(second.rss_kib());
-        }
     }
     drop(tx);
     let done = call.await.unwrap().unwrap_or_else(|e| panic!("the resumed write failed: {e:?}")).into_inner();
+    peak_rss = peak_rss.max(second.peak_rss_kib());
     let receipt = done.receipt.unwrap();
     assert_eq!((receipt.size, receipt.sha256), (len, sha_of(len)));
     let stored = std::fs::metadata(data.path().join("quarantine").join(&id)).unwrap().len();
