@@ -439,14 +439,15 @@ async fn wait(ctx: &Ctx, request_id: &str, within: Duration) -> anyhow::Result<(
                 Ok(Err(Failure::Permanent(m))) => anyhow::bail!("{m}"),
             },
         };
-        if step.is_none() || Instant::now() + pause >= deadline {
+        // Asked once more at the deadline: the whole --wait-timeout is waited.
+        if step.is_none() || Instant::now() >= deadline {
             anyhow::bail!(
                 "no verdict for {request_id} within {}{}",
                 progress::duration(within),
                 if last.is_empty() { String::new() } else { format!(" ({last})") }
             );
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
 }

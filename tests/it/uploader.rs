@@ -290,6 +290,29 @@ async fn wait_over_grpc_exits_0_when_the_payload_is_advertised() {
     wait_for_the_verdict(true, "success", "advertised", 0).await;
 }
 
+/// `--wait` with no validator to answer: once `--wait-timeout` passes, the uploader
+/// says so and exits 1 (error or time-out), over tus and over gRPC; the upload itself
+/// was stored.
+#[tokio::test]
+async fn wait_without_a_verdict_exits_1_after_its_timeout() {
+    let t = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "payload.tar.gz", 10_000);
+    for grpc in [false, true] {
+        let mut cmd = uploader(&dir.path().join("cache"));
+        cmd.arg(&file).args(["--gateway", &t.base, "--service", "testareno", "--category", "something", "--wait", "--wait-timeout", "2s"]);
+        if grpc {
+            cmd.arg("--grpc");
+        }
+        let started = std::time::Instant::now();
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, Some(1), "grpc={grpc}: {}", ran.show());
+        assert!(started.elapsed() >= Duration::from_secs(2), "grpc={grpc}: it waited the 2 s: {}", ran.show());
+        assert!(format!("{}{}", ran.stdout, ran.stderr).contains("no verdict for"), "grpc={grpc}: {}", ran.show());
+    }
+    assert_eq!(t.metric("upload_gateway_uploads_accepted_total{service=\"testareno\"}").await, 2.0, "both uploads were stored");
+}
+
 /// Under a pseudo-terminal (util-linux `script`): a progress bar is drawn, and the last
 /// line names the request id.
 #[tokio::test]
