@@ -94,8 +94,7 @@ const UNDER_WAY: Duration = Duration::from_secs(20);
 
 /// How long ago a decision was recorded (none when its record has no date).
 fn age(d: &Decision) -> Option<Duration> {
-    let at = chrono::DateTime::parse_from_rfc3339(d.at.as_deref()?).ok()?;
-    chrono::Utc::now().signed_duration_since(at).to_std().ok()
+    super::status::age(d.at.as_deref()?)
 }
 
 /// Verdicts from the validation topic applied at once, per replica: each waits on a
@@ -409,11 +408,8 @@ impl Pipeline {
 
     /// Received to decided: the payload's wait for its verdict.
     fn verdict_latency(&self, meta: &ObjectMeta) {
-        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&meta.received_at) {
-            let waited = chrono::Utc::now().signed_duration_since(t);
-            if let Ok(d) = waited.to_std() {
-                self.metrics().stage(crate::metrics::Stage::Verdict, d);
-            }
+        if let Some(waited) = super::status::age(&meta.received_at) {
+            self.metrics().stage(crate::metrics::Stage::Verdict, waited);
         }
     }
 

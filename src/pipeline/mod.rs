@@ -78,9 +78,9 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Self {
         let dead_letter = settings.topics.dead_letter.clone();
-        // Longer than any sweep may still need: its look plus the feed's catch-up.
+        // Longer than any sweep may still need: the feed's catch-up plus its look.
         let sweep = settings.kafka.as_ref().map_or(std::time::Duration::from_secs(60), |k| k.quarantine_sweep);
-        let settings_keep = (sweep * 3).max(status_feed::MIN_CATCH_UP) + sweep;
+        let settings_keep = status_feed::catch_up_for(sweep) + sweep;
         let outbox = outbox::Outbox::start(Arc::clone(&queue), Arc::clone(&metrics), dead_letter);
         Pipeline {
             inner: Arc::new(Inner {

@@ -220,10 +220,7 @@ impl Pipeline {
         let storage = &self.inner.storage;
         let (located, stored) = tokio::join!(self.locate(request_id), storage.events(request_id));
         let located = located?;
-        let mut events: Vec<PayloadStatus> = stored?
-            .iter()
-            .filter_map(|(_, bytes)| serde_json::from_slice::<PayloadStatus>(bytes).ok())
-            .collect();
+        let mut events = parse_events(&stored?);
         for e in self.status().history(request_id).unwrap_or_default() {
             if !seen_before(&events, &e) {
                 events.push(e);
@@ -313,8 +310,7 @@ impl Pipeline {
         let stored: Vec<PayloadStatus> = if new.iter().all(|n| *n) {
             Vec::new()
         } else {
-            let events = self.inner.storage.events(&meta.request_id).await?;
-            events.iter().filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok()).collect()
+            parse_events(&self.inner.storage.events(&meta.request_id).await?)
         };
         let delivered: Vec<_> = events
             .into_iter()
@@ -426,11 +422,22 @@ impl Follow {
         }
         if let Ok(events) = storage.events(&self.id).await {
             self.stored = Some(events.len());
-            let mut events: Vec<PayloadStatus> = events.iter().filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok()).collect();
+            let mut events = parse_events(&events);
             in_date_order(&mut events);
             self.queue.extend(events);
         }
     }
+}
+
+/// The status events among a payload's stored events (a sweep's claims are not).
+fn parse_events(stored: &[(String, Vec<u8>)]) -> Vec<PayloadStatus> {
+    stored.iter().filter_map(|(_, bytes)| serde_json::from_slice(bytes).ok()).collect()
+}
+
+/// How long ago an RFC 3339 date was (none when unreadable, or in the future).
+pub(super) fn age(date: &str) -> Option<std::time::Duration> {
+    let at = chrono::DateTime::parse_from_rfc3339(date).ok()?;
+    chrono::Utc::now().signed_duration_since(at).to_std().ok()
 }
 
 /// Oldest first; of one moment, in the order of a payload's life.

@@ -54,7 +54,7 @@ impl Pipeline {
     /// and at least [`MIN_CATCH_UP`], so the quarantine sweep hears of every
     /// announcement it may still need to know of after a restart (`unannounced.rs`).
     pub(crate) fn catch_up(&self) -> Duration {
-        self.settings().kafka.as_ref().map_or(Duration::ZERO, |k| (k.quarantine_sweep * 3).max(MIN_CATCH_UP))
+        self.settings().kafka.as_ref().map_or(Duration::ZERO, |k| catch_up_for(k.quarantine_sweep))
     }
 
     /// One status event from the topic; this replica's own are in its book already.
@@ -78,4 +78,9 @@ impl Pipeline {
             Err(e) => tracing::debug!(error = %e, "skipping an unreadable status message"),
         }
     }
+}
+
+/// [`Pipeline::catch_up`] for a sweep period: three of them, at least [`MIN_CATCH_UP`].
+pub(super) fn catch_up_for(sweep: Duration) -> Duration {
+    (sweep * 3).max(MIN_CATCH_UP)
 }

@@ -124,8 +124,7 @@ impl Pipeline {
         let claims: Vec<&Vec<u8>> = history.iter().filter(|(n, _)| n.starts_with(CLAIM)).map(|(_, b)| b).collect();
         if let Some(last) = claims.last() {
             let last = serde_json::from_slice::<serde_json::Value>(last).unwrap_or_default();
-            let at = last["date"].as_str().and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok());
-            let age = at.and_then(|t| chrono::Utc::now().signed_duration_since(t).to_std().ok());
+            let age = last["date"].as_str().and_then(super::status::age);
             // Its own claim (its announcement failed: the broker was away) this replica
             // takes again at once; another's, once its holder had time to announce.
             let mine = last["replica"].as_str() == Some(self.replica());

@@ -86,9 +86,9 @@ impl S3Storage {
     pub async fn honours_conditional_writes(&self) -> Result<bool> {
         let bucket = self.name(Bucket::Quarantine).to_string();
         let key = format!(".probe/conditional-write-{}.json", uuid::Uuid::new_v4().simple());
-        let first = self.create_json(&bucket, &key, b"{}".to_vec(), "the conditional-write probe").await;
-        let second = match first {
-            Ok(_) => self.create_json(&bucket, &key, b"{}".to_vec(), "the conditional-write probe").await,
+        let write = || self.create_json(&bucket, &key, b"{}".to_vec(), "the conditional-write probe");
+        let second = match write().await {
+            Ok(_) => write().await,
             Err(e) => Err(e),
         };
         let _ = self.delete_key(&bucket, &key).await;

@@ -16,12 +16,19 @@ const ADVISOR: &str = "application/vnd.redhat.advisor.fleet+tgz";
 /// Two gateway processes on one Kafka (topics of the test's own) and one S3 server
 /// (MinIO, buckets of the test's own): a fleet of two.
 async fn fleet_on_minio(tag: &str) -> (Names, S3Env, Buckets, GatewayProcess, GatewayProcess) {
+    let (n, env, buckets, flags) = fleet_flags(tag, &[]);
+    let (a, b) = two_gateways(&flags).await;
+    (n, env, buckets, a, b)
+}
+
+/// A fleet's names, its MinIO, buckets and the replicas' flags (Kafka, S3, `extra`).
+fn fleet_flags(tag: &str, extra: &[&str]) -> (Names, S3Env, Buckets, Vec<String>) {
     let n = Names::new(tag);
     let env = S3Env::minio_from_test_env();
     let buckets = Buckets::unique(tag);
-    let flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
-    let (a, b) = two_gateways(&flags).await;
-    (n, env, buckets, a, b)
+    let mut flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    (n, env, buckets, flags)
 }
 
 /// The statuses of a payload's history as `track` on the gateway at `base` tells them
@@ -313,11 +320,7 @@ async fn consumer_groups() -> Vec<String> {
 async fn two_replicas_sweeping_announce_a_never_announced_payload_once() {
     use base64::Engine as _;
     let _broker = BROKER.read().await;
-    let n = Names::new("fleetsweep");
-    let env = S3Env::minio_from_test_env();
-    let buckets = Buckets::unique("fleetsweep");
-    let mut flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
-    flags.extend(["--quarantine-sweep-secs", "3", "--kafka-publish-timeout-secs", "2"].map(String::from));
+    let (n, env, buckets, flags) = fleet_flags("fleetsweep", &["--quarantine-sweep-secs", "3", "--kafka-publish-timeout-secs", "2"]);
     let (a, b) = two_gateways(&flags).await;
     let (s3, http) = (env.client(), reqwest::Client::new());
     let ids: Vec<String> = ["waiting", "handoff", "decided"].iter().map(|k| format!("fleetsweep-{k}-0000000000000000001")).collect();
@@ -368,11 +371,7 @@ async fn two_replicas_sweeping_announce_a_never_announced_payload_once() {
 async fn three_replicas_behave_as_one_gateway() {
     use tokio_stream::StreamExt as _;
     let _broker = BROKER.read().await;
-    let n = Names::new("fleet3");
-    let env = S3Env::minio_from_test_env();
-    let buckets = Buckets::unique("fleet3");
-    let mut flags = s3_flags(&env, &buckets, &as_strs(&n.flags()));
-    flags.extend(["--quarantine-sweep-secs", "3", "--kafka-publish-timeout-secs", "2"].map(String::from));
+    let (n, env, buckets, flags) = fleet_flags("fleet3", &["--quarantine-sweep-secs", "3", "--kafka-publish-timeout-secs", "2"]);
     let start3 = |flags: Vec<String>| async move {
         let ((a, b), (c, d)) = tokio::join!(two_gateways(&flags), two_gateways(&flags));
         drop(d);

@@ -4,12 +4,13 @@
 //! after its replica died), so a consumer of its own each time.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
+use super::tail::{times_since, ungrouped};
 use crate::error::{Error, Result};
 
 /// How long a look may take before it is given up (and the verdict tried again later).
@@ -18,13 +19,8 @@ const LOOK_FOR: Duration = Duration::from_secs(15);
 const ASK: Duration = Duration::from_secs(10);
 
 pub(super) async fn written_since(base: &ClientConfig, topic: &str, key: &str, since: Duration) -> Result<bool> {
-    let mut config = base.clone();
-    // As for `tail`: a group id librdkafka needs to assign, never joined nor committed.
-    config
-        .set("group.id", format!("upload-gateway.lookup.{}", uuid::Uuid::new_v4().simple()))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true");
+    let mut config = ungrouped(base, "lookup");
+    config.set("enable.partition.eof", "true");
     let (topic, key) = (topic.to_string(), key.to_string());
     tokio::task::spawn_blocking(move || look(config, &topic, &key, since))
         .await
@@ -36,15 +32,7 @@ fn look(config: ClientConfig, topic: &str, key: &str, since: Duration) -> Result
     let consumer: BaseConsumer = config.create().map_err(|e| unavailable("a reader", e))?;
     let metadata = consumer.fetch_metadata(Some(topic), ASK).map_err(|e| unavailable("its partitions", e))?;
     let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len()) as i32;
-    let from = SystemTime::now()
-        .checked_sub(since)
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64);
-    let mut times = TopicPartitionList::new();
-    for p in 0..partitions {
-        times.add_partition_offset(topic, p, Offset::Offset(from)).map_err(|e| unavailable("a partition", e))?;
-    }
-    let starts = consumer.offsets_for_times(times, ASK).map_err(|e| unavailable("offsets by time", e))?;
+    let starts = consumer.offsets_for_times(times_since(topic, partitions, since)?, ASK).map_err(|e| unavailable("offsets by time", e))?;
     // Each partition that has messages since then, up to its end now.
     let (mut assigned, mut ends) = (TopicPartitionList::new(), HashMap::new());
     for e in starts.elements() {

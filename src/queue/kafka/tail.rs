@@ -12,16 +12,37 @@ use super::group::owned;
 use crate::error::{Error, Result};
 use crate::queue::{Delivery, Subscription};
 
-pub(super) async fn start(base: &ClientConfig, topic: &str, since: Duration) -> Result<Subscription> {
+/// A reader's settings: librdkafka assigns partitions only to a consumer with a group
+/// id; one that never joins (assign, not subscribe) nor commits leaves no trace of it on
+/// the broker. `purpose` names it (`tail`, `lookup`).
+pub(super) fn ungrouped(base: &ClientConfig, purpose: &str) -> ClientConfig {
     let mut config = base.clone();
-    // librdkafka assigns partitions only to a consumer with a group id; one that never
-    // joins (assign, not subscribe) nor commits leaves no trace of it on the broker.
-    let group = format!("upload-gateway.tail.{}", uuid::Uuid::new_v4().simple());
     config
-        .set("group.id", &group)
+        .set("group.id", format!("upload-gateway.{purpose}.{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
-    let consumer: StreamConsumer = config
+    config
+}
+
+/// Partitions `0..partitions` of `topic`, each at the moment `since` ago (in ms since
+/// the epoch), for `offsets_for_times`: the broker's time index answers each with its
+/// first message at or after then.
+pub(super) fn times_since(topic: &str, partitions: i32, since: Duration) -> Result<TopicPartitionList> {
+    let from = std::time::SystemTime::now()
+        .checked_sub(since)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut times = TopicPartitionList::new();
+    for p in 0..partitions {
+        times
+            .add_partition_offset(topic, p, Offset::Offset(from))
+            .map_err(|e| Error::Internal(format!("assigning {topic}/{p}: {e}")))?;
+    }
+    Ok(times)
+}
+
+pub(super) async fn start(base: &ClientConfig, topic: &str, since: Duration) -> Result<Subscription> {
+    let consumer: StreamConsumer = ungrouped(base, "tail")
         .create()
         .map_err(|e| Error::QueueUnavailable(format!("cannot create a Kafka reader of {topic}: {e}")))?;
     let consumer = Arc::new(consumer);
@@ -36,18 +57,9 @@ pub(super) async fn start(base: &ClientConfig, topic: &str, since: Duration) -> 
     if partitions == 0 {
         return Err(Error::QueueUnavailable(format!("topic {topic} has no partitions yet")));
     }
-    // Each partition from its first message at or after `since` ago (the broker's
-    // time index); where there is none, from its end.
-    let from = std::time::SystemTime::now()
-        .checked_sub(since)
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64);
-    let mut times = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        times
-            .add_partition_offset(topic, p, Offset::Offset(from))
-            .map_err(|e| Error::Internal(format!("assigning {topic}/{p}: {e}")))?;
-    }
+    // Each partition from its first message at or after `since` ago; where there is
+    // none, from its end.
+    let times = times_since(topic, partitions as i32, since)?;
     let c = consumer.clone();
     let found = tokio::task::spawn_blocking(move || c.offsets_for_times(times, Duration::from_secs(10)))
         .await
