@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use crate::payload::content_type;
+use crate::payload::Multipart;
 use crate::Output;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -116,22 +116,16 @@ pub async fn run(args: VerdictArgs) -> anyhow::Result<()> {
 async fn upload_all(args: &VerdictArgs) -> anyhow::Result<Vec<String>> {
     use futures_util::StreamExt;
     let http = reqwest::Client::new();
-    let ct = content_type(&args.service);
+    let form = Multipart::new(&args.service);
+    let body: bytes::Bytes = [form.prefix.as_ref(), &[b'v'; 1024], form.suffix.as_ref()].concat().into();
     let uploads = futures_util::stream::iter(0..args.count)
         .map(|i| {
-            let (http, ct) = (http.clone(), ct.clone());
+            let (http, body, form_type) = (http.clone(), body.clone(), form.content_type.clone());
             let url = format!("{}/api/ingress/v1/upload", args.targets[i % args.targets.len()].trim_end_matches('/'));
             async move {
-                const BOUNDARY: &str = "upload-load-verdicts";
-                let mut body = format!(
-                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"payload.tar.gz\"\r\nContent-Type: {ct}\r\n\r\n"
-                )
-                .into_bytes();
-                body.extend_from_slice(&[b'v'; 1024]);
-                body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
                 let resp = http
                     .post(&url)
-                    .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+                    .header("content-type", form_type)
                     .body(body)
                     .send()
                     .await?;
