@@ -466,10 +466,12 @@ impl Storage for LocalDisk {
     async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
         match self.held.look(bucket, key) {
             held::Look::Held(entry) => {
-                // At most SMALL bytes, read whole.
+                // At most SMALL bytes: read whole, handed out in chunks as a file's are.
                 let meta = held_meta(key, &entry)?;
                 let bytes = bytes::Bytes::from(entry.bytes.read().map_err(io)?);
-                let stream = futures_util::stream::iter([Ok(bytes)]);
+                let chunks: Vec<Result<bytes::Bytes>> =
+                    (0..bytes.len()).step_by(READ_CHUNK).map(|at| Ok(bytes.slice(at..bytes.len().min(at + READ_CHUNK)))).collect();
+                let stream = futures_util::stream::iter(chunks);
                 return Ok(Some((meta, Box::pin(stream))));
             }
             held::Look::Gone => return Ok(None),

@@ -229,3 +229,65 @@ impl Held {
         Ok(placed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::local::wal::{Record, Wal};
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    async fn logged(wal: &Wal, key: &str, meta: &[u8]) -> Entry {
+        let r = Record::Put { bucket: Bucket::Quarantine, key: key.into(), meta: meta.to_vec(), bytes: b"bytes".to_vec() };
+        let (log, spans) = wal.append(&r).await.unwrap();
+        Entry { bytes: Part { log: log.clone(), span: spans.bytes }, meta: Part { log, span: spans.meta } }
+    }
+
+    /// Being given files is not atomic: a delete or a new meta can come in between.
+    /// A payload deleted meanwhile has its new files removed again (its key taken until
+    /// then); a new meta is placed too; the others leave the index.
+    #[tokio::test]
+    async fn a_delete_or_a_new_meta_during_the_move_to_files_is_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep: crate::storage::local::wal::Materialize = Box::new(|_| Ok(()));
+        let wal = Wal::open(dir.path(), &dir.path().join(".wal"), |_| Ok(()), keep, Duration::from_secs(3600)).unwrap();
+        let held = Arc::new(Held::default());
+        for key in ["plain", "deleted", "remetaed"] {
+            held.insert(Bucket::Quarantine, key.into(), logged(&wal, key, b"{}").await);
+        }
+        let log = held.get(Bucket::Quarantine, "plain").unwrap().bytes.log.0.clone();
+        let newer = logged(&wal, "remetaed", b"{\"new\":1}").await.meta;
+        let (placed, metas, unplaced) = (RefCell::new(vec![]), RefCell::new(vec![]), RefCell::new(vec![]));
+        let n = held
+            .materialize(
+                &log,
+                |_, key, _| {
+                    placed.borrow_mut().push(key.to_string());
+                    assert!(held.claim(Bucket::Quarantine, key).is_none(), "the key stays taken");
+                    match key {
+                        "deleted" => assert!(held.remove(Bucket::Quarantine, key)),
+                        "remetaed" => assert!(held.set_meta(Bucket::Quarantine, key, newer.clone())),
+                        _ => {}
+                    }
+                    Ok(())
+                },
+                |_, key, meta| {
+                    metas.borrow_mut().push((key.to_string(), meta.read().unwrap()));
+                    Ok(())
+                },
+                |_, key| {
+                    unplaced.borrow_mut().push(key.to_string());
+                    Ok(())
+                },
+            )
+            .unwrap();
+        let mut all = placed.into_inner();
+        all.sort();
+        assert_eq!(all, ["deleted", "plain", "remetaed"]);
+        assert_eq!(n, 2, "the deleted one is not counted as placed");
+        assert_eq!(metas.into_inner(), [("remetaed".to_string(), b"{\"new\":1}".to_vec())]);
+        assert_eq!(unplaced.into_inner(), ["deleted"]);
+        assert!(held.keys(Bucket::Quarantine).is_empty(), "all three left the index");
+        assert!(held.claim(Bucket::Quarantine, "deleted").is_some(), "and the deleted key is free again");
+    }
+}
