@@ -451,7 +451,10 @@ async fn a_long_verdict_reason_is_applied_and_cut_in_the_status() {
 #[tokio::test]
 async fn a_verdict_for_a_payload_whose_meta_cannot_be_read_is_answered_not_retried_forever() {
     let f = fixture().await;
-    let id = f.upload(b"meta to be spoiled").await.request_id.to_string();
+    // Larger than a small payload, so that its meta is a file of its own (a small one's
+    // lives in the write-ahead log).
+    static LARGE: [u8; 300 << 10] = [b'm'; 300 << 10];
+    let id = f.upload(&LARGE).await.request_id.to_string();
     std::fs::write(f._dir.path().join("quarantine/.meta").join(format!("{id}.json")), b"{not json").unwrap();
     let msg = serde_json::json!({"request_id": id, "validation": "success"}).to_string();
     let report = tokio::time::timeout(Duration::from_secs(5), f.pipeline.apply_message(msg.as_bytes())).await.unwrap();

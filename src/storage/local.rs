@@ -4,18 +4,23 @@
 //! <data>/<bucket>/<key>              the payload, visible only once whole
 //! <data>/<bucket>/.meta/<key>.json   its ObjectMeta
 //! <data>/.tmp/                       files being written (cleared at start-up)
-//! <data>/.wal/                       the write-ahead log of small payloads (wal.rs)
+//! <data>/.wal/                       the write-ahead log: small payloads' home (wal.rs)
 //! <data>/quarantine/.decided/<key>.json  a payload's verdict, once decided
 //! <data>/.uploads/<id>/              a resumable upload: its record and bytes (uploads.rs)
 //! <data>/.status/<key>/<name>.json   a payload's history, an event a file (events.rs)
 //! ```
-//! A payload is written to `.tmp`, then renamed into place after its meta, so no
-//! reader ever sees half a payload; keys never start with '.', so they cannot clash
-//! with the folders. What makes it durable before the 2xx depends on its size:
+//! Where a payload is kept, and what makes it durable before the 2xx, depends on its size:
 //! - a small one (up to [`SMALL`], most payloads) is kept in memory until its stream
-//!   ends, appended to the write-ahead log, whose one `fdatasync` it shares with every
-//!   upload that finished meanwhile, and then placed without an fsync of its own;
-//! - a larger one is fsynced itself, as is its meta, then renamed into place.
+//!   ends and appended to the write-ahead log, whose one `fdatasync` it shares with
+//!   every upload that finished meanwhile. Its record is its home: no file is made for
+//!   it, and the index (held.rs) says where it is. Most leave quarantine within
+//!   seconds; one still there after `wal::HOLD` (10 s) gets its two files below, made
+//!   by the log's checkpoint, off the upload's path.
+//! - a larger one is written to `.tmp`, fsynced, as is its meta, then renamed into
+//!   place after its meta, so no reader ever sees half a payload.
+//!
+//! Keys never start with '.', so they cannot clash with the folders. To look at what
+//! a bucket holds, logs included, without the gateway: [`peek`].
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -41,12 +46,16 @@ const READ_CHUNK: usize = 64 * 1024;
 pub const SMALL: usize = 256 * 1024;
 
 mod events;
+mod held;
+pub mod peek;
 mod uploads;
 mod wal;
 
 pub struct LocalDisk {
     root: PathBuf,
     wal: wal::Wal,
+    /// The small payloads held in the log, and the keys of puts under way.
+    held: std::sync::Arc<held::Held>,
     /// Makes a resumable upload's record save a compare-and-set (uploads.rs).
     upload_lock: tokio::sync::Mutex<()>,
     /// The resumable uploads with a writer open (uploads.rs).
@@ -54,24 +63,64 @@ pub struct LocalDisk {
 }
 
 impl LocalDisk {
-    /// Opens (and creates) the folders under `root`, and replays what the write-ahead
-    /// log holds from before a crash.
+    /// Opens (and creates) the folders under `root`, and reads what the write-ahead
+    /// log holds from before (its small payloads are held again).
     pub async fn open(root: &Path) -> Result<Self> {
+        Self::open_holding(root, wal::HOLD).await
+    }
+
+    /// [`LocalDisk::open`], with small payloads held in the log for `hold` at most.
+    async fn open_holding(root: &Path, hold: Duration) -> Result<Self> {
         for b in Bucket::ALL {
             create_dir(&root.join(b.as_str()).join(".meta")).await?;
         }
         create_dir(&root.join(".tmp")).await?;
         create_dir(&root.join(Bucket::Quarantine.as_str()).join(".decided")).await?;
         let root = root.to_path_buf();
-        let r = root.clone();
+        let held = std::sync::Arc::new(held::Held::default());
+        let (r, h) = (root.clone(), held.clone());
         let wal = tokio::task::spawn_blocking(move || {
             let places = Places { root: r.clone() };
-            wal::Wal::open(&r, &r.join(".wal"), |record| places.replay(record))
+            let materialize: wal::Materialize = {
+                let (places, held) = (Places { root: r.clone() }, h.clone());
+                Box::new(move |log| {
+                    let placed = held.materialize(
+                        log,
+                        |bucket, key, entry| places.place(bucket, key, entry),
+                        |bucket, key, meta| std::fs::write(places.meta(bucket, key), meta.read()?),
+                        |bucket, key| places.remove(bucket, key),
+                    )?;
+                    tracing::debug!(placed, "gave payloads held in the write-ahead log files of their own");
+                    Ok(())
+                })
+            };
+            let wal = wal::Wal::open(&r, &r.join(".wal"), |record| places.replay(&h, record), materialize, hold)?;
+            // A held payload's files, if any, are copies made before a crash: the log,
+            // read in full, is what counts.
+            for (bucket, key) in h.all() {
+                places.remove(bucket, &key)?;
+            }
+            Ok::<_, std::io::Error>(wal)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::StorageUnavailable(format!("write-ahead log in {}: {e}", root.display())))?;
-        Ok(LocalDisk { root, wal, upload_lock: Default::default(), open_writers: Default::default() })
+        Ok(LocalDisk { root, wal, held, upload_lock: Default::default(), open_writers: Default::default() })
+    }
+
+    /// Takes `key` in `bucket` for one put, or says who has it.
+    fn take(&self, bucket: Bucket, key: &str) -> Result<held::Taken> {
+        let conflict = || {
+            Error::Conflict(format!("request id {key} is already used by a stored payload, or by one being stored right now"))
+        };
+        let taken = self.held.claim(bucket, key).ok_or_else(conflict)?;
+        // A payload with files of its own (a large one, one given files by the
+        // checkpoint, or one put in place by other means). µs-long lookups, in the
+        // page cache: done on the async worker.
+        if std::fs::symlink_metadata(self.object(bucket, key)).is_ok() || std::fs::symlink_metadata(self.meta(bucket, key)).is_ok() {
+            return Err(conflict());
+        }
+        Ok(taken)
     }
 
     fn object(&self, bucket: Bucket, key: &str) -> PathBuf {
@@ -121,7 +170,7 @@ impl LocalDisk {
     fn claim(&self, bucket: Bucket, key: &str) -> Result<Claim> {
         let path = self.meta(bucket, key);
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(file) => Ok(Claim { place: TempFile(path, false), file }),
+            Ok(_) => Ok(Claim { place: TempFile(path, false) }),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::Conflict(format!(
                 "request id {key} is already used by a stored payload, or by one being stored right now"
             ))),
@@ -129,26 +178,19 @@ impl LocalDisk {
         }
     }
 
-    /// A whole payload in memory: logged (one shared flush), then placed. Its file and
-    /// meta are written to the page cache (µs each, on the async worker) while nothing
-    /// is visible: the meta into its claimed place, the bytes into a temp file; once
-    /// the record is durable, one rename makes the payload visible.
-    async fn put_small(&self, claim: Claim, bucket: Bucket, key: &str, meta: ObjectMeta, bytes: Vec<u8>) -> Result<ObjectMeta> {
-        use std::io::Write;
+    /// A whole payload in memory: logged (one shared flush), and held there.
+    async fn put_small(&self, taken: held::Taken, bucket: Bucket, key: &str, meta: ObjectMeta, bytes: Vec<u8>) -> Result<ObjectMeta> {
         let meta_json = serde_json::to_vec(&meta).map_err(|e| Error::Internal(e.to_string()))?;
-        let tmp = self.temp();
-        std::fs::write(&tmp.0, &bytes).map_err(io)?;
-        (&claim.file).write_all(&meta_json).map_err(io)?;
         let record = wal::Record::Put { bucket, key: key.to_string(), meta: meta_json, bytes };
-        let durable = self.wal.append(&record).await.map_err(io)?;
-        if let Err(e) = rename_noreplace(&tmp.0, &self.object(bucket, key)) {
-            // Logged but not placed: the log must not bring it back at the next start.
-            let _ = self.wal.append(&wal::Record::Delete { bucket, key: key.to_string() }).await;
-            return Err(io(e));
-        }
-        drop(durable);
-        tmp.keep();
-        claim.place.keep();
+        // Dropped part-way (its client went away), the put must not come back from the
+        // log at the next start: a delete goes in after it.
+        let undo = Undo { wal: &self.wal, bucket, key };
+        let (log, spans) = self.wal.append(&record).await.map_err(io)?;
+        std::mem::forget(undo);
+        taken.hold(held::Entry {
+            bytes: held::Part { log: log.clone(), span: spans.bytes },
+            meta: held::Part { log, span: spans.meta },
+        });
         Ok(meta)
     }
 
@@ -260,22 +302,25 @@ impl Storage for LocalDisk {
         mut meta: ObjectMeta,
         mut payload: Payload,
     ) -> Result<ObjectMeta> {
-        // The key is claimed first: its meta's place, created only if absent, so a
-        // second put of the key (at the same time, or after) is refused before it
-        // writes anything. A failed put gives the claim back as it drops.
-        let claim = self.claim(bucket, key)?;
+        // The key is taken first, so a second put of it (at the same time, or after)
+        // is refused before it writes anything. A failed put gives it back as it drops.
+        let taken = self.take(bucket, key)?;
         let mut head = Vec::new();
         while let Some(chunk) = payload.next().await {
             let chunk = chunk?;
             if head.len() + chunk.len() > SMALL {
-                return self.put_large(claim, bucket, key, meta, payload, head, chunk).await;
+                // Its files' places: the meta's, created only if absent.
+                let claim = self.claim(bucket, key)?;
+                let stored = self.put_large(claim, bucket, key, meta, payload, head, chunk).await;
+                drop(taken);
+                return stored;
             }
             head.extend_from_slice(&chunk);
         }
         let (size, sha256) = payload.finish()?;
         meta.size = size;
         meta.sha256 = sha256;
-        self.put_small(claim, bucket, key, meta, head).await
+        self.put_small(taken, bucket, key, meta, head).await
     }
 
     async fn decide(&self, key: &str, decision: &Decision) -> Result<Option<Decision>> {
@@ -341,11 +386,28 @@ impl Storage for LocalDisk {
             return Ok(false);
         }
         let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
+        // Logged whether the payload is held or has files: a held one's files may be
+        // made and the process die before its log goes, and the log, read again, must
+        // then bring this meta back too.
+        let (log, spans) = self
+            .wal
+            .append(&wal::Record::Meta { bucket, key: key.to_string(), meta: json.clone() })
+            .await
+            .map_err(io)?;
+        if self.held.set_meta(bucket, key, held::Part { log: log.clone(), span: spans.meta }) {
+            return Ok(true);
+        }
         self.write_atomic(&self.meta(bucket, key), &json).await?;
+        drop(log);
         Ok(true)
     }
 
     async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
+        match self.held.look(bucket, key) {
+            held::Look::Held(entry) => return held_meta(key, &entry).map(Some),
+            held::Look::Gone => return Ok(None),
+            held::Look::Files => {}
+        }
         match tokio::fs::metadata(self.object(bucket, key)).await {
             Ok(file) => self.meta_or_derived(bucket, key, &file).await.map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -354,6 +416,12 @@ impl Storage for LocalDisk {
     }
 
     async fn copy(&self, from: Bucket, to: Bucket, key: &str) -> Result<()> {
+        if let Some(entry) = self.held.get(from, key) {
+            // Held in the log: the copy gets files of its own, durable before it counts.
+            let (meta, bytes) = (entry.meta.read().map_err(io)?, entry.bytes.read().map_err(io)?);
+            self.write_atomic(&self.meta(to, key), &meta).await?;
+            return self.write_atomic(&self.object(to, key), &bytes).await;
+        }
         match tokio::fs::read(self.meta(from, key)).await {
             Ok(meta) => self.write_atomic(&self.meta(to, key), &meta).await?,
             Err(e) if e.kind() == ErrorKind::NotFound => {} // an object without meta
@@ -387,6 +455,7 @@ impl Storage for LocalDisk {
         // checkpoint, and until then a crash replays it, so a deleted payload (promoted
         // out of quarantine) never comes back.
         let durable = self.wal.append(&wal::Record::Delete { bucket, key: key.to_string() }).await.map_err(io)?;
+        self.held.remove(bucket, key);
         let places = Places { root: self.root.clone() };
         let key = key.to_string();
         blocking(move || places.remove(bucket, &key)).await?;
@@ -395,6 +464,19 @@ impl Storage for LocalDisk {
     }
 
     async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
+        match self.held.look(bucket, key) {
+            held::Look::Held(entry) => {
+                // At most SMALL bytes: read whole, handed out in chunks as a file's are.
+                let meta = held_meta(key, &entry)?;
+                let bytes = bytes::Bytes::from(entry.bytes.read().map_err(io)?);
+                let chunks: Vec<Result<bytes::Bytes>> =
+                    (0..bytes.len()).step_by(READ_CHUNK).map(|at| Ok(bytes.slice(at..bytes.len().min(at + READ_CHUNK)))).collect();
+                let stream = futures_util::stream::iter(chunks);
+                return Ok(Some((meta, Box::pin(stream))));
+            }
+            held::Look::Gone => return Ok(None),
+            held::Look::Files => {}
+        }
         let file = match tokio::fs::File::open(self.object(bucket, key)).await {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -423,7 +505,9 @@ impl Storage for LocalDisk {
                 }
             }
         }
+        keys.extend(self.held.keys(bucket));
         keys.sort();
+        keys.dedup();
         Ok(keys)
     }
 
@@ -464,7 +548,7 @@ impl Storage for LocalDisk {
         while let Some(entry) = dir.next_entry().await.map_err(io)? {
             let name = entry.file_name().to_string_lossy().to_string();
             if let Some(key) = name.strip_suffix(".json") {
-                if tokio::fs::metadata(self.object(Bucket::Quarantine, key)).await.is_err() {
+                if self.held.get(Bucket::Quarantine, key).is_none() && tokio::fs::metadata(self.object(Bucket::Quarantine, key)).await.is_err() {
                     tokio::fs::remove_file(entry.path()).await.map_err(io)?;
                     removed += 1;
                 }
@@ -513,10 +597,39 @@ impl Places {
         Ok(())
     }
 
-    /// Does again what a logged record says, after a crash: a put's file that is
-    /// missing or not whole is written again (so is its meta when missing or
+    /// What a record read at start-up says: a put of this format is held again (its
+    /// meta too); a meta replaces a held payload's, or the meta file of one with files;
+    /// a delete is done again. A record of the format before is done the old way.
+    fn replay(&self, held: &held::Held, r: wal::Replayed) -> std::io::Result<()> {
+        if r.v1 {
+            return self.replay_v1(r.record);
+        }
+        match r.record {
+            wal::Record::Put { bucket, key, .. } => {
+                let part = |span| held::Part { log: r.durable.clone(), span };
+                held.insert(bucket, key, held::Entry { bytes: part(r.spans.bytes), meta: part(r.spans.meta) });
+                Ok(())
+            }
+            wal::Record::Meta { bucket, key, meta } => {
+                if held.set_meta(bucket, &key, held::Part { log: r.durable.clone(), span: r.spans.meta }) {
+                    return Ok(());
+                }
+                if self.object(bucket, &key).exists() {
+                    self.replace(&self.meta(bucket, &key), &meta)?;
+                }
+                Ok(())
+            }
+            wal::Record::Delete { bucket, key } => {
+                held.remove(bucket, &key);
+                self.remove(bucket, &key)
+            }
+        }
+    }
+
+    /// A record of the format before, whose put placed files beside it: a put's file
+    /// that is missing or not whole is written again (so is its meta when missing or
     /// unreadable: a meta rewritten since, by set_meta, stays); a delete is done again.
-    fn replay(&self, record: wal::Record) -> std::io::Result<()> {
+    fn replay_v1(&self, record: wal::Record) -> std::io::Result<()> {
         match record {
             wal::Record::Put { bucket, key, meta, bytes } => {
                 let meta_path = self.meta(bucket, &key);
@@ -535,8 +648,18 @@ impl Places {
                 }
                 Ok(())
             }
+            wal::Record::Meta { .. } => Ok(()),
             wal::Record::Delete { bucket, key } => self.remove(bucket, &key),
         }
+    }
+
+    /// Gives a held payload files of its own, meta first (the checkpoint: its `syncfs`
+    /// makes them durable before the log that held the payload goes). Written straight
+    /// in place: while this runs, readers still go by the log (held.rs, `Placing`), and
+    /// after a crash the log, read again, is what counts (start-up removes the files).
+    fn place(&self, bucket: Bucket, key: &str, entry: &held::Entry) -> std::io::Result<()> {
+        std::fs::write(self.meta(bucket, key), entry.meta.read()?)?;
+        std::fs::write(self.object(bucket, key), entry.bytes.read()?)
     }
 
     /// Writes `dest` whole (through a temporary file and a rename); the replay's
@@ -548,11 +671,30 @@ impl Places {
     }
 }
 
-/// A key taken for one put: its meta's place, created empty (removed when dropped,
-/// unless kept), and that file open for the meta.
+/// The meta of a held payload.
+fn held_meta(key: &str, entry: &held::Entry) -> Result<ObjectMeta> {
+    let bytes = entry.meta.read().map_err(io)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("meta of {key} in the write-ahead log: {e}")))
+}
+
+/// Logs a delete of a small put's key unless forgotten: a put dropped while its record
+/// was being written must not come back from the log.
+struct Undo<'a> {
+    wal: &'a wal::Wal,
+    bucket: Bucket,
+    key: &'a str,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        self.wal.append_detached(&wal::Record::Delete { bucket: self.bucket, key: self.key.to_string() });
+    }
+}
+
+/// A large put's files' place: its meta's, created empty (removed when dropped,
+/// unless kept).
 struct Claim {
     place: TempFile,
-    file: std::fs::File,
 }
 
 /// A file in `.tmp` that is removed when dropped, unless kept (renamed into place).
@@ -680,39 +822,96 @@ mod tests {
         assert!(tmp.is_empty(), "temp files left: {tmp:?}");
     }
 
-    /// What a power loss can leave of small payloads whose log records were durable:
-    /// files never placed, or placed and not whole. Opening the folder again replays
-    /// the log and both are whole; a logged delete stays done.
+    async fn put(disk: &LocalDisk, key: &str, bytes: &[u8]) {
+        use crate::storage::conformance::{meta, payload};
+        disk.put(Bucket::Quarantine, key, meta(key), payload(bytes.to_vec(), 1 << 20)).await.unwrap();
+    }
+
+    async fn read(disk: &LocalDisk, key: &str) -> Option<(ObjectMeta, Vec<u8>)> {
+        let (m, mut stream) = disk.get(Bucket::Quarantine, key).await.unwrap()?;
+        let mut back = Vec::new();
+        while let Some(c) = stream.next().await {
+            back.extend_from_slice(&c.unwrap());
+        }
+        Some((m, back))
+    }
+
+    /// A small payload is kept in the log, with no file of its own: what a process
+    /// killed (or a power loss) leaves is the log, and opening the folder again holds
+    /// every payload again, with its newest meta; a delete stays done; a payload given
+    /// files before the crash, whose log survived, is read from the log (its files may
+    /// be torn) and its stale files go.
     #[tokio::test]
-    async fn a_crash_after_the_log_flush_is_repaired_from_the_log() {
+    async fn the_log_is_where_small_payloads_are_kept_across_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let disk = LocalDisk::open(dir.path()).await.unwrap();
-        let meta = |key: &str, bytes: &[u8]| {
-            let mut m = crate::storage::conformance::meta(key);
-            m.size = bytes.len() as u64;
-            serde_json::to_vec(&m).unwrap()
-        };
-        let put = |key: &str, bytes: &[u8]| wal::Record::Put { bucket: Bucket::Quarantine, key: key.into(), meta: meta(key, bytes), bytes: bytes.to_vec() };
-        // Logged, never placed (the crash came right after the flush).
-        let _a = disk.wal.append(&put("never-placed", b"bytes of the first")).await.unwrap();
-        // Logged and placed, but its bytes did not reach the disk: half of them.
-        let _b = disk.wal.append(&put("torn", b"bytes of the second")).await.unwrap();
-        std::fs::write(dir.path().join("quarantine/torn"), b"bytes of").unwrap();
-        std::fs::write(dir.path().join("quarantine/.meta/torn.json"), b"").unwrap();
-        // Logged, placed, then deleted (promoted): the delete logged too.
-        let _c = disk.wal.append(&put("moved", b"bytes of the third")).await.unwrap();
-        let _d = disk.wal.append(&wal::Record::Delete { bucket: Bucket::Quarantine, key: "moved".into() }).await.unwrap();
-        // The process dies with the records' logs still there (their Durables held, so
-        // no checkpoint removed them); a new one opens the folder.
+        put(&disk, "kept", b"bytes of the first").await;
+        put(&disk, "marked", b"bytes of the second").await;
+        put(&disk, "moved", b"bytes of the third").await;
+        let mut m = disk.head(Bucket::Quarantine, "marked").await.unwrap().unwrap();
+        m.unconfirmed = Some("the broker did not answer".into());
+        assert!(disk.set_meta(Bucket::Quarantine, "marked", &m).await.unwrap());
+        disk.copy(Bucket::Quarantine, Bucket::Perm, "moved").await.unwrap();
+        disk.delete(Bucket::Quarantine, "moved").await.unwrap();
+        assert!(!dir.path().join("quarantine/kept").exists(), "a small payload has no file of its own");
+        assert_eq!(disk.list(Bucket::Quarantine).await.unwrap(), ["kept", "marked"]);
+        // Given files by an earlier checkpoint, torn by the power loss: the log wins.
+        std::fs::write(dir.path().join("quarantine/kept"), b"bytes of").unwrap();
+        std::fs::write(dir.path().join("quarantine/.meta/kept.json"), b"").unwrap();
+
+        // The process dies (nothing is shut down: the log's threads live on, as a
+        // dead process's would not matter); a new one opens the folder.
         let again = LocalDisk::open(dir.path()).await.unwrap();
-        for (key, bytes) in [("never-placed", &b"bytes of the first"[..]), ("torn", b"bytes of the second")] {
-            let (m, mut stream) = again.get(Bucket::Quarantine, key).await.unwrap().unwrap_or_else(|| panic!("{key} is back"));
-            let mut back = Vec::new();
-            while let Some(c) = stream.next().await {
-                back.extend_from_slice(&c.unwrap());
-            }
-            assert_eq!((back.as_slice(), m.size), (bytes, bytes.len() as u64), "{key} is whole, with its meta");
+        let (meta, bytes) = read(&again, "kept").await.expect("kept is back");
+        assert_eq!((bytes.as_slice(), meta.size), (&b"bytes of the first"[..], 18));
+        assert!(!dir.path().join("quarantine/kept").exists(), "its stale, torn files are gone");
+        let (meta, _) = read(&again, "marked").await.expect("marked is back");
+        assert_eq!(meta.unconfirmed.as_deref(), Some("the broker did not answer"), "with its newest meta");
+        assert!(read(&again, "moved").await.is_none(), "a logged delete is not undone");
+        assert_eq!(read_bytes(&again, Bucket::Perm, "moved").await, b"bytes of the third", "its copy has files of its own");
+        assert_eq!(again.list(Bucket::Quarantine).await.unwrap(), ["kept", "marked"]);
+        // The key of a held payload is taken.
+        let taken = again
+            .put(Bucket::Quarantine, "kept", crate::storage::conformance::meta("kept"), crate::storage::conformance::payload(b"x".to_vec(), 10))
+            .await;
+        assert!(matches!(taken, Err(Error::Conflict(_))), "{taken:?}");
+    }
+
+    async fn read_bytes(disk: &LocalDisk, bucket: Bucket, key: &str) -> Vec<u8> {
+        let (_, mut stream) = disk.get(bucket, key).await.unwrap().unwrap();
+        let mut back = Vec::new();
+        while let Some(c) = stream.next().await {
+            back.extend_from_slice(&c.unwrap());
         }
-        assert_eq!(again.head(Bucket::Quarantine, "moved").await.unwrap(), None, "a logged delete is not undone");
+        back
+    }
+
+    /// A payload still in quarantine when its log is `hold` old gets files of its own,
+    /// and the log goes; one that left before never gets a file in quarantine.
+    #[tokio::test]
+    async fn payloads_held_past_the_hold_get_files_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = LocalDisk::open_holding(dir.path(), Duration::from_millis(300)).await.unwrap();
+        put(&disk, "slow", b"decided late").await;
+        put(&disk, "fast", b"decided at once").await;
+        disk.delete(Bucket::Quarantine, "fast").await.unwrap();
+        let mut m = disk.head(Bucket::Quarantine, "slow").await.unwrap().unwrap();
+        m.unconfirmed = Some("why".into());
+        disk.set_meta(Bucket::Quarantine, "slow", &m).await.unwrap();
+        let logs = || std::fs::read_dir(dir.path().join(".wal")).unwrap().count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !dir.path().join("quarantine/slow").exists() || logs() > 1 {
+            assert!(std::time::Instant::now() < deadline, "slow got no file, or the old logs stayed ({} logs)", logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(std::fs::read(dir.path().join("quarantine/slow")).unwrap(), b"decided late");
+        let on_disk: ObjectMeta = serde_json::from_slice(&std::fs::read(dir.path().join("quarantine/.meta/slow.json")).unwrap()).unwrap();
+        assert_eq!(on_disk.unconfirmed.as_deref(), Some("why"), "its newest meta");
+        assert!(!dir.path().join("quarantine/fast").exists());
+        // Read the same way as before, and the key is still taken.
+        assert_eq!(read(&disk, "slow").await.unwrap().1, b"decided late");
+        assert_eq!(disk.list(Bucket::Quarantine).await.unwrap(), ["slow"]);
+        let again = disk.put(Bucket::Quarantine, "slow", crate::storage::conformance::meta("slow"), crate::storage::conformance::payload(b"x".to_vec(), 10)).await;
+        assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
     }
 }

@@ -135,7 +135,14 @@ pub fn validator_token(data: &std::path::Path) -> String {
     std::fs::read_to_string(data.join("validator-token")).expect("the gateway made its validator token").trim().to_string()
 }
 
+/// What a folder under the data folder holds. For a bucket (quarantine, perm, reject):
+/// the keys of the payloads it holds, those still kept in the write-ahead log included
+/// (`storage::local::peek`); for any other folder, its file names. Names starting with
+/// '.' are left out.
 pub fn list_bucket(data: &std::path::Path, bucket: &str) -> Vec<String> {
+    if let Some(b) = upload_gateway::storage::Bucket::parse(bucket) {
+        return upload_gateway::storage::local::peek::keys(data, b).unwrap();
+    }
     let mut v: Vec<String> = std::fs::read_dir(data.join(bucket))
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -146,6 +153,20 @@ pub fn list_bucket(data: &std::path::Path, bucket: &str) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// The bytes of payload `key` in `bucket` ("quarantine", "perm" or "reject") of the
+/// data folder `data`, wherever the embedded storage keeps them (its own file or the
+/// write-ahead log); None when the bucket does not hold it.
+pub fn local_bytes(data: &std::path::Path, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let b = upload_gateway::storage::Bucket::parse(bucket).expect("a bucket name");
+    upload_gateway::storage::local::peek::read(data, b, key).unwrap().map(|f| f.bytes)
+}
+
+/// The meta JSON the embedded storage keeps for payload `key` in `bucket`.
+pub fn local_meta(data: &std::path::Path, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let b = upload_gateway::storage::Bucket::parse(bucket).expect("a bucket name");
+    upload_gateway::storage::local::peek::read(data, b, key).unwrap().and_then(|f| f.meta)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -1,7 +1,7 @@
 //! The embedded default killed (SIGKILL) while many small uploads are in flight, their
 //! records sharing the write-ahead log's flushes (issue 13): after a restart on the
 //! same data folder, every upload answered 2xx is there, whole, with its meta, and no
-//! payload in quarantine is half-written.
+//! payload in quarantine is half-written; once their logs age, each gets files of its own.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,18 +49,30 @@ async fn a_kill_during_a_batch_of_small_uploads_loses_no_answered_one() {
     let second = GatewayProcess::start(data.path(), &[]);
     let q = data.path().join("quarantine");
     for (id, bytes) in &answered {
-        let stored = std::fs::read(q.join(id)).unwrap_or_else(|e| panic!("{id} was answered 202 and is gone: {e}"));
+        let stored = local_bytes(data.path(), "quarantine", id).unwrap_or_else(|| panic!("{id} was answered 202 and is gone"));
         assert!(stored == *bytes, "{id}: the stored bytes are the uploaded ones");
     }
     // Whatever is visible is whole: its meta's size and sha256 are its bytes'.
-    for key in list_bucket(data.path(), "quarantine") {
-        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(q.join(".meta").join(format!("{key}.json"))).unwrap())
+    let whole = |key: &str| {
+        let meta: serde_json::Value = serde_json::from_slice(&local_meta(data.path(), "quarantine", key).unwrap())
             .unwrap_or_else(|e| panic!("{key}: its meta is readable: {e}"));
-        let bytes = std::fs::read(q.join(&key)).unwrap();
+        let bytes = local_bytes(data.path(), "quarantine", key).unwrap();
         assert_eq!((meta["size"].as_u64(), meta["sha256"].as_str()), (Some(bytes.len() as u64), Some(sha256_hex(&bytes).as_str())), "{key}");
+    };
+    for key in list_bucket(data.path(), "quarantine") {
+        whole(&key);
     }
-    // The logs that were replayed are gone: only the new gateway's own remains.
-    let now = logs();
-    assert!(!left_by_the_kill.iter().any(|l| now.contains(l)), "replayed logs are removed at start-up: {left_by_the_kill:?} then {now:?}");
+    // The logs left by the kill hold those payloads until they are 10 s old (none is
+    // decided here); then each gets files of its own, and the logs go.
+    eventually(Duration::from_secs(30), "the logs left by the kill are removed", || async {
+        let now = logs();
+        !left_by_the_kill.iter().any(|l| now.contains(l))
+    })
+    .await;
+    for (id, bytes) in &answered {
+        let file = std::fs::read(q.join(id)).unwrap_or_else(|e| panic!("{id} has a file of its own once its log is gone: {e}"));
+        assert!(file == *bytes, "{id}: its file holds the uploaded bytes");
+        whole(id);
+    }
     drop(second);
 }

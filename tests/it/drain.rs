@@ -162,13 +162,13 @@ async fn sigterm_drains_20_slow_uploads_refuses_new_connections_and_exits_0() {
         }));
     }
     // Every upload is sending its body when the signal comes: the clients have
-    // started, and the gateway is writing each one (20 files in its temp folder).
+    // started, and the gateway is taking each one.
     let deadline = Instant::now() + Duration::from_secs(10);
     while started.load(Ordering::SeqCst) < 20 {
         assert!(Instant::now() < deadline, "the 20 uploads did not all start");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    being_written(data.path(), 20).await;
+    being_written(&gw.base, 20).await;
     gw.signal("TERM");
     let signalled = Instant::now();
 
@@ -198,7 +198,7 @@ async fn sigterm_drains_20_slow_uploads_refuses_new_connections_and_exits_0() {
     // All 20 are stored whole ...
     assert_eq!(accepted.len(), 20);
     for id in &accepted {
-        let stored = std::fs::read(data.path().join("quarantine").join(id)).unwrap();
+        let stored = crate::common::local_bytes(data.path(), "quarantine", id).unwrap();
         assert_eq!(stored, payload(id), "{id} stored whole");
     }
     assert!(list_bucket(data.path(), ".tmp").is_empty());
@@ -216,19 +216,14 @@ async fn sigterm_drains_20_slow_uploads_refuses_new_connections_and_exits_0() {
     assert_eq!(announced, accepted);
 }
 
-/// Waits until the gateway is writing `n` uploads: their keys claimed in quarantine
-/// (a meta's place taken) and not stored yet.
-async fn being_written(data: &std::path::Path, n: usize) {
-    let what = format!("the gateway should be writing {n} uploads");
-    let writing = || {
-        let stored = list_bucket(data, "quarantine");
-        list_bucket(&data.join("quarantine"), ".meta")
-            .iter()
-            .filter_map(|m| m.strip_suffix(".json"))
-            .filter(|k| !stored.iter().any(|s| s == k))
-            .count()
-    };
-    eventually(Duration::from_secs(10), &what, || async { writing() >= n }).await;
+/// Waits until the gateway is taking `n` uploads: its in-flight gauge says so (a
+/// small payload gets no file until its stream ends, so the folders cannot tell).
+async fn being_written(base: &str, n: usize) {
+    let what = format!("the gateway should be taking {n} uploads");
+    eventually(Duration::from_secs(10), &what, || async {
+        metric_at(base, "upload_gateway_uploads_in_flight").await >= n as f64
+    })
+    .await;
 }
 
 /// Opens an upload that sends its head and a few bytes, then stalls; returns once the
@@ -240,7 +235,7 @@ async fn stalled_upload(gw: &GatewayProcess) -> tokio::net::TcpStream {
          Content-Length: 100000\r\n\r\n--{B}\r\nContent-Disposition: form-data; name=\"file\"\r\nContent-Type: {ADVISOR}\r\n\r\nsome"
     );
     s.write_all(head.as_bytes()).await.unwrap();
-    being_written(&gw.data, 1).await;
+    being_written(&gw.base, 1).await;
     s
 }
 

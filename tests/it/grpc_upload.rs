@@ -45,7 +45,7 @@ async fn a_streamed_upload_is_stored_and_announced() {
     assert_eq!((r.service.as_str(), r.category.as_str()), ("advisor", "collection"));
     assert_eq!(r.size, data.len() as u64);
     assert_eq!(r.sha256, sha256_hex(&data));
-    assert_eq!(std::fs::read(t.data.path().join("quarantine/grpc-upload-1")).unwrap(), data);
+    assert_eq!(crate::common::local_bytes(t.data.path(), "quarantine", "grpc-upload-1").unwrap(), data);
     let a: serde_json::Value =
         serde_json::from_slice(&t.next_message("platform.upload.advisor", "t").await.payload).unwrap();
     assert_eq!(a["request_id"], "grpc-upload-1");

@@ -327,8 +327,8 @@ fn any_multipart_body_gets_a_precise_answer_and_good_forms_are_stored() {
                 prop_assert_eq!(status, want, "{}", text);
                 if status == 202 {
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-                    let stored = t.data.path().join("quarantine").join(v["request_id"].as_str().unwrap());
-                    prop_assert_eq!(std::fs::read(stored).unwrap(), parts[0].data.clone());
+                    let stored = crate::common::local_bytes(t.data.path(), "quarantine", v["request_id"].as_str().unwrap());
+                    prop_assert_eq!(stored.unwrap(), parts[0].data.clone());
                 }
             }
             Ok(())

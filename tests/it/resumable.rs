@@ -112,7 +112,7 @@ async fn a_broken_write_keeps_what_arrived_and_the_upload_finishes_from_there() 
     let receipt = done.receipt.expect("the finishing write carries the receipt");
     assert_eq!((done.committed_size, receipt.size, receipt.request_id.as_str()), (len, len, id.as_str()));
     assert_eq!(receipt.sha256, sha_of(len));
-    assert_eq!(std::fs::read(t.data.path().join("quarantine").join(&id)).unwrap(), bytes(0, len));
+    assert_eq!(crate::common::local_bytes(t.data.path(), "quarantine", &id).unwrap(), bytes(0, len));
     let a: serde_json::Value = serde_json::from_slice(&t.next_message("platform.upload.advisor", "t").await.payload).unwrap();
     assert_eq!((a["request_id"].as_str(), a["size"].as_u64()), (Some(id.as_str()), Some(len)));
     let q = g.query_write_status(with_identity(QueryWriteStatusRequest { upload_id: id.clone() }, "o1")).await.unwrap().into_inner();
@@ -151,7 +151,7 @@ async fn a_declared_sha256_that_differs_is_refused_and_nothing_is_kept() {
     let refused = g.write(with_identity(write_stream(&id, 0, len, 256 * 1024, true), "o1")).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("sha256"), "the refusal names the checksum: {refused:?}");
-    assert!(!t.data.path().join("quarantine").join(&id).exists(), "nothing in quarantine");
+    assert!(crate::common::local_bytes(t.data.path(), "quarantine", &id).is_none(), "nothing in quarantine");
     let mut sub = t.app.queue().subscribe("platform.upload.advisor", "t").await.unwrap();
     let next = tokio::time::timeout(Duration::from_secs(1), futures_util::StreamExt::next(&mut sub)).await;
     assert!(next.is_err(), "nothing announced: {:?}", next.map(|d| d.map(|d| d.map(|d| d.message.key.clone()))));
@@ -489,7 +489,7 @@ async fn an_upload_begun_over_one_protocol_is_finished_over_the_other() {
         .unwrap();
     assert_eq!(last.status(), 204);
     assert_eq!(last.headers()["x-rh-insights-request-id"].to_str().unwrap(), state.upload_id);
-    assert_eq!(std::fs::read(t.data.path().join("quarantine").join(&state.upload_id)).unwrap(), bytes(0, len));
+    assert_eq!(crate::common::local_bytes(t.data.path(), "quarantine", &state.upload_id).unwrap(), bytes(0, len));
 }
 
 /// Expiry on S3: an unfinished upload past UPLOAD_EXPIRY_SECS answers NOT_FOUND (gone),

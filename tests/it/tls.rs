@@ -82,7 +82,7 @@ async fn a_grpc_upload_and_its_verdict_over_tls() {
     let ack = acks.next().await.expect("an ack").unwrap();
     assert_eq!(ack.outcome, pb::verdict_ack::Outcome::Promoted as i32, "{}", ack.message);
     assert_eq!(t.bucket_files("perm"), ["tls-grpc-1"]);
-    assert_eq!(std::fs::read(t.data.path().join("perm/tls-grpc-1")).unwrap(), body);
+    assert_eq!(crate::common::local_bytes(t.data.path(), "perm", "tls-grpc-1").unwrap(), body);
     let av = t.next_message("platform.upload.available", "tls").await;
     assert_eq!(av.key, "tls-grpc-1");
 }

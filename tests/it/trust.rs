@@ -397,9 +397,9 @@ async fn a_request_id_is_used_once_whatever_the_timing() {
     let body = |i: usize| format!("payload number {i} of the race").into_bytes();
     let targets: Vec<_> = (0..20).map(|i| (if i < 10 { Via::Rest } else { Via::Grpc }, t.base.clone())).collect();
     let winner = body(race(&targets, id, body).await);
-    let stored = std::fs::read(t.data.path().join("quarantine").join(id)).unwrap();
+    let stored = crate::common::local_bytes(t.data.path(), "quarantine", id).unwrap();
     assert_eq!(stored, winner, "the stored bytes are the winner's");
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(t.data.path().join("quarantine/.meta").join(format!("{id}.json"))).unwrap()).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&crate::common::local_meta(t.data.path(), "quarantine", id).unwrap()).unwrap();
     assert_eq!(meta["sha256"], sha256_hex(&winner), "and so is the stored meta");
     let announce = t.next_message("platform.upload.advisor", "race-check").await;
     assert_eq!(announce.key, id);

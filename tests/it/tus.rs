@@ -198,7 +198,7 @@ async fn process_announced_once(http: &reqwest::Client, base: &str, id: &str) {
 }
 
 fn stored(data: &std::path::Path, id: &str) -> Option<Vec<u8>> {
-    std::fs::read(data.join("quarantine").join(id)).ok()
+    crate::common::local_bytes(data, "quarantine", id)
 }
 
 /// The resumable uploads' folders left in the data folder.

@@ -126,7 +126,7 @@ async fn uploads_a_file(grpc: bool) {
     let id = r["request_id"].as_str().unwrap();
     // The payload is stored whole, under its request id, and its status says so.
     assert_eq!(t.bucket_files("quarantine"), vec![id.to_string()]);
-    assert_eq!(sha256_hex(&std::fs::read(t.data.path().join("quarantine").join(id)).unwrap()), file_sha256(&file));
+    assert_eq!(sha256_hex(&crate::common::local_bytes(t.data.path(), "quarantine", id).unwrap()), file_sha256(&file));
     let track: serde_json::Value = t.http.get(t.url(&format!("/api/ingress/v1/track/{id}"))).send().await.unwrap().json().await.unwrap();
     assert!(track["history"].as_array().unwrap().iter().any(|e| e["status"] == "announced"), "{track}");
     // Done: no resume state is left behind.
@@ -691,7 +691,7 @@ async fn no_resume_starts_over_after_a_kill(grpc: bool) {
     assert!(received - at_kill >= size, "the second run sent {} bytes, not the whole {size}-byte file again", received - at_kill);
     // One payload, the file's bytes; the killed run's upload was cancelled.
     assert_eq!(t.bucket_files("quarantine"), vec![id.to_string()]);
-    assert_eq!(sha256_hex(&std::fs::read(t.data.path().join("quarantine").join(id)).unwrap()), file_sha256(&file));
+    assert_eq!(sha256_hex(&crate::common::local_bytes(t.data.path(), "quarantine", id).unwrap()), file_sha256(&file));
     let old = t.http.head(&old_url).header("Tus-Resumable", "1.0.0").send().await.unwrap().status().as_u16();
     assert!(old == 404 || old == 410, "the killed run's upload is cancelled, its HEAD answers {old}");
     assert!(state_files(&cache).is_empty());

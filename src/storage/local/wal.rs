@@ -1,22 +1,26 @@
-//! Group commit for small payloads on local disk: a write-ahead log.
+//! The write-ahead log of small payloads on local disk: group commit, and their home.
 //!
 //! ```text
-//! <data>/.wal/<seq>.log    records: small payloads (bucket, key, meta, bytes), deletes
+//! <data>/.wal/<seq>.log    records: small payloads (bucket, key, meta, bytes), metas, deletes
 //! ```
 //! One writer thread appends records. It takes every record waiting, writes them with
 //! one write and makes them durable with one `fdatasync`: uploads that finish while a
 //! flush runs share the next one, so the disk's flush rate stops bounding uploads/s
-//! (bench/results.md, P1). Once its record is durable, a put places the payload's
-//! file and meta without an fsync of their own: the log is what a crash falls back on.
+//! (bench/results.md, P1). A small payload's record is where it is kept: it gets no
+//! file of its own while it is young (no file creation, rename or writeback per
+//! upload); the storage's index (held.rs) says which record holds it.
 //!
-//! Every second (or 64 MiB) the writer starts a new log. Once every put of the old
-//! one has placed its files (each holds a [`Durable`] until then), one `syncfs(2)`
-//! makes those files durable and the old log is removed, oldest first.
+//! Every second (or 64 MiB) the writer starts a new log and hands the old one to the
+//! checkpoint, which removes logs oldest first. A log goes once nothing refers to it
+//! (its payloads left quarantine, each reader done) or, when some of its payloads are
+//! still held after [`HOLD`], once those are given files of their own (`materialize`):
+//! then one `syncfs(2)` makes every file made or removed so far durable, and the log is
+//! removed. Oldest first, so a delete's record never goes before the put it undoes.
 //!
-//! At start-up the logs left are replayed in order: a put's file that is missing or
-//! not whole (its size or sha256 differs) is written again, a meta that is missing or
-//! unreadable is written again, a delete is done again; then one `syncfs` and the logs
-//! go. A record cut short by a crash ends its log's replay: it was never acknowledged.
+//! At start-up every log left is read in order and handed to `apply` (which rebuilds
+//! the index), then kept: its payloads are still held. A record cut short by a crash
+//! ends its log's reading: it was never acknowledged. Logs written before this format
+//! (magic "UGL1", whose puts also placed files) are replayed the old way by `apply`.
 //!
 //! A record: `magic u32 | body length u32 | crc32 of body u32 | body`, all little-endian;
 //! the body: `kind u8 | bucket u8 | key length u16 | key | meta length u32 | meta JSON |
@@ -24,6 +28,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -31,33 +36,75 @@ use std::time::{Duration, Instant};
 
 use crate::storage::Bucket;
 
-const MAGIC: u32 = 0x5547_4c31; // "UGL1"
+/// Records of this format: a put's record is its payload's home.
+const MAGIC: u32 = 0x5547_4c32; // "UGL2"
+/// Records of the format before: a put's files were placed beside its record.
+const MAGIC_V1: u32 = 0x5547_4c31; // "UGL1"
 const HEADER: usize = 12;
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
-/// A log is closed (and checkpointed) when it reaches this size...
+const KIND_META: u8 = 3;
+/// A log is closed (and handed to the checkpoint) when it reaches this size...
 const ROLL_SIZE: u64 = 64 << 20;
 /// ...or this age, with records in it.
 const ROLL_AGE: Duration = Duration::from_secs(1);
 /// At most this many records share one flush.
 const MAX_BATCH: usize = 4096;
+/// How long a small payload may live in the log: those still held when their log is
+/// this old get files of their own. Most payloads are decided (and leave quarantine)
+/// well within it, so they never get a file in quarantine at all.
+pub const HOLD: Duration = Duration::from_secs(10);
 
-/// One log file. Puts whose record it holds keep a [`Durable`] of it until their files
-/// are in place; it is checkpointed once they all have.
-struct Segment {
+/// One log file, open for reading the payloads it holds. Whatever refers to one of its
+/// records (an index entry, a read, a put or delete under way) holds an `Arc` of it; the
+/// checkpoint removes it once nothing does.
+pub struct Segment {
     path: PathBuf,
+    file: File,
+    opened: Instant,
 }
 
-/// Proof that a record is durable; hold it until what the record describes is in
-/// place (its files written), so the checkpoint that drops its log waits for it.
-pub struct Durable(#[allow(dead_code)] Arc<Segment>);
+impl Segment {
+    fn open(path: PathBuf) -> std::io::Result<Segment> {
+        let file = File::open(&path)?;
+        Ok(Segment { path, file, opened: Instant::now() })
+    }
+
+    /// `len` bytes at `at` (a span from [`Spans`]).
+    pub fn read(&self, (at, len): (u64, usize)) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0; len];
+        self.file.read_exact_at(&mut buf, at)?;
+        Ok(buf)
+    }
+}
+
+/// Proof that a record is durable, and a hold on its log (see [`Segment`]).
+#[derive(Clone)]
+pub struct Durable(pub Arc<Segment>);
+
+/// Where a put's (or meta's) parts are in its log: (offset, length) each.
+#[derive(Clone, Copy, Debug)]
+pub struct Spans {
+    pub meta: (u64, usize),
+    pub bytes: (u64, usize),
+}
+
+impl Spans {
+    /// The spans of a record written at `at` with this key, meta and payload.
+    fn of(at: u64, key_len: usize, meta_len: usize, bytes_len: usize) -> Spans {
+        let meta_at = at + (HEADER + 1 + 1 + 2 + key_len + 4) as u64;
+        Spans { meta: (meta_at, meta_len), bytes: (meta_at + meta_len as u64, bytes_len) }
+    }
+}
 
 struct Job {
     record: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<std::io::Result<Durable>>,
+    spans: (usize, usize, usize),
+    done: tokio::sync::oneshot::Sender<std::io::Result<(Durable, Spans)>>,
 }
 
 /// The log's writer: records go in, durable, in order.
+#[derive(Clone)]
 pub struct Wal {
     jobs: mpsc::Sender<Job>,
 }
@@ -66,13 +113,34 @@ pub struct Wal {
 #[derive(Debug)]
 pub enum Record {
     Put { bucket: Bucket, key: String, meta: Vec<u8>, bytes: Vec<u8> },
+    /// A held payload's meta, replaced (set_meta).
+    Meta { bucket: Bucket, key: String, meta: Vec<u8> },
     Delete { bucket: Bucket, key: String },
 }
 
+/// A record read back at start-up, with where it is.
+pub struct Replayed {
+    pub record: Record,
+    /// Written before this format: its put placed files too.
+    pub v1: bool,
+    pub durable: Durable,
+    pub spans: Spans,
+}
+
+/// Gives the payloads still held in a log files of their own (the checkpoint, after
+/// [`HOLD`]); afterwards nothing may refer to the log.
+pub type Materialize = Box<dyn FnMut(&Arc<Segment>) -> std::io::Result<()> + Send>;
+
 impl Wal {
-    /// Replays what `dir` holds (with `apply`, in order), makes that durable, removes
-    /// the replayed logs, and starts the writer thread.
-    pub fn open(root: &Path, dir: &Path, mut apply: impl FnMut(Record) -> std::io::Result<()>) -> std::io::Result<Wal> {
+    /// Reads what `dir` holds (handing each record to `apply`, in order), keeps those
+    /// logs for the checkpoint, and starts the writer and checkpoint threads.
+    pub fn open(
+        root: &Path,
+        dir: &Path,
+        mut apply: impl FnMut(Replayed) -> std::io::Result<()>,
+        materialize: Materialize,
+        hold: Duration,
+    ) -> std::io::Result<Wal> {
         std::fs::create_dir_all(dir)?;
         let mut logs: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
@@ -84,40 +152,47 @@ impl Wal {
             .collect();
         logs.sort();
         let next = logs.last().map_or(0, |(seq, _)| seq + 1);
+        let (done_tx, done_rx) = mpsc::channel();
         let mut replayed = 0usize;
-        for (_, path) in &logs {
-            replayed += replay(path, &mut apply)?;
+        for (_, path) in logs.iter() {
+            let segment = Arc::new(Segment::open(path.clone())?);
+            replayed += replay(&segment, &mut apply)?;
+            let _ = done_tx.send(segment);
         }
         if !logs.is_empty() {
-            syncfs(root)?;
-            for (_, path) in &logs {
-                std::fs::remove_file(path)?;
-            }
-            File::open(dir)?.sync_all()?;
-            tracing::info!(logs = logs.len(), records = replayed, "replayed the write-ahead log");
+            tracing::info!(logs = logs.len(), records = replayed, "read the write-ahead log");
         }
         let (jobs, rx) = mpsc::channel();
-        let (done_tx, done_rx) = mpsc::channel();
-        let writer = Writer { root: root.to_path_buf(), dir: dir.to_path_buf(), seq: next, checkpoints: done_tx };
+        let writer = Writer { dir: dir.to_path_buf(), seq: next, checkpoints: done_tx };
         let first = writer.create()?;
         std::thread::Builder::new().name("wal-writer".into()).spawn(move || writer.run(rx, first))?;
         let root = root.to_path_buf();
         let dir = dir.to_path_buf();
-        std::thread::Builder::new().name("wal-checkpoint".into()).spawn(move || checkpoint(&root, &dir, done_rx))?;
+        std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || checkpoint(&root, &dir, done_rx, materialize, hold))?;
         Ok(Wal { jobs })
     }
 
-    /// Appends `record`; answers once it is durable.
-    pub async fn append(&self, record: &Record) -> std::io::Result<Durable> {
+    /// Appends `record`; answers once it is durable, with where its parts are.
+    pub async fn append(&self, record: &Record) -> std::io::Result<(Durable, Spans)> {
         let (done, answer) = tokio::sync::oneshot::channel();
-        let job = Job { record: encode(record), done };
+        let (record, spans) = encode(record, MAGIC);
+        let job = Job { record, spans, done };
         self.jobs.send(job).map_err(|_| std::io::Error::other("the log's writer has stopped"))?;
         answer.await.map_err(|_| std::io::Error::other("the log's writer has stopped"))?
+    }
+
+    /// Appends `record` after every record appended before, without waiting (from a
+    /// `Drop`: the undo of a put whose future was dropped while its record was written).
+    pub fn append_detached(&self, record: &Record) {
+        let (done, _) = tokio::sync::oneshot::channel();
+        let (record, spans) = encode(record, MAGIC);
+        let _ = self.jobs.send(Job { record, spans, done });
     }
 }
 
 struct Writer {
-    root: PathBuf,
     dir: PathBuf,
     seq: u64,
     checkpoints: mpsc::Sender<Arc<Segment>>,
@@ -127,7 +202,6 @@ struct Open {
     file: File,
     segment: Arc<Segment>,
     size: u64,
-    opened: Instant,
 }
 
 impl Writer {
@@ -136,7 +210,7 @@ impl Writer {
         let path = self.dir.join(format!("{:020}.log", self.seq));
         let file = std::fs::OpenOptions::new().append(true).create_new(true).open(&path)?;
         File::open(&self.dir)?.sync_all()?;
-        Ok(Open { file, segment: Arc::new(Segment { path }), size: 0, opened: Instant::now() })
+        Ok(Open { file, segment: Arc::new(Segment::open(path)?), size: 0 })
     }
 
     fn run(mut self, jobs: mpsc::Receiver<Job>, mut log: Open) {
@@ -164,18 +238,21 @@ impl Writer {
                 buf.extend_from_slice(&job.record);
             }
             let written = log.file.write_all(&buf).and_then(|()| log.file.sync_data());
+            let mut at = log.size;
             log.size += buf.len() as u64;
             let failed = written.is_err();
             for job in batch {
+                let (key_len, meta_len, bytes_len) = job.spans;
                 let answer = match &written {
-                    Ok(()) => Ok(Durable(log.segment.clone())),
+                    Ok(()) => Ok((Durable(log.segment.clone()), Spans::of(at, key_len, meta_len, bytes_len))),
                     Err(e) => Err(std::io::Error::new(e.kind(), format!("write-ahead log: {e}"))),
                 };
+                at += job.record.len() as u64;
                 let _ = job.done.send(answer);
             }
             // After a failed write the log may end in half a record: later records go
-            // to a new log (replay reads each log up to its first broken record).
-            if failed || log.size >= ROLL_SIZE || log.opened.elapsed() >= ROLL_AGE {
+            // to a new log (reading stops at a log's first broken record).
+            if failed || log.size >= ROLL_SIZE || log.segment.opened.elapsed() >= ROLL_AGE {
                 log = self.roll(log);
             }
         }
@@ -191,21 +268,30 @@ impl Writer {
                 new
             }
             Err(e) => {
-                tracing::error!(error = %e, dir = %self.dir.display(), root = %self.root.display(), "cannot start a new write-ahead log; appending to the old one");
+                tracing::error!(error = %e, dir = %self.dir.display(), "cannot start a new write-ahead log; appending to the old one");
                 old
             }
         }
     }
 }
 
-/// Removes closed logs, oldest first, once what they describe is durable: waits for
-/// their puts to place their files, then one `syncfs`. A failed `syncfs` keeps every
-/// log from then on (all are replayed at the next start) and says so.
-fn checkpoint(root: &Path, dir: &Path, closed: mpsc::Receiver<Arc<Segment>>) {
+/// Removes closed logs, oldest first: once nothing refers to one (after `hold`, the
+/// payloads it still holds are given files first), one `syncfs` and it goes. A failed
+/// `syncfs` keeps every log from then on (all are read again at the next start) and
+/// says so; a failed materialization is tried again after another `hold`.
+fn checkpoint(root: &Path, dir: &Path, closed: mpsc::Receiver<Arc<Segment>>, mut materialize: Materialize, hold: Duration) {
     let mut broken = false;
     while let Ok(segment) = closed.recv() {
+        let mut next_try = segment.opened + hold;
         while Arc::strong_count(&segment) > 1 {
-            std::thread::sleep(Duration::from_millis(1));
+            if Instant::now() >= next_try {
+                if let Err(e) = materialize(&segment) {
+                    tracing::error!(error = %e, log = %segment.path.display(),
+                        "cannot give the payloads held in a write-ahead log files of their own; keeping the log, trying again later");
+                }
+                next_try = Instant::now() + hold;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
         if broken {
             continue;
@@ -215,10 +301,45 @@ fn checkpoint(root: &Path, dir: &Path, closed: mpsc::Receiver<Arc<Segment>>) {
             .and_then(|()| File::open(dir)?.sync_all());
         if let Err(e) = done {
             tracing::error!(error = %e, log = %segment.path.display(),
-                "cannot make the data folder durable; keeping the write-ahead logs, replayed at the next start");
+                "cannot make the data folder durable; keeping the write-ahead logs, read again at the next start");
             broken = true;
         }
     }
+}
+
+/// The records of the log at `path`, in order, up to its end or its first broken
+/// record (a read-only look: `peek.rs`).
+pub fn records(path: &Path) -> std::io::Result<Vec<(Record, bool, Spans)>> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut at = 0;
+    let mut out = Vec::new();
+    while let Some((record, v1, len)) = decode(&data[at..]) {
+        let spans = match &record {
+            Record::Put { key, meta, bytes, .. } => Spans::of(at as u64, key.len(), meta.len(), bytes.len()),
+            Record::Meta { key, meta, .. } => Spans::of(at as u64, key.len(), meta.len(), 0),
+            Record::Delete { key, .. } => Spans::of(at as u64, key.len(), 0, 0),
+        };
+        out.push((record, v1, spans));
+        at += len;
+    }
+    if at < data.len() {
+        tracing::info!(log = %path.display(), offset = at, "the write-ahead log ends in a record cut short by a crash (never acknowledged)");
+    }
+    Ok(out)
+}
+
+/// Hands the records of `segment` to `apply`; how many there were.
+fn replay(segment: &Arc<Segment>, apply: &mut impl FnMut(Replayed) -> std::io::Result<()>) -> std::io::Result<usize> {
+    let records = records(&segment.path)?;
+    let n = records.len();
+    for (record, v1, spans) in records {
+        apply(Replayed { record, v1, durable: Durable(segment.clone()), spans })?;
+    }
+    Ok(n)
 }
 
 /// `syncfs(2)` on the filesystem holding `root` (elsewhere: `sync(2)`).
@@ -250,14 +371,16 @@ fn bucket_code(b: Bucket) -> u8 {
     }
 }
 
-fn encode(record: &Record) -> Vec<u8> {
+/// A record's bytes, and its key, meta and payload lengths (for its [`Spans`]).
+fn encode(record: &Record, magic: u32) -> (Vec<u8>, (usize, usize, usize)) {
     let (kind, bucket, key, meta, bytes): (u8, Bucket, &str, &[u8], &[u8]) = match record {
         Record::Put { bucket, key, meta, bytes } => (KIND_PUT, *bucket, key, meta, bytes),
+        Record::Meta { bucket, key, meta } => (KIND_META, *bucket, key, meta, &[]),
         Record::Delete { bucket, key } => (KIND_DELETE, *bucket, key, &[], &[]),
     };
     let body_len = 1 + 1 + 2 + key.len() + 4 + meta.len() + bytes.len();
     let mut out = Vec::with_capacity(HEADER + body_len);
-    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&magic.to_le_bytes());
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]); // the crc, below
     out.push(kind);
@@ -269,34 +392,17 @@ fn encode(record: &Record) -> Vec<u8> {
     out.extend_from_slice(bytes);
     let crc = crc32fast::hash(&out[HEADER..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
-    out
+    (out, (key.len(), meta.len(), bytes.len()))
 }
 
-/// The records of one log, up to its end or its first broken record.
-fn replay(path: &Path, apply: &mut impl FnMut(Record) -> std::io::Result<()>) -> std::io::Result<usize> {
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut at = 0;
-    let mut n = 0;
-    while let Some((record, len)) = decode(&data[at..]) {
-        apply(record)?;
-        at += len;
-        n += 1;
-    }
-    if at < data.len() {
-        tracing::info!(log = %path.display(), offset = at, "the write-ahead log ends in a record cut short by a crash (never acknowledged)");
-    }
-    Ok(n)
-}
-
-fn decode(data: &[u8]) -> Option<(Record, usize)> {
+/// The record at the start of `data`: it, whether it is of the old format, and its length.
+fn decode(data: &[u8]) -> Option<(Record, bool, usize)> {
     let u32_at = |b: &[u8], i: usize| b.get(i..i + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap()));
-    if u32_at(data, 0)? != MAGIC {
-        return None;
-    }
+    let v1 = match u32_at(data, 0)? {
+        MAGIC => false,
+        MAGIC_V1 => true,
+        _ => return None,
+    };
     let len = u32_at(data, 4)? as usize;
     let body = data.get(HEADER..HEADER + len)?;
     if crc32fast::hash(body) != u32_at(data, 8)? {
@@ -312,10 +418,11 @@ fn decode(data: &[u8]) -> Option<(Record, usize)> {
     let bytes = rest.get(4 + meta_len..)?.to_vec();
     let record = match kind {
         KIND_PUT => Record::Put { bucket, key, meta, bytes },
+        KIND_META => Record::Meta { bucket, key, meta },
         KIND_DELETE => Record::Delete { bucket, key },
         _ => return None,
     };
-    Some((record, HEADER + len))
+    Some((record, v1, HEADER + len))
 }
 
 #[cfg(test)]
@@ -323,49 +430,64 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_read_back_as_written_and_a_torn_tail_ends_the_replay() {
+    fn records_read_back_as_written_and_a_torn_tail_ends_the_reading() {
         let put = Record::Put { bucket: Bucket::Quarantine, key: "k1".into(), meta: b"{}".to_vec(), bytes: b"payload".to_vec() };
         let del = Record::Delete { bucket: Bucket::Perm, key: "k2".into() };
-        let mut log = encode(&put);
-        log.extend(encode(&del));
+        let mut log = encode(&put, MAGIC).0;
+        log.extend(encode(&del, MAGIC_V1).0);
         let whole = log.len();
-        log.extend(&encode(&put)[..10]); // a crash in the middle of the next record
-        let (first, n) = decode(&log).unwrap();
+        log.extend(&encode(&put, MAGIC).0[..10]); // a crash in the middle of the next record
+        let (first, v1, n) = decode(&log).unwrap();
         assert!(matches!(first, Record::Put { bucket: Bucket::Quarantine, ref key, ref bytes, .. } if key == "k1" && bytes == b"payload"));
-        let (second, m) = decode(&log[n..]).unwrap();
+        assert!(!v1);
+        let (second, v1, m) = decode(&log[n..]).unwrap();
         assert!(matches!(second, Record::Delete { bucket: Bucket::Perm, ref key } if key == "k2"));
+        assert!(v1, "a record of the old format says so");
         assert_eq!(n + m, whole);
         assert!(decode(&log[whole..]).is_none(), "half a record is not a record");
-        let mut flipped = encode(&put);
+        let mut flipped = encode(&put, MAGIC).0;
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert!(decode(&flipped).is_none(), "a record whose crc does not match is not one");
     }
 
     #[tokio::test]
-    async fn what_was_acknowledged_is_replayed_after_the_process_is_gone() {
+    async fn what_was_acknowledged_is_read_back_after_the_process_is_gone() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join(".wal");
-        let wal = Wal::open(root.path(), &dir, |_| Ok(())).unwrap();
+        let keep = || -> Materialize { Box::new(|_| Err(std::io::Error::other("kept in the log"))) };
+        let wal = Wal::open(root.path(), &dir, |_| Ok(()), keep(), HOLD).unwrap();
         let appends = (0..50).map(|i| {
             let wal = &wal;
             async move {
-                let r = Record::Put { bucket: Bucket::Quarantine, key: format!("k{i}"), meta: vec![], bytes: vec![i as u8; 100] };
+                let r = Record::Put { bucket: Bucket::Quarantine, key: format!("k{i}"), meta: b"{}".to_vec(), bytes: vec![i as u8; 100] };
                 wal.append(&r).await
             }
         });
-        // Held: as if the puts had not placed their files yet, so no checkpoint may
-        // remove the log.
-        let held: Vec<Durable> = futures_util::future::join_all(appends).await.into_iter().map(Result::unwrap).collect();
+        // Held, as the index holds what it refers to, so no checkpoint may remove the log.
+        let held: Vec<(Durable, Spans)> = futures_util::future::join_all(appends).await.into_iter().map(Result::unwrap).collect();
+        // Each answer says where its payload is: read back through it.
+        for (i, (durable, spans)) in held.iter().enumerate() {
+            assert_eq!(durable.0.read(spans.bytes).unwrap(), vec![i as u8; 100]);
+            assert_eq!(durable.0.read(spans.meta).unwrap(), b"{}");
+        }
         std::thread::sleep(ROLL_AGE * 2);
-        // Open again as a restarted process would: every acknowledged record comes back.
+        // Open again as a restarted process would: every acknowledged record comes back,
+        // with the same spans.
         let mut seen = Vec::new();
-        let _again = Wal::open(root.path(), &dir, |r| {
-            if let Record::Put { key, bytes, .. } = r {
-                seen.push((key, bytes.len()));
-            }
-            Ok(())
-        })
+        let _again = Wal::open(
+            root.path(),
+            &dir,
+            |r| {
+                if let Record::Put { key, bytes, .. } = r.record {
+                    assert_eq!(r.durable.0.read(r.spans.bytes).unwrap(), bytes);
+                    seen.push((key, bytes.len()));
+                }
+                Ok(())
+            },
+            keep(),
+            HOLD,
+        )
         .unwrap();
         seen.sort();
         let mut expected: Vec<_> = (0..50).map(|i| (format!("k{i}"), 100)).collect();

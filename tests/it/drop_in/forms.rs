@@ -25,7 +25,7 @@ async fn post(t: &TestApp, form: Form) -> (u16, Value) {
 }
 
 fn stored(t: &TestApp, id: &str) -> Vec<u8> {
-    std::fs::read(t.data.path().join("quarantine").join(id)).unwrap()
+    crate::common::local_bytes(t.data.path(), "quarantine", id).unwrap()
 }
 
 #[tokio::test]

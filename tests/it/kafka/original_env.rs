@@ -43,7 +43,7 @@ async fn the_original_services_environment_variables_configure_the_gateway() {
     // KAFKAMQ: announced on the broker; WORKDIR: stored in that folder.
     let ann = wait_records(&n.announce("qpc"), &id, 1, WAIT).await[0].json();
     assert_eq!(ann["size"], 5000);
-    assert_eq!(std::fs::read(data.path().join("quarantine").join(&id)).unwrap(), vec![b'q'; 5000]);
+    assert_eq!(crate::common::local_bytes(data.path(), "quarantine", &id).unwrap(), vec![b'q'; 5000]);
     drop(gw);
     n.cleanup().await;
 }

@@ -178,7 +178,7 @@ async fn an_unconfirmed_announcement_keeps_its_payload_and_the_sweep_announces_i
     assert!(took < Duration::from_secs(10), "the 503 came after {took:?}");
     // Kept, and marked in its meta.
     assert!(t.bucket_files("quarantine").iter().any(|f| f == id), "the payload is kept");
-    let meta = std::fs::read(t.data.path().join("quarantine/.meta").join(format!("{id}.json"))).unwrap();
+    let meta = crate::common::local_meta(t.data.path(), "quarantine", id).unwrap();
     let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
     assert!(meta["unconfirmed"].is_string(), "{meta}");
     paused.resume().await;

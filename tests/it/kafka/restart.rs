@@ -135,10 +135,10 @@ async fn a_payload_stored_but_never_announced_before_a_kill_is_announced_after_r
     // (stored, never announced) is announced by a later sweep, two looks on; every
     // sweep that could have announced something again has run by then.
     let q = path.join("quarantine");
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(q.join(format!(".meta/{orphan}.json"))).unwrap()).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&crate::common::local_meta(&path, "quarantine", orphan).unwrap()).unwrap();
     meta["request_id"] = json!("sweep-marker-1");
     std::fs::write(q.join(".meta/sweep-marker-1.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
-    std::fs::copy(q.join(orphan), q.join("sweep-marker-1")).unwrap();
+    std::fs::write(q.join("sweep-marker-1"), crate::common::local_bytes(&path, "quarantine", orphan).unwrap()).unwrap();
     wait_records(&n.announce(SVC), "sweep-marker-1", 1, WAIT).await;
     assert_eq!(records_for(&n.announce(SVC), orphan).await.len(), 1, "announced once");
     assert_eq!(records_for(&n.announce(SVC), &before).await.len(), 1, "an announced payload is left alone");

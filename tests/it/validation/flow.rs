@@ -17,7 +17,7 @@ async fn the_built_in_validator_with_failure_moves_the_payload_to_reject() {
     assert!(t.bucket_files("quarantine").is_empty());
     assert!(t.bucket_files("perm").is_empty());
     assert_eq!(
-        std::fs::read(t.data.path().join("reject").join(&id)).unwrap(),
+        crate::common::local_bytes(t.data.path(), "reject", &id).unwrap(),
         body
     );
     let history = track(&t, &id).await;
