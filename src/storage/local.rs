@@ -14,8 +14,7 @@
 //!   ends and appended to the write-ahead log, whose one `fdatasync` it shares with
 //!   every upload that finished meanwhile. Its record is its home: no file is made for
 //!   it, and the index (held.rs) says where it is. Most leave quarantine within
-//!   seconds; one still there after `wal::HOLD` (10 s) gets its two files below, made
-//!   by the log's checkpoint, off the upload's path.
+//!   seconds and their log is removed; a log whose payloads stay is compacted (wal.rs).
 //! - a larger one is written to `.tmp`, fsynced, as is its meta, then renamed into
 //!   place after its meta, so no reader ever sees half a payload.
 //!

@@ -24,6 +24,24 @@ impl Part {
     pub fn read(&self) -> std::io::Result<Vec<u8>> {
         self.log.0.read(self.span)
     }
+
+    /// Counts this part as held in its log (`true`), or no more.
+    fn count(&self, held: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.span.1 as u64;
+        if held {
+            self.log.0.live.fetch_add(n, Relaxed);
+        } else {
+            self.log.0.live.fetch_sub(n, Relaxed);
+        }
+    }
+}
+
+impl Entry {
+    fn count(&self, held: bool) {
+        self.bytes.count(held);
+        self.meta.count(held);
+    }
 }
 
 /// A held payload: its bytes and its (newest) meta.
@@ -72,6 +90,7 @@ impl Taken {
     /// The put's record is durable: the payload is held from now on.
     pub fn hold(mut self, entry: Entry) {
         if let Some(key) = self.key.take() {
+            entry.count(true);
             self.held.lock().insert(key, Slot::Held(entry));
         }
     }
@@ -108,7 +127,10 @@ impl Held {
 
     /// Holds `entry` as `key` (reading the logs at start-up: a later record wins).
     pub fn insert(&self, bucket: Bucket, key: String, entry: Entry) {
-        self.lock().insert((bucket, key), Slot::Held(entry));
+        entry.count(true);
+        if let Some(Slot::Held(old)) = self.lock().insert((bucket, key), Slot::Held(entry)) {
+            old.count(false);
+        }
     }
 
     /// The payload held as `key`, if one is.
@@ -120,7 +142,8 @@ impl Held {
     pub fn set_meta(&self, bucket: Bucket, key: &str, meta: Part) -> bool {
         match self.lock().get_mut(&(bucket, key.to_string())) {
             Some(Slot::Held(e)) => {
-                e.meta = meta;
+                meta.count(true);
+                std::mem::replace(&mut e.meta, meta).count(false);
                 true
             }
             _ => false,
@@ -131,7 +154,8 @@ impl Held {
     pub fn remove(&self, bucket: Bucket, key: &str) -> bool {
         let k = (bucket, key.to_string());
         let mut map = self.lock();
-        if matches!(map.get(&k), Some(Slot::Held(_))) {
+        if let Some(Slot::Held(entry)) = map.get(&k) {
+            entry.count(false);
             map.remove(&k);
             return true;
         }
@@ -154,18 +178,6 @@ impl Held {
 }
 
 impl Index for Held {
-    fn live_bytes(&self, logs: &[Arc<Segment>]) -> Vec<u64> {
-        let mut live = vec![0; logs.len()];
-        for entry in self.lock().values().filter_map(Slot::entry) {
-            for part in [&entry.bytes, &entry.meta] {
-                if let Some(i) = logs.iter().position(|l| Arc::ptr_eq(l, &part.log.0)) {
-                    live[i] += part.span.1 as u64;
-                }
-            }
-        }
-        live
-    }
-
     fn live_puts(&self, log: &Arc<Segment>) -> HashSet<u64> {
         self.lock()
             .values()
@@ -180,7 +192,9 @@ impl Index for Held {
             for part in [&mut entry.bytes, &mut entry.meta] {
                 if Arc::ptr_eq(&part.log.0, old) {
                     if let Some(at) = moved(part.span.0) {
+                        part.count(false);
                         *part = Part { log: Durable(new.clone()), span: (at, part.span.1) };
+                        part.count(true);
                     }
                 }
             }

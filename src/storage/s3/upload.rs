@@ -158,9 +158,17 @@ async fn multipart(
         }
         let body = match next.take() {
             Some(b) => b,
-            None => match reader.next_part(part_size).await? {
-                b if b.is_empty() => break,
-                b => b,
+            None => match reader.next_part(part_size).await {
+                Ok(b) if b.is_empty() => break,
+                Ok(b) => b,
+                Err(e) => {
+                    // The payload failed (its client went away, it was too large): let
+                    // the parts under way finish before the upload is aborted. Cut off
+                    // mid-body, a part can hold the upload on the S3 server (Garage) so
+                    // that the abort waits for it.
+                    while in_flight.join_next().await.is_some() {}
+                    return Err(e);
+                }
             },
         };
         while in_flight.len() >= max_inflight {
@@ -320,7 +328,10 @@ impl Drop for Leftovers {
 /// repeated in the background once such parts had time to finish (S3's own advice).
 async fn remove(client: Client, bucket: String, key: String, upload_id: Option<String>, sidecar_sent: bool, object_sent: bool) {
     if let Some(id) = &upload_id {
-        abort(&client, &bucket, &key, id).await;
+        // Bounded: the abort is tried again below, and the sweep finds what is left.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), abort(&client, &bucket, &key, id)).await.is_err() {
+            tracing::warn!(key = %key, bucket = %bucket, "aborting an unfinished upload took over 10 s; trying again in 2 s");
+        }
     }
     let mut keys = Vec::new();
     if object_sent {
