@@ -158,17 +158,9 @@ async fn multipart(
         }
         let body = match next.take() {
             Some(b) => b,
-            None => match reader.next_part(part_size).await {
-                Ok(b) if b.is_empty() => break,
-                Ok(b) => b,
-                Err(e) => {
-                    // The payload failed (its client went away, it was too large): let
-                    // the parts under way finish before the upload is aborted. Cut off
-                    // mid-body, a part can hold the upload on the S3 server (Garage) so
-                    // that the abort waits for it.
-                    while in_flight.join_next().await.is_some() {}
-                    return Err(e);
-                }
+            None => match reader.next_part(part_size).await? {
+                b if b.is_empty() => break,
+                b => b,
             },
         };
         while in_flight.len() >= max_inflight {
@@ -285,12 +277,20 @@ impl Leftovers {
         self.armed = false;
     }
 
+    /// Removes what the put sent, and waits for that. The work runs in a task of its
+    /// own: a put failed because its client went away is often dropped right after
+    /// (its connection is gone), and the removal must not go with it.
     async fn remove_now(&mut self) {
         self.armed = false;
-        remove(self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.take(), self.sidecar, self.object).await;
-        if let Some(path) = self.journal.take() {
-            Journal::done(&path).await;
-        }
+        let removal = remove(self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.take(), self.sidecar, self.object);
+        let journal = self.journal.take();
+        let _ = tokio::spawn(async move {
+            removal.await;
+            if let Some(path) = journal {
+                Journal::done(&path).await;
+            }
+        })
+        .await;
     }
 }
 
