@@ -14,8 +14,7 @@
 //!   ends and appended to the write-ahead log, whose one `fdatasync` it shares with
 //!   every upload that finished meanwhile. Its record is its home: no file is made for
 //!   it, and the index (held.rs) says where it is. Most leave quarantine within
-//!   seconds; one still there after `wal::HOLD` (10 s) gets its two files below, made
-//!   by the log's checkpoint, off the upload's path.
+//!   seconds and their log is removed; a log whose payloads stay is compacted (wal.rs).
 //! - a larger one is written to `.tmp`, fsynced, as is its meta, then renamed into
 //!   place after its meta, so no reader ever sees half a payload.
 //!
@@ -69,7 +68,7 @@ impl LocalDisk {
         Self::open_holding(root, wal::HOLD).await
     }
 
-    /// [`LocalDisk::open`], with small payloads held in the log for `hold` at most.
+    /// [`LocalDisk::open`], with logs compacted `hold` after they close (wal.rs).
     async fn open_holding(root: &Path, hold: Duration) -> Result<Self> {
         for b in Bucket::ALL {
             create_dir(&root.join(b.as_str()).join(".meta")).await?;
@@ -81,20 +80,8 @@ impl LocalDisk {
         let (r, h) = (root.clone(), held.clone());
         let wal = tokio::task::spawn_blocking(move || {
             let places = Places { root: r.clone() };
-            let materialize: wal::Materialize = {
-                let (places, held) = (Places { root: r.clone() }, h.clone());
-                Box::new(move |log| {
-                    let placed = held.materialize(
-                        log,
-                        |bucket, key, entry| places.place(bucket, key, entry),
-                        |bucket, key, meta| std::fs::write(places.meta(bucket, key), meta.read()?),
-                        |bucket, key| places.remove(bucket, key),
-                    )?;
-                    tracing::debug!(placed, "gave payloads held in the write-ahead log files of their own");
-                    Ok(())
-                })
-            };
-            let wal = wal::Wal::open(&r, &r.join(".wal"), |record| places.replay(&h, record), materialize, hold)?;
+            let index: std::sync::Arc<dyn wal::Index> = h.clone();
+            let wal = wal::Wal::open(&r, &r.join(".wal"), |record| places.replay(&h, record), index, hold)?;
             // A held payload's files, if any, are copies made before a crash: the log,
             // read in full, is what counts.
             for (bucket, key) in h.all() {
@@ -182,15 +169,18 @@ impl LocalDisk {
     async fn put_small(&self, taken: held::Taken, bucket: Bucket, key: &str, meta: ObjectMeta, bytes: Vec<u8>) -> Result<ObjectMeta> {
         let meta_json = serde_json::to_vec(&meta).map_err(|e| Error::Internal(e.to_string()))?;
         let record = wal::Record::Put { bucket, key: key.to_string(), meta: meta_json, bytes };
-        // Dropped part-way (its client went away), the put must not come back from the
-        // log at the next start: a delete goes in after it.
-        let undo = Undo { wal: &self.wal, bucket, key };
-        let (log, spans) = self.wal.append(&record).await.map_err(io)?;
-        std::mem::forget(undo);
-        taken.hold(held::Entry {
-            bytes: held::Part { log: log.clone(), span: spans.bytes },
-            meta: held::Part { log, span: spans.meta },
+        // Held by the log's writer the moment its record is durable.
+        let hold: wal::Then = Box::new(move |log, spans| {
+            taken.hold(held::Entry {
+                bytes: held::Part { log: log.clone(), span: spans.bytes },
+                meta: held::Part { log: log.clone(), span: spans.meta },
+            })
         });
+        // Dropped part-way (its client went away), the put must not stay: a delete goes
+        // in after it, and takes it out of the index again.
+        let undo = Undo { wal: &self.wal, held: &self.held, bucket, key };
+        self.wal.append_then(&record, Some(hold)).await.map_err(io)?;
+        std::mem::forget(undo);
         Ok(meta)
     }
 
@@ -403,10 +393,8 @@ impl Storage for LocalDisk {
     }
 
     async fn head(&self, bucket: Bucket, key: &str) -> Result<Option<ObjectMeta>> {
-        match self.held.look(bucket, key) {
-            held::Look::Held(entry) => return held_meta(key, &entry).map(Some),
-            held::Look::Gone => return Ok(None),
-            held::Look::Files => {}
+        if let Some(entry) = self.held.get(bucket, key) {
+            return held_meta(key, &entry).map(Some);
         }
         match tokio::fs::metadata(self.object(bucket, key)).await {
             Ok(file) => self.meta_or_derived(bucket, key, &file).await.map(Some),
@@ -464,18 +452,13 @@ impl Storage for LocalDisk {
     }
 
     async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
-        match self.held.look(bucket, key) {
-            held::Look::Held(entry) => {
-                // At most SMALL bytes: read whole, handed out in chunks as a file's are.
-                let meta = held_meta(key, &entry)?;
-                let bytes = bytes::Bytes::from(entry.bytes.read().map_err(io)?);
-                let chunks: Vec<Result<bytes::Bytes>> =
-                    (0..bytes.len()).step_by(READ_CHUNK).map(|at| Ok(bytes.slice(at..bytes.len().min(at + READ_CHUNK)))).collect();
-                let stream = futures_util::stream::iter(chunks);
-                return Ok(Some((meta, Box::pin(stream))));
-            }
-            held::Look::Gone => return Ok(None),
-            held::Look::Files => {}
+        if let Some(entry) = self.held.get(bucket, key) {
+            // At most SMALL bytes: read whole, handed out in chunks as a file's are.
+            let meta = held_meta(key, &entry)?;
+            let bytes = bytes::Bytes::from(entry.bytes.read().map_err(io)?);
+            let chunks: Vec<Result<bytes::Bytes>> =
+                (0..bytes.len()).step_by(READ_CHUNK).map(|at| Ok(bytes.slice(at..bytes.len().min(at + READ_CHUNK)))).collect();
+            return Ok(Some((meta, Box::pin(futures_util::stream::iter(chunks)))));
         }
         let file = match tokio::fs::File::open(self.object(bucket, key)).await {
             Ok(f) => f,
@@ -653,15 +636,6 @@ impl Places {
         }
     }
 
-    /// Gives a held payload files of its own, meta first (the checkpoint: its `syncfs`
-    /// makes them durable before the log that held the payload goes). Written straight
-    /// in place: while this runs, readers still go by the log (held.rs, `Placing`), and
-    /// after a crash the log, read again, is what counts (start-up removes the files).
-    fn place(&self, bucket: Bucket, key: &str, entry: &held::Entry) -> std::io::Result<()> {
-        std::fs::write(self.meta(bucket, key), entry.meta.read()?)?;
-        std::fs::write(self.object(bucket, key), entry.bytes.read()?)
-    }
-
     /// Writes `dest` whole (through a temporary file and a rename); the replay's
     /// `syncfs` makes it durable.
     fn replace(&self, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -678,16 +652,21 @@ fn held_meta(key: &str, entry: &held::Entry) -> Result<ObjectMeta> {
 }
 
 /// Logs a delete of a small put's key unless forgotten: a put dropped while its record
-/// was being written must not come back from the log.
+/// was being written must not stay, in the index or in the log.
 struct Undo<'a> {
     wal: &'a wal::Wal,
+    held: &'a std::sync::Arc<held::Held>,
     bucket: Bucket,
     key: &'a str,
 }
 
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
-        self.wal.append_detached(&wal::Record::Delete { bucket: self.bucket, key: self.key.to_string() });
+        let (held, bucket, key) = (self.held.clone(), self.bucket, self.key.to_string());
+        let forget: wal::Then = Box::new(move |_, _| {
+            held.remove(bucket, &key);
+        });
+        self.wal.append_detached(&wal::Record::Delete { bucket: self.bucket, key: self.key.to_string() }, Some(forget));
     }
 }
 
@@ -886,32 +865,51 @@ mod tests {
         back
     }
 
-    /// A payload still in quarantine when its log is `hold` old gets files of its own,
-    /// and the log goes; one that left before never gets a file in quarantine.
+    /// A log whose payloads mostly left quarantine is compacted `hold` after it closed:
+    /// written again with only what is still held (and every delete and meta), so the
+    /// payloads left in quarantine still get no file; reading, and reading again after a
+    /// restart, give the same payloads, with their newest metas.
     #[tokio::test]
-    async fn payloads_held_past_the_hold_get_files_of_their_own() {
+    async fn a_mostly_decided_log_is_compacted_and_what_stays_is_still_there() {
         let dir = tempfile::tempdir().unwrap();
         let disk = LocalDisk::open_holding(dir.path(), Duration::from_millis(300)).await.unwrap();
-        put(&disk, "slow", b"decided late").await;
-        put(&disk, "fast", b"decided at once").await;
-        disk.delete(Bucket::Quarantine, "fast").await.unwrap();
-        let mut m = disk.head(Bucket::Quarantine, "slow").await.unwrap().unwrap();
-        m.unconfirmed = Some("why".into());
-        disk.set_meta(Bucket::Quarantine, "slow", &m).await.unwrap();
-        let logs = || std::fs::read_dir(dir.path().join(".wal")).unwrap().count();
+        let body = |i: usize| vec![i as u8; 2000];
+        for i in 0..20 {
+            put(&disk, &format!("k{i:02}"), &body(i)).await;
+        }
+        for i in 5..20 {
+            disk.delete(Bucket::Quarantine, &format!("k{i:02}")).await.unwrap();
+        }
+        let mut m = disk.head(Bucket::Quarantine, "k01").await.unwrap().unwrap();
+        m.unconfirmed = Some("newest".into());
+        disk.set_meta(Bucket::Quarantine, "k01", &m).await.unwrap();
+        let first = dir.path().join(".wal").join(format!("{:020}.log", 0));
+        let before = std::fs::metadata(&first).unwrap().len();
+        assert!(before > 20 * 2000, "the first log holds all twenty ({before} bytes)");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !dir.path().join("quarantine/slow").exists() || logs() > 1 {
-            assert!(std::time::Instant::now() < deadline, "slow got no file, or the old logs stayed ({} logs)", logs());
+        while std::fs::metadata(&first).unwrap().len() >= before / 2 {
+            assert!(std::time::Instant::now() < deadline, "the first log was not compacted");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(std::fs::read(dir.path().join("quarantine/slow")).unwrap(), b"decided late");
-        let on_disk: ObjectMeta = serde_json::from_slice(&std::fs::read(dir.path().join("quarantine/.meta/slow.json")).unwrap()).unwrap();
-        assert_eq!(on_disk.unconfirmed.as_deref(), Some("why"), "its newest meta");
-        assert!(!dir.path().join("quarantine/fast").exists());
-        // Read the same way as before, and the key is still taken.
-        assert_eq!(read(&disk, "slow").await.unwrap().1, b"decided late");
-        assert_eq!(disk.list(Bucket::Quarantine).await.unwrap(), ["slow"]);
-        let again = disk.put(Bucket::Quarantine, "slow", crate::storage::conformance::meta("slow"), crate::storage::conformance::payload(b"x".to_vec(), 10)).await;
-        assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+        let after = std::fs::metadata(&first).unwrap().len();
+        assert!(after < 5 * 2000 + 4000, "only the five held payloads' bytes stay ({after} bytes)");
+        let keys: Vec<String> = (0..5).map(|i| format!("k{i:02}")).collect();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(read(&disk, key).await.unwrap().1, body(i), "{key} read from the compacted log");
+        }
+        assert_eq!(read(&disk, "k01").await.unwrap().0.unconfirmed.as_deref(), Some("newest"));
+        assert_eq!(disk.list(Bucket::Quarantine).await.unwrap(), keys);
+        // A restart reads the compacted log: the same five, the same newest meta.
+        let again = LocalDisk::open(dir.path()).await.unwrap();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(read(&again, key).await.unwrap().1, body(i), "{key} after a restart");
+        }
+        assert_eq!(read(&again, "k01").await.unwrap().0.unconfirmed.as_deref(), Some("newest"));
+        assert_eq!(again.list(Bucket::Quarantine).await.unwrap(), keys);
+        assert!(list_files(&dir.path().join("quarantine")).is_empty(), "no payload got a file");
+    }
+
+    fn list_files(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).filter(|n| !n.starts_with('.')).collect()
     }
 }

@@ -405,9 +405,24 @@ async fn a_client_that_goes_away_mid_upload_leaves_nothing_behind() {
     drop(sock);
     wait_until_empty(&c, &b.quarantine).await;
 
-    // gRPC: the call is cancelled after 16 MiB.
+    // gRPC: the client goes away after 16 MiB, its connection cut. (Cancelling the call
+    // alone does not always reach the server: while the request stream is open, the
+    // client's HTTP/2 stream can stay open too, and that is a slow upload, not a gone one.)
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::UploadRequest>(2);
-    let mut client = t.grpc().await;
+    let socket: Arc<Mutex<Option<std::net::TcpStream>>> = Arc::default();
+    let channel = {
+        let (socket, addr) = (socket.clone(), t.app.addr());
+        let connect = tower::service_fn(move |_: http::Uri| {
+            let socket = socket.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?.into_std()?;
+                *socket.lock().unwrap() = Some(tcp.try_clone()?);
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::TcpStream::from_std(tcp)?))
+            }
+        });
+        tonic::transport::Endpoint::from_shared(t.base.clone()).unwrap().connect_with_connector(connect).await.unwrap()
+    };
+    let mut client = upload_gateway::validator::connect::client(channel, &validator_token(t.data.path())).unwrap();
     let call = tokio::spawn(async move { client.upload(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
     let header = pb::UploadHeader { content_type: TESTARENO.into(), request_id: "gone-grpc".into(), ..Default::default() };
     tx.send(pb::UploadRequest { part: Some(pb::upload_request::Part::Header(header)) }).await.unwrap();
@@ -416,8 +431,9 @@ async fn a_client_that_goes_away_mid_upload_leaves_nothing_behind() {
         tx.send(pb::UploadRequest { part: Some(pb::upload_request::Part::Chunk(chunk.into())) }).await.unwrap();
     }
     wait_for_multipart_upload(&c, &b.quarantine, "gone-grpc").await;
-    // Cancelled with its request stream still open: ending that stream (dropping `tx`)
-    // first would be a clean end of an upload of 16 MiB, which the gateway keeps.
+    // Cut with its request stream still open: ending that stream (dropping `tx`) first
+    // would be a clean end of an upload of 16 MiB, which the gateway keeps.
+    socket.lock().unwrap().take().expect("connected").shutdown(std::net::Shutdown::Both).unwrap();
     call.abort();
     wait_until_empty(&c, &b.quarantine).await;
     drop(tx);

@@ -1,7 +1,7 @@
 //! A read-only look at what a data folder's buckets hold, the write-ahead log included,
 //! for operators and tests: small payloads live in the log (wal.rs) until they leave
-//! quarantine or get files of their own, so listing a bucket's folder does not show
-//! them. Safe while the gateway runs: it reads, never writes.
+//! quarantine, so listing a bucket's folder does not show them. Safe while the gateway
+//! runs: it reads, never writes.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -11,11 +11,14 @@
 //! upload); the storage's index (held.rs) says which record holds it.
 //!
 //! Every second (or 64 MiB) the writer starts a new log and hands the old one to the
-//! checkpoint, which removes logs oldest first. A log goes once nothing refers to it
-//! (its payloads left quarantine, each reader done) or, when some of its payloads are
-//! still held after [`HOLD`], once those are given files of their own (`materialize`):
-//! then one `syncfs(2)` makes every file made or removed so far durable, and the log is
-//! removed. Oldest first, so a delete's record never goes before the put it undoes.
+//! checkpoint, which removes logs oldest first (so a delete's record never goes before
+//! the put it undoes) once nothing refers to them: their payloads left quarantine.
+//! One `syncfs(2)` first makes every file removal so far durable. A log whose
+//! payloads are mostly gone after [`HOLD`] (and every [`HOLD`] after that) is compacted
+//! in place: written again without the puts of payloads no longer held, every other
+//! record kept in order, then renamed over the old one. So a payload that stays in
+//! quarantine is never given a file of its own, and is copied at most once per
+//! halving of its log.
 //!
 //! At start-up every log left is read in order and handed to `apply` (which rebuilds
 //! the index), then kept: its payloads are still held. A record cut short by a crash
@@ -26,6 +29,7 @@
 //! the body: `kind u8 | bucket u8 | key length u16 | key | meta length u32 | meta JSON |
 //! payload bytes`.
 
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
@@ -50,9 +54,9 @@ const ROLL_SIZE: u64 = 64 << 20;
 const ROLL_AGE: Duration = Duration::from_secs(1);
 /// At most this many records share one flush.
 const MAX_BATCH: usize = 4096;
-/// How long a small payload may live in the log: those still held when their log is
-/// this old get files of their own. Most payloads are decided (and leave quarantine)
-/// well within it, so they never get a file in quarantine at all.
+/// How old a log is before it may be compacted, and how long between two compactions
+/// of one log. Most payloads are decided (and leave quarantine) well within it, so most
+/// logs are simply removed.
 pub const HOLD: Duration = Duration::from_secs(10);
 
 /// One log file, open for reading the payloads it holds. Whatever refers to one of its
@@ -62,12 +66,14 @@ pub struct Segment {
     path: PathBuf,
     file: File,
     opened: Instant,
+    /// Bytes of the puts and metas in it that the index holds (kept by held.rs).
+    pub(super) live: std::sync::atomic::AtomicU64,
 }
 
 impl Segment {
     fn open(path: PathBuf) -> std::io::Result<Segment> {
         let file = File::open(&path)?;
-        Ok(Segment { path, file, opened: Instant::now() })
+        Ok(Segment { path, file, opened: Instant::now(), live: Default::default() })
     }
 
     /// `len` bytes at `at` (a span from [`Spans`]).
@@ -97,9 +103,14 @@ impl Spans {
     }
 }
 
+/// Run by the writer once a record is durable, before anyone hears so (a put makes its
+/// payload held here, so no compaction can find its record durable and not yet held).
+pub type Then = Box<dyn FnOnce(&Durable, Spans) + Send>;
+
 struct Job {
     record: Vec<u8>,
     spans: (usize, usize, usize),
+    then: Option<Then>,
     done: tokio::sync::oneshot::Sender<std::io::Result<(Durable, Spans)>>,
 }
 
@@ -127,9 +138,13 @@ pub struct Replayed {
     pub spans: Spans,
 }
 
-/// Gives the payloads still held in a log files of their own (the checkpoint, after
-/// [`HOLD`]); afterwards nothing may refer to the log.
-pub type Materialize = Box<dyn FnMut(&Arc<Segment>) -> std::io::Result<()> + Send>;
+/// What the checkpoint asks of the index of held payloads (held.rs) to compact a log.
+pub trait Index: Send + Sync {
+    /// Where (the offset of the bytes) each put still held in `log` is.
+    fn live_puts(&self, log: &Arc<Segment>) -> HashSet<u64>;
+    /// Points every part held in `old` at `new`, at the offset `moved` gives.
+    fn repoint(&self, old: &Arc<Segment>, new: &Arc<Segment>, moved: &dyn Fn(u64) -> Option<u64>);
+}
 
 impl Wal {
     /// Reads what `dir` holds (handing each record to `apply`, in order), keeps those
@@ -138,10 +153,16 @@ impl Wal {
         root: &Path,
         dir: &Path,
         mut apply: impl FnMut(Replayed) -> std::io::Result<()>,
-        materialize: Materialize,
+        index: Arc<dyn Index>,
         hold: Duration,
     ) -> std::io::Result<Wal> {
         std::fs::create_dir_all(dir)?;
+        // A compaction cut short by a crash: the log it was made from is still whole.
+        for entry in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            if entry.path().extension().is_some_and(|x| x == "compact") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
         let mut logs: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -170,25 +191,30 @@ impl Wal {
         let dir = dir.to_path_buf();
         std::thread::Builder::new()
             .name("wal-checkpoint".into())
-            .spawn(move || checkpoint(&root, &dir, done_rx, materialize, hold))?;
+            .spawn(move || checkpoint(&root, &dir, done_rx, index, hold))?;
         Ok(Wal { jobs })
     }
 
     /// Appends `record`; answers once it is durable, with where its parts are.
     pub async fn append(&self, record: &Record) -> std::io::Result<(Durable, Spans)> {
+        self.append_then(record, None).await
+    }
+
+    /// Appends `record`; once it is durable the writer runs `then`, and then answers.
+    pub async fn append_then(&self, record: &Record, then: Option<Then>) -> std::io::Result<(Durable, Spans)> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let (record, spans) = encode(record, MAGIC);
-        let job = Job { record, spans, done };
+        let job = Job { record, spans, then, done };
         self.jobs.send(job).map_err(|_| std::io::Error::other("the log's writer has stopped"))?;
         answer.await.map_err(|_| std::io::Error::other("the log's writer has stopped"))?
     }
 
     /// Appends `record` after every record appended before, without waiting (from a
     /// `Drop`: the undo of a put whose future was dropped while its record was written).
-    pub fn append_detached(&self, record: &Record) {
+    pub fn append_detached(&self, record: &Record, then: Option<Then>) {
         let (done, _) = tokio::sync::oneshot::channel();
         let (record, spans) = encode(record, MAGIC);
-        let _ = self.jobs.send(Job { record, spans, done });
+        let _ = self.jobs.send(Job { record, spans, then, done });
     }
 }
 
@@ -241,10 +267,16 @@ impl Writer {
             let mut at = log.size;
             log.size += buf.len() as u64;
             let failed = written.is_err();
-            for job in batch {
+            for mut job in batch {
                 let (key_len, meta_len, bytes_len) = job.spans;
                 let answer = match &written {
-                    Ok(()) => Ok((Durable(log.segment.clone()), Spans::of(at, key_len, meta_len, bytes_len))),
+                    Ok(()) => {
+                        let (durable, spans) = (Durable(log.segment.clone()), Spans::of(at, key_len, meta_len, bytes_len));
+                        if let Some(then) = job.then.take() {
+                            then(&durable, spans);
+                        }
+                        Ok((durable, spans))
+                    }
                     Err(e) => Err(std::io::Error::new(e.kind(), format!("write-ahead log: {e}"))),
                 };
                 at += job.record.len() as u64;
@@ -275,36 +307,101 @@ impl Writer {
     }
 }
 
-/// Removes closed logs, oldest first: once nothing refers to one (after `hold`, the
-/// payloads it still holds are given files first), one `syncfs` and it goes. A failed
-/// `syncfs` keeps every log from then on (all are read again at the next start) and
-/// says so; a failed materialization is tried again after another `hold`.
-fn checkpoint(root: &Path, dir: &Path, closed: mpsc::Receiver<Arc<Segment>>, mut materialize: Materialize, hold: Duration) {
+/// Removes closed logs, oldest first, once nothing refers to one (one `syncfs` before,
+/// for the file removals its deletes describe), and compacts those whose held payloads
+/// fill less than half of them, `hold` after they were closed or last compacted. A
+/// failed `syncfs` keeps every log from then on (all are read again at the next start)
+/// and says so; a failed compaction leaves the log as it was.
+fn checkpoint(root: &Path, dir: &Path, closed: mpsc::Receiver<Arc<Segment>>, index: Arc<dyn Index>, hold: Duration) {
+    let mut logs: VecDeque<(Arc<Segment>, Instant)> = VecDeque::new();
     let mut broken = false;
-    while let Ok(segment) = closed.recv() {
-        let mut next_try = segment.opened + hold;
-        while Arc::strong_count(&segment) > 1 {
-            if Instant::now() >= next_try {
-                if let Err(e) = materialize(&segment) {
-                    tracing::error!(error = %e, log = %segment.path.display(),
-                        "cannot give the payloads held in a write-ahead log files of their own; keeping the log, trying again later");
+    loop {
+        match closed.recv_timeout(Duration::from_millis(20)) {
+            Ok(log) => {
+                let due = log.opened + hold;
+                logs.push_back((log, due));
+                while let Ok(log) = closed.try_recv() {
+                    let due = log.opened + hold;
+                    logs.push_back((log, due));
                 }
-                next_try = Instant::now() + hold;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        if broken {
+        let dead = logs.iter().take_while(|(log, _)| Arc::strong_count(log) == 1).count();
+        if dead > 0 && !broken {
+            let removed = syncfs(root).and_then(|()| {
+                for (log, _) in logs.drain(..dead) {
+                    std::fs::remove_file(&log.path)?;
+                }
+                File::open(dir)?.sync_all()
+            });
+            if let Err(e) = removed {
+                tracing::error!(error = %e, dir = %dir.display(),
+                    "cannot make the data folder durable; keeping the write-ahead logs, read again at the next start");
+                broken = true;
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<usize> = (0..logs.len()).filter(|&i| logs[i].1 <= now).collect();
+        if due.is_empty() {
             continue;
         }
-        let done = syncfs(root)
-            .and_then(|()| std::fs::remove_file(&segment.path))
-            .and_then(|()| File::open(dir)?.sync_all());
-        if let Err(e) = done {
-            tracing::error!(error = %e, log = %segment.path.display(),
-                "cannot make the data folder durable; keeping the write-ahead logs, read again at the next start");
-            broken = true;
+        for &i in &due {
+            logs[i].1 = now + hold;
+            let size = logs[i].0.file.metadata().map(|m| m.len()).unwrap_or(0);
+            if logs[i].0.live.load(std::sync::atomic::Ordering::Relaxed) * 2 >= size {
+                continue;
+            }
+            match compact(&logs[i].0, &*index) {
+                Ok(new) => logs[i].0 = new,
+                Err(e) => tracing::error!(error = %e, log = %logs[i].0.path.display(), "cannot compact a write-ahead log; keeping it as it is"),
+            }
         }
     }
+}
+
+/// Writes `old` again without the puts of payloads no longer held (every other record
+/// kept, in order), renames it over `old` and points the index at it.
+fn compact(old: &Arc<Segment>, index: &dyn Index) -> std::io::Result<Arc<Segment>> {
+    let live = index.live_puts(old);
+    let data = std::fs::read(&old.path)?;
+    let mut out = Vec::new();
+    // (where a kept record was, its length, where it is now)
+    let mut moves: Vec<(u64, u64, u64)> = Vec::new();
+    let mut at = 0;
+    while let Some((record, v1, len)) = decode(&data[at..]) {
+        let keep = match &record {
+            Record::Put { key, meta, .. } if !v1 => live.contains(&Spans::of(at as u64, key.len(), meta.len(), 0).bytes.0),
+            _ => true,
+        };
+        if keep {
+            moves.push((at as u64, len as u64, out.len() as u64));
+            out.extend_from_slice(&data[at..at + len]);
+        }
+        at += len;
+    }
+    if out.len() == at {
+        return Ok(old.clone()); // nothing to drop (a log compacted before, of deletes only)
+    }
+    let tmp = old.path.with_extension("compact");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &old.path)?;
+    if let Some(dir) = old.path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    let new = Arc::new(Segment { path: old.path.clone(), file: File::open(&old.path)?, opened: old.opened, live: Default::default() });
+    index.repoint(old, &new, &|offset| {
+        let i = moves.partition_point(|&(from, _, _)| from <= offset).checked_sub(1)?;
+        let (from, len, to) = moves[i];
+        (offset < from + len).then(|| to + (offset - from))
+    });
+    tracing::debug!(log = %old.path.display(), before = data.len(), after = out.len(), "compacted a write-ahead log");
+    Ok(new)
 }
 
 /// The records of the log at `path`, in order, up to its end or its first broken
@@ -451,11 +548,21 @@ mod tests {
         assert!(decode(&flipped).is_none(), "a record whose crc does not match is not one");
     }
 
+    /// An index that holds nothing (the test holds the answers' logs itself).
+    struct Keep;
+
+    impl Index for Keep {
+        fn live_puts(&self, _: &Arc<Segment>) -> HashSet<u64> {
+            HashSet::new()
+        }
+        fn repoint(&self, _: &Arc<Segment>, _: &Arc<Segment>, _: &dyn Fn(u64) -> Option<u64>) {}
+    }
+
     #[tokio::test]
     async fn what_was_acknowledged_is_read_back_after_the_process_is_gone() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join(".wal");
-        let keep = || -> Materialize { Box::new(|_| Err(std::io::Error::other("kept in the log"))) };
+        let keep = || -> Arc<dyn Index> { Arc::new(Keep) };
         let wal = Wal::open(root.path(), &dir, |_| Ok(()), keep(), HOLD).unwrap();
         let appends = (0..50).map(|i| {
             let wal = &wal;

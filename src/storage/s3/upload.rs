@@ -277,12 +277,20 @@ impl Leftovers {
         self.armed = false;
     }
 
+    /// Removes what the put sent, and waits for that. The work runs in a task of its
+    /// own: a put failed because its client went away is often dropped right after
+    /// (its connection is gone), and the removal must not go with it.
     async fn remove_now(&mut self) {
         self.armed = false;
-        remove(self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.take(), self.sidecar, self.object).await;
-        if let Some(path) = self.journal.take() {
-            Journal::done(&path).await;
-        }
+        let removal = remove(self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.take(), self.sidecar, self.object);
+        let journal = self.journal.take();
+        let _ = tokio::spawn(async move {
+            removal.await;
+            if let Some(path) = journal {
+                Journal::done(&path).await;
+            }
+        })
+        .await;
     }
 }
 
@@ -320,7 +328,10 @@ impl Drop for Leftovers {
 /// repeated in the background once such parts had time to finish (S3's own advice).
 async fn remove(client: Client, bucket: String, key: String, upload_id: Option<String>, sidecar_sent: bool, object_sent: bool) {
     if let Some(id) = &upload_id {
-        abort(&client, &bucket, &key, id).await;
+        // Bounded: the abort is tried again below, and the sweep finds what is left.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), abort(&client, &bucket, &key, id)).await.is_err() {
+            tracing::warn!(key = %key, bucket = %bucket, "aborting an unfinished upload took over 10 s; trying again in 2 s");
+        }
     }
     let mut keys = Vec::new();
     if object_sent {
