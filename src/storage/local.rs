@@ -101,9 +101,8 @@ impl LocalDisk {
             Error::Conflict(format!("request id {key} is already used by a stored payload, or by one being stored right now"))
         };
         let taken = self.held.claim(bucket, key).ok_or_else(conflict)?;
-        // A payload with files of its own (a large one, one given files by the
-        // checkpoint, or one put in place by other means). µs-long lookups, in the
-        // page cache: done on the async worker.
+        // A payload with files of its own (a large one, or one put in place by other
+        // means). µs-long lookups, in the page cache: done on the async worker.
         if std::fs::symlink_metadata(self.object(bucket, key)).is_ok() || std::fs::symlink_metadata(self.meta(bucket, key)).is_ok() {
             return Err(conflict());
         }
@@ -376,19 +375,15 @@ impl Storage for LocalDisk {
             return Ok(false);
         }
         let json = serde_json::to_vec(meta).map_err(|e| Error::Internal(e.to_string()))?;
-        // Logged whether the payload is held or has files: a held one's files may be
-        // made and the process die before its log goes, and the log, read again, must
-        // then bring this meta back too.
-        let (log, spans) = self
-            .wal
-            .append(&wal::Record::Meta { bucket, key: key.to_string(), meta: json.clone() })
-            .await
-            .map_err(io)?;
-        if self.held.set_meta(bucket, key, held::Part { log: log.clone(), span: spans.meta }) {
+        if self.held.get(bucket, key).is_some() {
+            // Held in the log: so is its new meta. (Deleted meanwhile, the record is
+            // read back as a meta for nothing, and does nothing.)
+            let record = wal::Record::Meta { bucket, key: key.to_string(), meta: json };
+            let (log, spans) = self.wal.append(&record).await.map_err(io)?;
+            self.held.set_meta(bucket, key, held::Part { log, span: spans.meta });
             return Ok(true);
         }
         self.write_atomic(&self.meta(bucket, key), &json).await?;
-        drop(log);
         Ok(true)
     }
 
@@ -581,8 +576,8 @@ impl Places {
     }
 
     /// What a record read at start-up says: a put of this format is held again (its
-    /// meta too); a meta replaces a held payload's, or the meta file of one with files;
-    /// a delete is done again. A record of the format before is done the old way.
+    /// meta too); a meta replaces a held payload's; a delete is done again. A record of
+    /// the format before is done the old way.
     fn replay(&self, held: &held::Held, r: wal::Replayed) -> std::io::Result<()> {
         if r.v1 {
             return self.replay_v1(r.record);
@@ -593,13 +588,8 @@ impl Places {
                 held.insert(bucket, key, held::Entry { bytes: part(r.spans.bytes), meta: part(r.spans.meta) });
                 Ok(())
             }
-            wal::Record::Meta { bucket, key, meta } => {
-                if held.set_meta(bucket, &key, held::Part { log: r.durable.clone(), span: r.spans.meta }) {
-                    return Ok(());
-                }
-                if self.object(bucket, &key).exists() {
-                    self.replace(&self.meta(bucket, &key), &meta)?;
-                }
+            wal::Record::Meta { bucket, key, .. } => {
+                held.set_meta(bucket, &key, held::Part { log: r.durable.clone(), span: r.spans.meta });
                 Ok(())
             }
             wal::Record::Delete { bucket, key } => {
@@ -834,7 +824,8 @@ mod tests {
         disk.delete(Bucket::Quarantine, "moved").await.unwrap();
         assert!(!dir.path().join("quarantine/kept").exists(), "a small payload has no file of its own");
         assert_eq!(disk.list(Bucket::Quarantine).await.unwrap(), ["kept", "marked"]);
-        // Given files by an earlier checkpoint, torn by the power loss: the log wins.
+        // Files of a held key (placed by the version before, torn by a power loss):
+        // the log wins.
         std::fs::write(dir.path().join("quarantine/kept"), b"bytes of").unwrap();
         std::fs::write(dir.path().join("quarantine/.meta/kept.json"), b"").unwrap();
 
