@@ -7,8 +7,8 @@
 //! one write and makes them durable with one `fdatasync`: uploads that finish while a
 //! flush runs share the next one, so the disk's flush rate stops bounding uploads/s
 //! (bench/results.md, P1). A small payload's record is where it is kept: it gets no
-//! file of its own while it is young (no file creation, rename or writeback per
-//! upload); the storage's index (held.rs) says which record holds it.
+//! file of its own (no file creation, rename or writeback per upload); the storage's
+//! index (held.rs) says which record holds it.
 //!
 //! Every second (or 64 MiB) the writer starts a new log and hands the old one to the
 //! checkpoint, which removes logs oldest first (so a delete's record never goes before
