@@ -369,19 +369,16 @@ fn compact(old: &Arc<Segment>, index: &dyn Index) -> std::io::Result<Arc<Segment
     let mut out = Vec::new();
     // (where a kept record was, its length, where it is now)
     let mut moves: Vec<(u64, u64, u64)> = Vec::new();
-    let mut at = 0;
-    while let Some((record, v1, len)) = decode(&data[at..]) {
-        let keep = match &record {
-            Record::Put { key, meta, .. } if !v1 => live.contains(&Spans::of(at as u64, key.len(), meta.len(), 0).bytes.0),
-            _ => true,
-        };
+    let frames = frames(&data);
+    let whole = frames.last().map_or(0, |f| f.at + f.len);
+    for f in frames {
+        let keep = !matches!(f.record, Record::Put { .. }) || f.v1 || live.contains(&f.spans.bytes.0);
         if keep {
-            moves.push((at as u64, len as u64, out.len() as u64));
-            out.extend_from_slice(&data[at..at + len]);
+            moves.push((f.at as u64, f.len as u64, out.len() as u64));
+            out.extend_from_slice(&data[f.at..f.at + f.len]);
         }
-        at += len;
     }
-    if out.len() == at {
+    if out.len() == whole {
         return Ok(old.clone()); // nothing to drop (a log compacted before, of deletes only)
     }
     let tmp = old.path.with_extension("compact");
@@ -412,6 +409,26 @@ pub fn records(path: &Path) -> std::io::Result<Vec<(Record, bool, Spans)>> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let frames = frames(&data);
+    let whole = frames.last().map_or(0, |f| f.at + f.len);
+    if whole < data.len() {
+        tracing::info!(log = %path.display(), offset = whole, "the write-ahead log ends in a record cut short by a crash (never acknowledged)");
+    }
+    Ok(frames.into_iter().map(|f| (f.record, f.v1, f.spans)).collect())
+}
+
+/// A record as found in a log: where it starts, its length, it, whether it is of the
+/// old format, and where its parts are.
+struct Frame {
+    at: usize,
+    len: usize,
+    record: Record,
+    v1: bool,
+    spans: Spans,
+}
+
+/// The records of a log's bytes, in order, up to the end or the first broken one.
+fn frames(data: &[u8]) -> Vec<Frame> {
     let mut at = 0;
     let mut out = Vec::new();
     while let Some((record, v1, len)) = decode(&data[at..]) {
@@ -420,13 +437,10 @@ pub fn records(path: &Path) -> std::io::Result<Vec<(Record, bool, Spans)>> {
             Record::Meta { key, meta, .. } => Spans::of(at as u64, key.len(), meta.len(), 0),
             Record::Delete { key, .. } => Spans::of(at as u64, key.len(), 0, 0),
         };
-        out.push((record, v1, spans));
+        out.push(Frame { at, len, record, v1, spans });
         at += len;
     }
-    if at < data.len() {
-        tracing::info!(log = %path.display(), offset = at, "the write-ahead log ends in a record cut short by a crash (never acknowledged)");
-    }
-    Ok(out)
+    out
 }
 
 /// Hands the records of `segment` to `apply`; how many there were.
