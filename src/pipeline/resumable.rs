@@ -422,7 +422,9 @@ impl Pipeline {
             _ => false,
         };
         if !refused_checksum && taken > 0 {
-            self.commit(rec, writer, &hash, &mut taken).await?;
+            // The last commit gives the claim back in the same save: whoever sees
+            // these bytes committed may go on at once.
+            self.commit_and_release(rec, writer, &hash, &mut taken).await?;
         }
         match body_error {
             // The client's own failure: what arrived before it is kept (tus: a
@@ -440,13 +442,40 @@ impl Pipeline {
         hash: &crate::domain::sha256_state::Sha256State,
         taken: &mut u64,
     ) -> Result<()> {
+        self.commit_inner(rec, writer, hash, taken, false).await
+    }
+
+    /// `commit`, with the claim given back in the same save.
+    async fn commit_and_release(
+        &self,
+        rec: &mut UploadRecord,
+        writer: &mut dyn UploadWriter,
+        hash: &crate::domain::sha256_state::Sha256State,
+        taken: &mut u64,
+    ) -> Result<()> {
+        self.commit_inner(rec, writer, hash, taken, true).await
+    }
+
+    async fn commit_inner(
+        &self,
+        rec: &mut UploadRecord,
+        writer: &mut dyn UploadWriter,
+        hash: &crate::domain::sha256_state::Sha256State,
+        taken: &mut u64,
+        release: bool,
+    ) -> Result<()> {
         let bytes = writer.flush().await?;
         let before = rec.clone();
         rec.bytes = bytes;
         rec.offset += *taken;
         rec.hash = hash.clone();
+        if release {
+            rec.claim = None;
+        }
         if let Err(e) = self.save(rec).await {
-            let claim = rec.claim.take();
+            // Taken over (Locked): nothing to give back. Otherwise the claim is still
+            // ours, and the caller gives it back.
+            let claim = if matches!(e, Error::Locked(_)) { None } else { before.claim.clone() };
             *rec = before;
             rec.claim = claim;
             return Err(e);

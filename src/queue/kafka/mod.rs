@@ -4,8 +4,8 @@
 //!   once the delivery report says the message is written, or fails past the
 //!   configured wait (librdkafka's `message.timeout.ms` is the same wait, so a message
 //!   is not retried after its publish failed): `QueueUnavailable` when it was surely
-//!   not written, `QueueUnconfirmed` when its produce request was in flight, so the
-//!   broker may have written it, `QueueRefused` when it can never be written.
+//!   not written, `QueueUnconfirmed` when it timed out or its produce request was in
+//!   flight, so the broker may have written it, `QueueRefused` when it can never be written.
 //! - Consuming: one group member per (topic, group) in this process ([`group`]), with
 //!   offsets committed only past acked messages.
 //! - Topics are created at start-up when missing (admin API).
