@@ -32,6 +32,7 @@ pub struct Payload {
     state: State,
     metrics: Arc<Metrics>,
     on_failure: Option<Box<dyn FnOnce(Error) + Send>>,
+    key_generated: bool,
 }
 
 enum State {
@@ -64,7 +65,19 @@ impl Payload {
             state: State::Streaming,
             metrics,
             on_failure: None,
+            key_generated: false,
         }
+    }
+
+    /// Says the payload's key was generated for it by the gateway (a new random id),
+    /// so no stored payload can have it: storage may skip looking for one.
+    pub fn with_generated_key(mut self) -> Self {
+        self.key_generated = true;
+        self
+    }
+
+    pub fn key_generated(&self) -> bool {
+        self.key_generated
     }
 
     /// The size and sha256 (lower-case hex) once the stream has ended cleanly.

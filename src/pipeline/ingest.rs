@@ -196,7 +196,7 @@ impl Pipeline {
         // The storage consumes the payload; the payload's own failure (too large,
         // stalled, short) is what the client hears about, not the storage's echo.
         let failure = PayloadFailure::default();
-        let watched = failure.watch(payload);
+        let watched = failure.watch(if caller.supplied { payload } else { payload.with_generated_key() });
         let hold = self.inner.in_hand.hold(&key);
         // A request id is used once. Storage refuses a second put of the key while
         // the payload is in quarantine (or being stored); a payload already decided

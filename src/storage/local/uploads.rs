@@ -110,7 +110,7 @@ impl LocalDisk {
                 _ => Err(Error::NotFound(format!("the bytes of upload {} are gone", rec.id))),
             };
         }
-        let taken = self.take(Bucket::Quarantine, &rec.id)?;
+        let taken = self.take(Bucket::Quarantine, &rec.id, false)?;
         let claim = self.claim(Bucket::Quarantine, &rec.id)?;
         let json = serde_json::to_vec(&meta).map_err(|e| Error::Internal(e.to_string()))?;
         let meta_tmp = self.temp();
