@@ -3,6 +3,12 @@
 use clap::{Parser, Subcommand};
 use upload_gateway::{App, Config};
 
+/// mimalloc instead of glibc's malloc: allocation was about a tenth of the gateway's
+/// CPU under small-upload load (bench/notes.md, P1). It is built to commit memory as
+/// it is used (`.cargo/config.toml`), so resident memory stays as with glibc's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "upload-gateway", version, about = "Takes uploads in over REST and gRPC, stores them, announces them, applies verdicts.")]
 struct Cli {
