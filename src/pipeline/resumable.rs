@@ -408,7 +408,7 @@ impl Pipeline {
                 taken += piece.len() as u64;
                 writer.write(piece).await?;
                 if writer.pending() >= writer.part_size() && chunk_hash.is_none() {
-                    self.commit(rec, writer, &hash, &mut taken).await?;
+                    self.commit(rec, writer, &hash, &mut taken, false).await?;
                 }
             }
             // A slow client holds its claim by sending: renew it before it runs out.
@@ -424,7 +424,7 @@ impl Pipeline {
         if !refused_checksum && taken > 0 {
             // The last commit gives the claim back in the same save: whoever sees
             // these bytes committed may go on at once.
-            self.commit_and_release(rec, writer, &hash, &mut taken).await?;
+            self.commit(rec, writer, &hash, &mut taken, true).await?;
         }
         match body_error {
             // The client's own failure: what arrived before it is kept (tus: a
@@ -434,29 +434,9 @@ impl Pipeline {
         }
     }
 
-    /// Makes what the writer holds durable and saves the record that counts it.
+    /// Makes what the writer holds durable and saves the record that counts it; with
+    /// `release`, the claim is given back in the same save.
     async fn commit(
-        &self,
-        rec: &mut UploadRecord,
-        writer: &mut dyn UploadWriter,
-        hash: &crate::domain::sha256_state::Sha256State,
-        taken: &mut u64,
-    ) -> Result<()> {
-        self.commit_inner(rec, writer, hash, taken, false).await
-    }
-
-    /// `commit`, with the claim given back in the same save.
-    async fn commit_and_release(
-        &self,
-        rec: &mut UploadRecord,
-        writer: &mut dyn UploadWriter,
-        hash: &crate::domain::sha256_state::Sha256State,
-        taken: &mut u64,
-    ) -> Result<()> {
-        self.commit_inner(rec, writer, hash, taken, true).await
-    }
-
-    async fn commit_inner(
         &self,
         rec: &mut UploadRecord,
         writer: &mut dyn UploadWriter,
