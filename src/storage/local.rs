@@ -444,10 +444,13 @@ impl Storage for LocalDisk {
         // checkpoint, and until then a crash replays it, so a deleted payload (promoted
         // out of quarantine) never comes back.
         let durable = self.wal.append(&wal::Record::Delete { bucket, key: key.to_string() }).await.map_err(io)?;
-        self.held.remove(bucket, key);
-        let places = Places { root: self.root.clone() };
-        let key = key.to_string();
-        blocking(move || places.remove(bucket, &key)).await?;
+        // A held payload has no files (start-up removed any a crash left): nothing more
+        // to do, and no hand-off to the blocking pool on every verdict's path.
+        if !self.held.remove(bucket, key) {
+            let places = Places { root: self.root.clone() };
+            let key = key.to_string();
+            blocking(move || places.remove(bucket, &key)).await?;
+        }
         drop(durable);
         Ok(())
     }

@@ -138,15 +138,11 @@ impl Held {
         self.lock().get(&(bucket, key.to_string())).and_then(Slot::entry).cloned()
     }
 
-    /// Points a held payload at its new meta; false when it is not held (any more).
-    pub fn set_meta(&self, bucket: Bucket, key: &str, meta: Part) -> bool {
-        match self.lock().get_mut(&(bucket, key.to_string())) {
-            Some(Slot::Held(e)) => {
-                meta.count(true);
-                std::mem::replace(&mut e.meta, meta).count(false);
-                true
-            }
-            _ => false,
+    /// Points a held payload at its new meta (nothing when it is not held any more).
+    pub fn set_meta(&self, bucket: Bucket, key: &str, meta: Part) {
+        if let Some(Slot::Held(e)) = self.lock().get_mut(&(bucket, key.to_string())) {
+            meta.count(true);
+            std::mem::replace(&mut e.meta, meta).count(false);
         }
     }
 

@@ -343,19 +343,15 @@ fn checkpoint(root: &Path, dir: &Path, closed: mpsc::Receiver<Arc<Segment>>, ind
             }
         }
         let now = Instant::now();
-        let due: Vec<usize> = (0..logs.len()).filter(|&i| logs[i].1 <= now).collect();
-        if due.is_empty() {
-            continue;
-        }
-        for &i in &due {
-            logs[i].1 = now + hold;
-            let size = logs[i].0.file.metadata().map(|m| m.len()).unwrap_or(0);
-            if logs[i].0.live.load(std::sync::atomic::Ordering::Relaxed) * 2 >= size {
+        for (log, next) in logs.iter_mut().filter(|(_, next)| *next <= now) {
+            *next = now + hold;
+            let size = log.file.metadata().map(|m| m.len()).unwrap_or(0);
+            if log.live.load(std::sync::atomic::Ordering::Relaxed) * 2 >= size {
                 continue;
             }
-            match compact(&logs[i].0, &*index) {
-                Ok(new) => logs[i].0 = new,
-                Err(e) => tracing::error!(error = %e, log = %logs[i].0.path.display(), "cannot compact a write-ahead log; keeping it as it is"),
+            match compact(log, &*index) {
+                Ok(new) => *log = new,
+                Err(e) => tracing::error!(error = %e, log = %log.path.display(), "cannot compact a write-ahead log; keeping it as it is"),
             }
         }
     }
